@@ -1,0 +1,111 @@
+"""Benchmark: ``python -m neuroimagen.bench [--checkpoint DIR] [--trial FILE] [--repeats N]`` prints JSON.
+
+Per-stage latency (read, preprocess, encoder, saliency, semantic, readout, diffusion, decode), end to
+end at the defaults (25 steps, strength 0.75, guidance 5), load time and peak resident memory; medians
+over ``--repeats`` runs after one warm-up. The budgets (DESIGN.md): end to end <= 1.0 s median on 2 CPU
+cores; read + preprocess + encoder + saliency + semantic <= 50 ms; loading <= 5 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "neuroimagen-tiny"
+DEFAULT_EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def _median_ms(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return round(statistics.median(times) * 1000, 2)
+
+
+def _peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: kB
+
+
+def run(checkpoint: str | Path = DEFAULT_CHECKPOINT, trial: str | Path | None = None, repeats: int = 10,
+        threads: int | None = None) -> dict:
+    from . import NeuroImagenPipeline
+    from .data import preprocess, read_trial
+
+    if threads:
+        torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    pipe = NeuroImagenPipeline.from_pretrained(str(checkpoint))
+    pipe.set_progress_bar_config(disable=True)
+    load_s = time.perf_counter() - t0
+    if trial is None:
+        trial = sorted(Path(DEFAULT_EXAMPLES).glob("*.npz"))[0]
+    raw = read_trial(trial)
+    pre = preprocess(raw)
+    x = torch.as_tensor(pre.data, dtype=torch.float32)[None]
+    g = torch.Generator().manual_seed(0)
+    res: dict = {"checkpoint": str(checkpoint), "trial": str(trial), "threads": torch.get_num_threads(),
+                 "repeats": repeats, "load_s": round(load_s, 3)}
+    with torch.inference_mode():
+        feats = pipe.eeg_encoder(x)
+        z = torch.randn(1, pipe.saliency_generator.config.noise_dim, generator=g)
+        states = pipe.semantic_decoder(x)
+        sal = pipe.saliency_generator(feats, z)
+        stages = {
+            "read": lambda: read_trial(trial),
+            "preprocess": lambda: preprocess(raw),
+            "encoder": lambda: pipe.eeg_encoder(x),
+            "saliency": lambda: pipe.saliency_generator(feats, z),
+            "semantic": lambda: pipe.semantic_decoder(x),
+            "readout": lambda: pipe.caption_bank.readout(states, k=5),
+        }
+        ms = {k: _median_ms(f, repeats) for k, f in stages.items()}
+        ms["eeg_stages_total"] = round(sum(ms[k] for k in ("read", "preprocess", "encoder", "saliency", "semantic",
+                                                           "readout")), 2)
+        stage = pipe._diffusion_stage("img2img")
+        init = torch.nn.functional.interpolate((sal.clamp(-1, 1) + 1) / 2, size=(
+            pipe.unet.config.sample_size * pipe.vae_scale_factor,) * 2, mode="bilinear", align_corners=False)
+        emb = pipe.caption_bank.label_states(torch.tensor([0]))
+        neg = pipe.caption_bank.empty_states(1)
+        ms["diffusion"] = _median_ms(lambda: stage(
+            image=init, prompt_embeds=emb, negative_prompt_embeds=neg, strength=0.75, num_inference_steps=25,
+            guidance_scale=5.0, generator=torch.Generator().manual_seed(0), output_type="pt"), max(3, repeats // 2))
+        lat = torch.randn(1, pipe.unet.config.in_channels, pipe.unet.config.sample_size, pipe.unet.config.sample_size)
+        ms["decode"] = _median_ms(lambda: pipe.vae.decode(lat), repeats)
+
+        def end_to_end():
+            pipe(preprocess(read_trial(trial)), generator=torch.Generator().manual_seed(0))
+
+        ms["end_to_end"] = _median_ms(end_to_end, max(3, repeats // 2))
+    res["latency_ms"] = ms
+    res["budgets_ok"] = {"end_to_end<=1000ms": ms["end_to_end"] <= 1000, "eeg_stages<=50ms": ms["eeg_stages_total"] <= 50,
+                         "load<=5s": load_s <= 5}
+    res["peak_rss_mb"] = _peak_rss_mb()
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m neuroimagen.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="pipeline folder (default: the embedded one)")
+    p.add_argument("--trial", default=None, help="trial file (default: the first examples/*.npz)")
+    p.add_argument("--repeats", type=int, default=10, help="timed runs per stage (default: 10)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    args = p.parse_args(argv)
+    print(json.dumps(run(args.checkpoint, args.trial, args.repeats, args.threads), indent=1, default=lambda o: (
+        o.item() if isinstance(o, np.generic) else str(o))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

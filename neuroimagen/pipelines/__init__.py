@@ -1,0 +1,3 @@
+from .pipeline_neuroimagen import NeuroImagenPipeline, NeuroImagenPipelineOutput
+
+__all__ = ["NeuroImagenPipeline", "NeuroImagenPipelineOutput"]

@@ -1,0 +1,349 @@
+"""NeuroImagenPipeline: EEG in; saliency map, decoded caption and reconstruction out.
+
+After Lan et al. 2023, "Seeing through the Brain: Image Reconstruction of Visual Perception from Human
+Brain Signals" (arXiv 2308.02510): a pixel-level saliency map from an EEG encoder + GAN generator sets
+the layout and colour, a sample-level caption embedding decoded from the EEG sets the meaning, and a
+latent diffusion model joins them by img2img (init = saliency map, condition = caption).
+
+The last stage is diffusers' own ``StableDiffusionImg2ImgPipeline`` (``StableDiffusionPipeline`` for
+the caption-only ablation) built from this pipeline's ``vae``/``unet``/``scheduler``: the embedded
+``neuroimagen-tiny`` model conditions it on 384-d MiniLM states through ``prompt_embeds``; with
+``sd_model=...`` the same call runs Stable Diffusion.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
+from diffusers.utils import BaseOutput
+
+from .._check import check_option, check_range, validate_type
+
+CAPTION_SOURCES = ("predicted", "label", "detailed")
+MODES = ("both", "saliency_only", "caption_only")
+OUTPUT_TYPES = ("pil", "np", "pt")
+
+
+@dataclass
+class NeuroImagenPipelineOutput(BaseOutput):
+    """What one call returns, per trial of the batch.
+
+    Attributes
+    ----------
+    images : list of PIL.Image | ndarray, shape (batch, H, W, 3) | Tensor, shape (batch, 3, H, W)
+        The reconstructions.
+    saliency_maps : same type as ``images``
+        The decoded pixel-level saliency maps (the img2img init), at the generator's resolution.
+    captions : list of list of (str, float)
+        Top-k label captions with their probabilities.
+    detailed_captions : list of list of (str, float)
+        Top-k detailed captions of the caption bank with their similarity.
+    class_probs : ndarray, shape (batch, n_classes)
+        Class probabilities from the semantic readout, in the order of ``neuroimagen.data.classes.CLASSES``.
+    prompt_embeds : Tensor, shape (batch, L, D)
+        The cross-attention condition used (zeros for ``mode="saliency_only"``).
+    caption_used : list of str
+        The caption text the condition stands for.
+    notes : list of str
+        Anything the user should know about how this output was made.
+    """
+
+    images: list | np.ndarray | torch.Tensor
+    saliency_maps: list | np.ndarray | torch.Tensor
+    captions: list[list[tuple[str, float]]]
+    detailed_captions: list[list[tuple[str, float]]]
+    class_probs: np.ndarray
+    prompt_embeds: torch.Tensor
+    caption_used: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+class NeuroImagenPipeline(DiffusionPipeline):
+    r"""Reconstruct the image a person saw from one or more EEG trials.
+
+    Parameters
+    ----------
+    eeg_encoder : neuroimagen.models.EEGEncoder
+        f(x): the triplet-trained EEG feature extractor.
+    saliency_generator : neuroimagen.models.SaliencyGenerator
+        G(z, f) -> saliency map in [-1, 1].
+    semantic_decoder : neuroimagen.models.SemanticDecoder
+        h(x) -> caption states, shape (batch, n_targets, L, D).
+    caption_bank : neuroimagen.models.CaptionBank
+        Caption texts and states for the readout (top-k captions, class probabilities, empty caption).
+    vae : AutoencoderKL
+    unet : UNet2DConditionModel
+    scheduler : diffusers scheduler (DDIM for the embedded model)
+    text_encoder, tokenizer : transformers models | None
+        Only in full mode (Stable Diffusion): the decoded caption's text is encoded by them.
+    """
+
+    model_cpu_offload_seq = "eeg_encoder->semantic_decoder->unet->vae"
+    _optional_components = ["text_encoder", "tokenizer"]
+
+    def __init__(self, eeg_encoder, saliency_generator, semantic_decoder, caption_bank, vae: AutoencoderKL,
+                 unet: UNet2DConditionModel, scheduler, text_encoder=None, tokenizer=None):
+        super().__init__()
+        self.register_modules(eeg_encoder=eeg_encoder, saliency_generator=saliency_generator,
+                              semantic_decoder=semantic_decoder, caption_bank=caption_bank, vae=vae, unet=unet,
+                              scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer)
+
+    # ----------------------------------------------------------------------------------------------
+    # Loading
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, sd_model: str | Path | None = None,
+                        **kwargs) -> NeuroImagenPipeline:
+        """Load a NeuroImagen folder; with ``sd_model`` (hub id or local folder) swap in Stable Diffusion.
+
+        The EEG models and the caption bank always come from ``pretrained_model_name_or_path``; with
+        ``sd_model`` the vae, unet, scheduler (as DDIM), text encoder and tokenizer come from that
+        Stable Diffusion img2img model.
+        """
+        pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        if sd_model is not None:
+            pipe.swap_diffusion_model(sd_model, torch_dtype=kwargs.get("torch_dtype"))
+        return pipe
+
+    def swap_diffusion_model(self, sd_model: str | Path, torch_dtype: torch.dtype | None = None) -> None:
+        """Replace the latent diffusion stage by a Stable Diffusion model (hub id or folder)."""
+        from diffusers import DDIMScheduler, StableDiffusionImg2ImgPipeline
+
+        sd = StableDiffusionImg2ImgPipeline.from_pretrained(
+            sd_model, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+            **({"torch_dtype": torch_dtype} if torch_dtype is not None else {}))
+        self.register_modules(vae=sd.vae, unet=sd.unet, scheduler=DDIMScheduler.from_config(sd.scheduler.config),
+                              text_encoder=sd.text_encoder, tokenizer=sd.tokenizer)
+
+    # ----------------------------------------------------------------------------------------------
+    # EEG contract
+    @property
+    def eeg_ch_names(self) -> list[str] | None:
+        return self.eeg_encoder.config.ch_names
+
+    @property
+    def eeg_sfreq(self) -> float:
+        return float(self.eeg_encoder.config.sfreq)
+
+    @property
+    def eeg_shape(self) -> tuple[int, int]:
+        return int(self.eeg_encoder.config.n_chans), int(self.eeg_encoder.config.n_times)
+
+    @property
+    def uses_text_encoder(self) -> bool:
+        """True when the diffusion model's text space differs from the semantic decoder's (full mode)."""
+        if self.text_encoder is None:
+            return False
+        hidden = getattr(self.text_encoder.config, "hidden_size", None)
+        same_dim = hidden == self.unet.config.cross_attention_dim == self.caption_bank.hidden_dim
+        same_model = getattr(self.text_encoder.config, "model_type", None) == self.caption_bank.config.text_encoder_type
+        return not (same_dim and same_model)
+
+    def describe(self) -> dict:
+        """Facts about the loaded model for the UI: device, components and sizes."""
+        n = {name: sum(p.numel() for p in getattr(self, name).parameters())
+             for name in ("eeg_encoder", "saliency_generator", "semantic_decoder", "vae", "unet")}
+        return {"device": str(self.device), "diffusion": "Stable Diffusion" if self.uses_text_encoder else "tiny LDM",
+                "unet_params_M": round(n["unet"] / 1e6, 2), "eeg_params_M": round(
+                    (n["eeg_encoder"] + n["saliency_generator"] + n["semantic_decoder"]) / 1e6, 2),
+                "eeg_shape": self.eeg_shape, "sfreq": self.eeg_sfreq,
+                "name_or_path": self.config.get("_name_or_path", "")}
+
+    # ----------------------------------------------------------------------------------------------
+    def check_inputs(self, eeg, strength, guidance_scale, num_inference_steps, caption_source, mode, output_type,
+                     generator, top_k) -> torch.Tensor:
+        """Validate every argument; return the EEG as a float tensor (batch, n_chans, n_times)."""
+        check_range("strength", strength, 0.0, 1.0, low_inclusive=False)
+        check_range("guidance_scale", guidance_scale, 0.0)
+        validate_type("num_inference_steps", num_inference_steps, int)
+        check_range("num_inference_steps", num_inference_steps, 1, 1000)
+        check_range("top_k", top_k, 1)
+        check_option("caption_source", caption_source, CAPTION_SOURCES)
+        check_option("mode", mode, MODES)
+        check_option("output_type", output_type, OUTPUT_TYPES)
+        x = self._eeg_to_tensor(eeg)
+        if isinstance(generator, list) and len(generator) != len(x):
+            raise ValueError(f"Got {len(generator)} generators for a batch of {len(x)} trials: pass one generator "
+                             f"or exactly one per trial.")
+        return x
+
+    def _eeg_to_tensor(self, eeg) -> torch.Tensor:
+        from ..data.io import EEGTrial
+
+        if isinstance(eeg, EEGTrial):
+            if not eeg.info.get("preprocessed", False):
+                raise ValueError("This EEGTrial was not preprocessed: call neuroimagen.data.preprocess(trial) first "
+                                 "(it maps the channels, resamples, filters and crops to the model's space).")
+            eeg = eeg.data
+        elif isinstance(eeg, list | tuple) and eeg and isinstance(eeg[0], EEGTrial):
+            return torch.cat([self._eeg_to_tensor(t) for t in eeg])
+        validate_type("eeg", eeg, (np.ndarray, torch.Tensor, EEGTrial), "EEGTrial, numpy array or torch tensor")
+        x = torch.as_tensor(np.asarray(eeg) if isinstance(eeg, np.ndarray) else eeg).float()
+        if x.ndim == 2:
+            x = x[None]
+        n_chans, n_times = self.eeg_shape
+        if x.ndim != 3 or tuple(x.shape[1:]) != (n_chans, n_times):
+            raise ValueError(f"Invalid EEG shape: expected (n_chans, n_times) = ({n_chans}, {n_times}) or "
+                             f"(batch, {n_chans}, {n_times}) in the model's space, but got {tuple(x.shape)}. "
+                             f"Use neuroimagen.data.read_trial + preprocess for recordings.")
+        if not torch.isfinite(x).all():
+            raise ValueError(f"The EEG contains {int((~torch.isfinite(x)).sum())} NaN or infinite values.")
+        return x
+
+    # ----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def __call__(
+        self,
+        eeg,
+        strength: float = 0.75,
+        guidance_scale: float = 5.0,
+        num_inference_steps: int = 25,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        caption_source: str = "predicted",
+        mode: str = "both",
+        top_k: int = 5,
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ) -> NeuroImagenPipelineOutput | tuple:
+        r"""Reconstruct the seen image(s).
+
+        Parameters
+        ----------
+        eeg : EEGTrial | ndarray, shape (n_chans, n_times) | ndarray, shape (batch, n_chans, n_times) | Tensor
+            Preprocessed EEG in the model's space (``neuroimagen.data.preprocess``), or a list of EEGTrial.
+        strength : float
+            How much of the saliency map is noised away, in (0, 1]; 1 keeps none of it.
+        guidance_scale : float
+            Classifier-free guidance on the caption; <= 1 disables it.
+        num_inference_steps : int
+            Denoising steps before ``strength`` is applied (img2img runs ``int(steps * strength)``).
+        generator : torch.Generator | list of torch.Generator | None
+            One generator, or one per trial (then a batch equals the same trials run one by one).
+        caption_source : str
+            ``"predicted"`` (decoded label-caption states, the paper's L), ``"label"`` (the top-1 class's
+            exact label-caption states) or ``"detailed"`` (decoded detailed-caption states, the paper's B).
+        mode : str
+            ``"both"`` (the paper's full model), ``"saliency_only"`` (no caption condition) or
+            ``"caption_only"`` (start from noise, no saliency map).
+        top_k : int
+            How many captions to return per trial.
+        output_type : str
+            ``"pil"``, ``"np"`` or ``"pt"``.
+        return_dict : bool
+            Return a :class:`NeuroImagenPipelineOutput` (else a tuple of its fields).
+        """
+        # 1. Check inputs
+        x = self.check_inputs(eeg, strength, guidance_scale, num_inference_steps, caption_source, mode, output_type,
+                              generator, top_k)
+        batch = len(x)
+        generators = self._per_trial_generators(generator, batch)
+        device = self._execution_device
+        notes: list[str] = []
+
+        # 2. Encode the EEG: features, saliency maps, caption states
+        x = x.to(device=device, dtype=self.eeg_encoder.dtype)
+        features = self.eeg_encoder(x)
+        noise_dim = self.saliency_generator.config.noise_dim
+        z = torch.stack([torch.randn(noise_dim, generator=g) for g in generators]).to(device, features.dtype)
+        saliency = self.saliency_generator(features, z).clamp(-1, 1).float()
+        states = self.semantic_decoder(x).float()
+
+        # 3. Read the caption out: top-k captions and class probabilities
+        readout = self.caption_bank.readout(states, k=top_k)
+        class_probs = readout["class_probs"]
+        top_class = class_probs.argmax(-1)
+
+        # 4. Choose the condition (prompt embeddings) and the caption text it stands for
+        targets = list(self.semantic_decoder.config.targets)
+        if caption_source == "label":
+            prompt_embeds = self.caption_bank.label_states(top_class)
+            caption_used = [readout["captions"][i][0][0] for i in range(batch)]
+        else:
+            kind = "label" if caption_source == "predicted" else "detailed"
+            prompt_embeds = states[:, targets.index(kind)]
+            caption_used = [readout["captions" if kind == "label" else "detailed_captions"][i][0][0]
+                            for i in range(batch)]
+        negative_embeds = self.caption_bank.empty_states(batch)
+        if self.uses_text_encoder:
+            prompt_embeds = self._encode_text(caption_used)
+            negative_embeds = self._encode_text([""] * batch)
+            notes.append("The semantic decoder was trained against another text encoder than this diffusion "
+                         "model's: the decoded caption's text is conditioned through the model's own text encoder.")
+        if mode == "saliency_only":
+            prompt_embeds, guidance_scale = negative_embeds, 0.0  # no caption condition at all
+            caption_used = [""] * batch
+            notes.append("Saliency only: the reconstruction is not conditioned on a caption.")
+        prompt_embeds = prompt_embeds.to(device, self.unet.dtype)
+        negative_embeds = negative_embeds.to(device, self.unet.dtype)
+
+        # 5. Latent diffusion: img2img from the saliency map, or text-to-image from noise
+        image_size = self.unet.config.sample_size * self.vae_scale_factor
+        if mode == "caption_only":
+            notes.append("Caption only: the reconstruction starts from noise, not from the saliency map.")
+            images = self._diffusion_stage("txt2img")(
+                prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_embeds, height=image_size,
+                width=image_size, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                generator=generators, output_type="pt").images
+        else:
+            init = F.interpolate(saliency, size=(image_size, image_size), mode="bilinear", align_corners=False)
+            images = self._diffusion_stage("img2img")(
+                image=(init + 1) / 2, prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_embeds,
+                strength=strength, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                generator=generators, output_type="pt").images
+
+        # 6. Post-process
+        out = NeuroImagenPipelineOutput(
+            images=self._to_output(images, output_type), saliency_maps=self._to_output((saliency + 1) / 2, output_type),
+            captions=readout["captions"], detailed_captions=readout["detailed_captions"],
+            class_probs=class_probs.cpu().numpy(), prompt_embeds=prompt_embeds.cpu(), caption_used=caption_used,
+            notes=notes)
+        self.maybe_free_model_hooks()
+        return out if return_dict else tuple(out.values())
+
+    # ----------------------------------------------------------------------------------------------
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @staticmethod
+    def _per_trial_generators(generator, batch: int) -> list[torch.Generator]:
+        if isinstance(generator, list):
+            return generator
+        if generator is None:
+            generator = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, (1,)).item()))
+        if batch == 1:
+            return [generator]
+        # One generator for a batch: derive one per trial from it, so trials get independent noise.
+        seeds = torch.randint(0, 2**62, (batch,), generator=generator).tolist()
+        return [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+    def _diffusion_stage(self, kind: str):
+        from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
+
+        cls = StableDiffusionImg2ImgPipeline if kind == "img2img" else StableDiffusionPipeline
+        stage = cls(vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer, unet=self.unet,
+                    scheduler=self.scheduler, safety_checker=None, feature_extractor=None,
+                    requires_safety_checker=False)
+        stage.set_progress_bar_config(**getattr(self, "_progress_bar_config", {}))
+        return stage
+
+    def _encode_text(self, texts: list[str]) -> torch.Tensor:
+        tok = self.tokenizer(texts, padding="max_length", max_length=self.tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt")
+        return self.text_encoder(tok.input_ids.to(self.text_encoder.device))[0]
+
+    @staticmethod
+    def _to_output(images: torch.Tensor, output_type: str):
+        """images: (batch, 3, H, W) in [0, 1] -> the requested type."""
+        images = images.detach().float().cpu().clamp(0, 1)
+        if output_type == "pt":
+            return images
+        arr = images.permute(0, 2, 3, 1).numpy()
+        if output_type == "np":
+            return arr
+        return [PIL.Image.fromarray((a * 255).round().astype(np.uint8)) for a in arr]
