@@ -48,10 +48,24 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.process_time()
         w0 = time.perf_counter()
         metrics = module.train(cfg, paths, resume=args.resume)
-        metrics = {**(metrics or {}), "cpu_time_s": round(time.process_time() - t0, 1),
-                   "wall_time_s": round(time.perf_counter() - w0, 1)}
-        print(json.dumps({"stage": stage, **metrics}))
+        times = _record_times(paths.stage_dir(stage), time.process_time() - t0, time.perf_counter() - w0, args.resume)
+        print(json.dumps({"stage": stage, **(metrics or {}), **times}))
     return 0
+
+
+def _record_times(stage_dir, cpu_s: float, wall_s: float, resumed: bool) -> dict:
+    """Add this run's CPU and wall time to the stage's metrics.json (summed over resumed runs)."""
+    from pathlib import Path
+
+    f = Path(stage_dir) / "metrics.json"
+    m = json.loads(f.read_text()) if f.is_file() else {}
+    if m.get("times_cumulative"):  # the stage sums its own times over resumed runs (unet)
+        return {k: m[k] for k in ("cpu_time_s", "wall_time_s")}
+    prev_cpu, prev_wall = (m.get("cpu_time_s", 0.0), m.get("wall_time_s", 0.0)) if resumed else (0.0, 0.0)
+    times = {"cpu_time_s": round(prev_cpu + cpu_s, 1), "wall_time_s": round(prev_wall + wall_s, 1)}
+    if f.parent.is_dir():
+        f.write_text(json.dumps({**m, **times}, indent=1))
+    return times
 
 
 if __name__ == "__main__":

@@ -100,7 +100,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     sched = build_scheduler(cfg)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=1e-2)
     lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps))
-    step, history = 0, []
+    step, history, cpu_before, wall_before = 0, [], 0.0, 0.0
     state = load_resume(out / "resume.pt") if resume else None
     if state is not None:
         unet.load_state_dict(state["model"])
@@ -108,10 +108,11 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
         opt.load_state_dict(state["optimizer"])
         lr_sched.load_state_dict(state["scheduler"])
         step, history = int(state["step"]), list(state["history"])
+        cpu_before, wall_before = float(state.get("cpu_time_s", 0.0)), float(state.get("wall_time_s", 0.0))
     unet, opt = acc.prepare(unet, opt)
     gen = torch.Generator().manual_seed(cfg.seed * 100003 + step)
     alphas = sched.alphas_cumprod
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     bar = tqdm(total=cfg.max_steps, initial=step, desc="unet", mininterval=10)
     running = []
     while step < cfg.max_steps:
@@ -147,10 +148,15 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
             history.append({"step": step, "loss": round(float(np.mean(running[-cfg.save_every:])), 5),
                             "wall_s": round(time.perf_counter() - t0, 1)})
             tqdm.write(f"unet {history[-1]}")
+            # Times summed over every (resumed) run, so the model card reports the stage's full cost.
+            times = {"cpu_time_s": round(cpu_before + time.process_time() - c0, 1),
+                     "wall_time_s": round(wall_before + time.perf_counter() - t0, 1)}
             ema.save_pretrained(out)
             save_resume(out / "resume.pt", model=acc.unwrap_model(unet).state_dict(), ema=ema.state_dict(),
-                        optimizer=opt.state_dict(), scheduler=lr_sched.state_dict(), step=step, history=history)
-            write_metrics(out, {"stage": "unet", "steps": step, "config": asdict(cfg), "history": history})
+                        optimizer=opt.state_dict(), scheduler=lr_sched.state_dict(), step=step, history=history,
+                        **times)
+            write_metrics(out, {"stage": "unet", "steps": step, "config": asdict(cfg), "history": history, **times,
+                                "times_cumulative": True})
         if step % cfg.sample_every == 0:
             save_sample_grid(ema, vae, sched, label_states, empty, out / f"samples_step{step:06d}.png", cfg.seed)
     bar.close()
