@@ -1,0 +1,20 @@
+"""Data: stimuli, the EEG simulator, the EEG-ImageNet format, single-trial reading and preprocessing.
+
+``from neuroimagen.data import read_trial, preprocess, load_eeg_imagenet``.
+"""
+
+from .io import EEGTrial, read_trial, write_trial
+from .preprocessing import bandpass, preprocess, standardize
+
+
+def __getattr__(name: str):
+    # The loader needs torch: import it only when asked for.
+    if name in ("load_eeg_imagenet", "EEGImageNetDataset", "save_eeg_imagenet", "save_splits"):
+        from . import eeg_imagenet
+
+        return getattr(eeg_imagenet, name)
+    raise AttributeError(f"module 'neuroimagen.data' has no attribute {name!r}")
+
+
+__all__ = ["EEGTrial", "read_trial", "write_trial", "preprocess", "bandpass", "standardize", "load_eeg_imagenet",
+           "EEGImageNetDataset", "save_eeg_imagenet", "save_splits"]
