@@ -13,7 +13,8 @@ The model (parameters and the literature behind them: docs/simulator.md):
 - **Early visual cortex**: 9 dipoles near the occipital pole, one per cell of a 3 x 3 grid of the visual
   field, placed retinotopically (left field -> right hemisphere, upper field -> below the calcarine
   sulcus, so its polarity flips). Each is driven by its cell's luminance contrast against the
-  background and its colour-opponent energy, with P1 (~100 ms) and N1 (~170 ms) waveforms.
+  background and its colour-opponent energy, with P1 (~100 ms) and N1 (~170 ms) waveforms; 3 more
+  full-field dipoles follow the whole screen's mean luminance and signed colour opponency.
 - **Ventral / lateral occipito-temporal cortex**: 8 dipoles whose amplitudes code the class's meaning:
   the class's MiniLM label-caption embedding through a fixed random projection, with N170- (170 ms),
   P2- (250 ms) and P300-like (350 ms) oscillatory-enveloped waveforms (theta/alpha band, so the code
@@ -121,6 +122,18 @@ def stimulus_features(images: np.ndarray) -> np.ndarray:
     return cells.mean(axis=(2, 4)).reshape(n, GRID * GRID, 3) * 4.0  # ~unit scale for a covered cell
 
 
+def global_features(images: np.ndarray) -> np.ndarray:
+    """Whole-field mean luminance and signed colour opponency (R-G, B-Y), centred, (n, 3).
+
+    Drives the full-field sources: a brighter or more saturated screen changes the early VEP amplitude.
+    """
+    x = images.astype(np.float64).mean(axis=(1, 2)) / 255.0  # (n, 3)
+    lum = x @ np.array([0.299, 0.587, 0.114]) - 0.6
+    rg = x[:, 0] - x[:, 1]
+    by = x[:, 2] - 0.5 * (x[:, 0] + x[:, 1])
+    return np.stack([lum, rg, by], axis=1) * 3.0
+
+
 class EEGSimulator:
     """Simulate single EEG trials for stimulus images.
 
@@ -159,6 +172,9 @@ class EEGSimulator:
                 early_nn.append([0.25 * (1 - c), -1.0, -0.6 * (1 - r) + 0.2])  # polarity flips across the meridian
         ventral = [[s * 0.045, -0.055 + 0.012 * k, -0.015 + 0.006 * k] for s in (-1, 1) for k in range(N_VENTRAL // 2)]
         ventral_nn = [[s * 0.6, -0.5, 0.3] for s in (-1, 1) for _ in range(N_VENTRAL // 2)]
+        full = [[-0.015, -0.08, 0.02], [0.015, -0.08, 0.02], [0.0, -0.075, -0.01]]  # luminance, R-G, B-Y
+        full_nn = [[-0.2, -1.0, 0.3], [0.2, -1.0, 0.3], [0.0, -1.0, -0.4]]
+        early, early_nn = early + full, early_nn + full_nn
         alpha = [[-0.03, -0.065, 0.035], [0.03, -0.065, 0.035]]
         alpha_nn = [[0.0, -0.6, 0.8], [0.0, -0.6, 0.8]]
         d = rng.standard_normal((N_NOISE_SOURCES, 3))
@@ -239,6 +255,7 @@ class EEGSimulator:
         n_tot = n_samples + 2 * PAD
         t = (np.arange(n_tot) - PAD) / SFREQ
         feats = stimulus_features(images)  # (n, 9, 3)
+        glob = global_features(images)  # (n, 3)
         out = np.empty((len(images), self.n_chans, n_samples), dtype=np.float32)
         uv = 1e-6
         for i in range(len(images)):
@@ -247,7 +264,7 @@ class EEGSimulator:
             lat = self.latency_shift[s] + rng.normal(0.0, 0.004)
             jit = 1.0 + p.trial_jitter * rng.standard_normal()
             # Early visual: P1 (100 ms) and N1 (170 ms), per retinotopic cell.
-            drive = (feats[i] * self.early_mix).sum(axis=1)  # (9,)
+            drive = np.concatenate([(feats[i] * self.early_mix[:GRID * GRID]).sum(axis=1), glob[i]])  # (12,)
             early_wave = _wave(t, 0.100 + lat, 0.018, None) - 0.8 * _wave(t, 0.170 + lat, 0.025, None)
             src = np.zeros((topo.shape[1], n_tot))
             src[self._sl["early"]] = p.early_uv * uv * jit * drive[:, None] * early_wave[None]
