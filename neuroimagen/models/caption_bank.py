@@ -1,0 +1,94 @@
+"""CaptionBank: the captions the readout can name, and the states the diffusion model is conditioned on.
+
+Holds the label captions' full token states (for ``caption_source="label"``), the empty caption's (for
+classifier-free guidance) and the pooled states of the detailed captions (for the top-k readout), so
+inference needs no text encoder. Saved like a model (config.json with the texts + safetensors).
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+from ..data.captions import pool
+
+
+class CaptionBank(ModelMixin, ConfigMixin):
+    """Caption texts and states; :meth:`readout` turns predicted states into captions and class probabilities.
+
+    Parameters
+    ----------
+    label_texts : list of str
+        One label caption per class, in class order.
+    detailed_texts : list of str
+        The detailed captions of the stimulus set.
+    detailed_classes : list of int
+        Class of each detailed caption.
+    seq_len, hidden_dim : int
+        Token states' shape.
+    text_encoder_type : str
+        ``model_type`` of the text encoder the states came from ("bert" for MiniLM).
+    temperature : float
+        Softmax temperature on cosine similarities for class probabilities (fit on validation data).
+    """
+
+    @register_to_config
+    def __init__(self, label_texts: list[str] = (), detailed_texts: list[str] = (), detailed_classes: list[int] = (),
+                 seq_len: int = 32, hidden_dim: int = 384, text_encoder_type: str = "bert",
+                 temperature: float = 0.05):
+        super().__init__()
+        self.register_buffer("label_bank", torch.zeros(len(label_texts), seq_len, hidden_dim))
+        self.register_buffer("empty_state", torch.zeros(1, seq_len, hidden_dim))
+        self.register_buffer("detailed_pooled", torch.zeros(len(detailed_texts), hidden_dim))
+        self._anchor = nn.Parameter(torch.zeros(1), requires_grad=False)  # gives the module a dtype and device
+
+    @classmethod
+    def build(cls, label_texts: list[str], label_states: torch.Tensor, empty_state: torch.Tensor,
+              detailed_texts: list[str], detailed_states: torch.Tensor, detailed_classes: list[int],
+              text_encoder_type: str = "bert", temperature: float = 0.05) -> CaptionBank:
+        """A bank from caption states: label (n_classes, L, D), empty (1, L, D), detailed (n, L, D)."""
+        bank = cls(label_texts=list(label_texts), detailed_texts=list(detailed_texts),
+                   detailed_classes=[int(c) for c in detailed_classes], seq_len=label_states.shape[1],
+                   hidden_dim=label_states.shape[2], text_encoder_type=text_encoder_type, temperature=temperature)
+        bank.label_bank.copy_(label_states)
+        bank.empty_state.copy_(empty_state.reshape(1, *label_states.shape[1:]))
+        bank.detailed_pooled.copy_(pool(detailed_states))
+        return bank
+
+    @property
+    def hidden_dim(self) -> int:
+        return int(self.config.hidden_dim)
+
+    def label_states(self, class_idx: torch.Tensor) -> torch.Tensor:
+        """Token states of the label captions of ``class_idx`` (batch,) -> (batch, L, D)."""
+        return self.label_bank[torch.as_tensor(class_idx, device=self.label_bank.device).long()]
+
+    def empty_states(self, batch: int) -> torch.Tensor:
+        """The empty caption's states repeated, (batch, L, D): the unconditional input of guidance."""
+        return self.empty_state.expand(batch, -1, -1)
+
+    def class_logits(self, label_pred: torch.Tensor) -> torch.Tensor:
+        """Cosine similarity of predicted label-caption states (batch, L, D) to each class's, (batch, n_classes)."""
+        return pool(label_pred) @ pool(self.label_bank).T
+
+    @torch.no_grad()
+    def readout(self, states: torch.Tensor, k: int = 5, targets: tuple[str, ...] = ("label", "detailed")) -> dict:
+        """Top-k captions and class probabilities from predicted states (batch, n_targets, L, D).
+
+        Returns a dict: ``class_probs`` (batch, n_classes); ``captions``: per trial the top-k label
+        captions with their probabilities; ``detailed_captions``: per trial the top-k detailed captions
+        with their cosine similarity.
+        """
+        states = states.float()
+        probs = torch.softmax(self.class_logits(states[:, targets.index("label")]) / self.config.temperature, dim=-1)
+        p, i = probs.topk(min(k, probs.shape[1]), dim=-1)
+        captions = [[(self.config.label_texts[j], round(float(q), 4)) for q, j in zip(pr, ir)] for pr, ir in zip(p, i)]
+        detailed = []
+        if "detailed" in targets and len(self.config.detailed_texts):
+            sim = pool(states[:, targets.index("detailed")]) @ self.detailed_pooled.float().T
+            s, j = sim.topk(min(k, sim.shape[1]), dim=-1)
+            detailed = [[(self.config.detailed_texts[b], round(float(a), 4)) for a, b in zip(sr, jr)]
+                        for sr, jr in zip(s, j)]
+        return {"class_probs": probs, "captions": captions, "detailed_captions": detailed}

@@ -1,0 +1,62 @@
+"""EEG training data: the split's arrays, loaded once and cached as .npy, and class-balanced batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import Paths
+
+
+def load_split(paths: Paths, split: str) -> dict[str, np.ndarray]:
+    """``eeg`` (n, 128, 440) float32 (memory-mapped cache), ``labels``, ``images``, ``subjects`` of a split."""
+    from ..data.eeg_imagenet import load_eeg_imagenet
+
+    cache = Path(paths.out) / "eeg_cache" / f"{Path(paths.data).stem}_{split}_s{paths.subject or 'all'}"
+    data_file = Path(paths.data)
+    stamp = f"{data_file.stat().st_size}-{int(data_file.stat().st_mtime)}"
+    if (cache / "stamp.txt").is_file() and (cache / "stamp.txt").read_text() == stamp:
+        out = {k: np.load(cache / f"{k}.npy", mmap_mode="r" if k == "eeg" else None)
+               for k in ("eeg", "labels", "images", "subjects")}
+    else:
+        ds = load_eeg_imagenet(paths.data, paths.splits, split=split, subject=paths.subject)
+        eeg, labels, images, subjects = ds.arrays()
+        cache.mkdir(parents=True, exist_ok=True)
+        out = {"eeg": eeg, "labels": labels, "images": images, "subjects": subjects}
+        for k, v in out.items():
+            np.save(cache / f"{k}.npy", v)
+        (cache / "stamp.txt").write_text(stamp)
+    return out
+
+
+def balanced_batches(labels: np.ndarray, n_classes: int, per_class: int, rng: np.random.Generator):
+    """Yield index batches of ``n_classes`` classes x ``per_class`` trials (for triplet mining), one epoch."""
+    by_class = {c: rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)}
+    n_batches = len(labels) // (n_classes * per_class)
+    classes = np.array(sorted(by_class))
+    for _ in range(n_batches):
+        chosen = rng.choice(classes, size=min(n_classes, len(classes)), replace=False)
+        yield np.concatenate([rng.choice(by_class[c], per_class, replace=len(by_class[c]) < per_class) for c in chosen])
+
+
+def to_tensor(eeg: np.ndarray, idx: np.ndarray | slice) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(eeg[idx], dtype=np.float32))
+
+
+@torch.no_grad()
+def embed_all(model, eeg: np.ndarray, batch: int = 256) -> torch.Tensor:
+    """Run a model over all trials in eval mode (returns a CPU tensor)."""
+    model.eval()
+    return torch.cat([model(to_tensor(eeg, slice(i, i + batch))).cpu() for i in range(0, len(eeg), batch)])
+
+
+def centroid_accuracy(train_f: torch.Tensor, train_y: np.ndarray, f: torch.Tensor, y: np.ndarray,
+                      k: int = 5) -> tuple[float, float]:
+    """Top-1 and top-k accuracy of nearest class centroid (cosine) on features."""
+    classes = np.unique(train_y)
+    cent = torch.stack([train_f[torch.from_numpy(train_y == c)].mean(0) for c in classes])
+    sim = torch.nn.functional.normalize(f, dim=1) @ torch.nn.functional.normalize(cent, dim=1).T
+    top = torch.from_numpy(classes)[sim.topk(k, dim=1).indices].numpy()
+    return float((top[:, 0] == y).mean()), float((top == y[:, None]).any(1).mean())
