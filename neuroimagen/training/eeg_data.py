@@ -28,7 +28,23 @@ def load_split(paths: Paths, split: str) -> dict[str, np.ndarray]:
         for k, v in out.items():
             np.save(cache / f"{k}.npy", v)
         (cache / "stamp.txt").write_text(stamp)
+    out["stim_index"] = stimulus_index(paths, out["images"])
     return out
+
+
+def stimulus_index(paths: Paths, images: np.ndarray) -> np.ndarray:
+    """Map the data file's image indices to rows of the stimulus folder's metadata (by image name)."""
+    import torch
+
+    from ..data.stimuli import load_stimulus_metadata
+
+    names = torch.load(paths.data, weights_only=True, mmap=True)["images"]
+    row = {r.image: k for k, r in enumerate(load_stimulus_metadata(paths.stimuli))}
+    missing = sorted({names[i] for i in np.unique(images)} - set(row))
+    if missing:
+        raise ValueError(f"{len(missing)} images of {paths.data} are not in the stimulus folder {paths.stimuli} "
+                         f"(e.g. {missing[:3]}): expected the stimuli the EEG was recorded with.")
+    return np.array([row[names[i]] for i in images], dtype=int)
 
 
 def balanced_batches(labels: np.ndarray, n_classes: int, per_class: int, rng: np.random.Generator):

@@ -43,8 +43,8 @@ class Config:
     num_threads: int = 0
 
 
-def _targets(caps: dict, labels: np.ndarray, images: np.ndarray) -> torch.Tensor:
-    return torch.stack([caps["label"][torch.from_numpy(labels)], caps["detailed"][torch.from_numpy(images)]], dim=1)
+def _targets(caps: dict, labels: np.ndarray, stim_index: np.ndarray) -> torch.Tensor:
+    return torch.stack([caps["label"][torch.from_numpy(labels)], caps["detailed"][torch.from_numpy(stim_index)]], dim=1)
 
 
 @torch.no_grad()
@@ -59,7 +59,7 @@ def evaluate(model, bank_states: torch.Tensor, caps: dict, split: dict) -> dict:
     sim = pool(pred[:, 0]) @ pool(bank_states).T
     top = sim.topk(5, dim=1).indices.numpy()
     y = split["labels"]
-    target = _targets(caps, split["labels"], split["images"])
+    target = _targets(caps, split["labels"], split["stim_index"])
     return {"top1": round(float((top[:, 0] == y).mean()), 4), "top5": round(float((top == y[:, None]).any(1).mean()), 4),
             "cosine_label": round(float((pool(pred[:, 0]) * pool(target[:, 0])).sum(1).mean()), 4),
             "cosine_detailed": round(float((pool(pred[:, 1]) * pool(target[:, 1])).sum(1).mean()), 4),
@@ -76,7 +76,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     model = SemanticDecoder(n_chans=tr["eeg"].shape[1], n_times=tr["eeg"].shape[2], ch_names=list(model_ch_names()),
                             seq_len=caps["label"].shape[1], hidden_dim=caps["label"].shape[2], rank=cfg.rank,
                             hidden=cfg.hidden)
-    y_tr = _targets(caps, tr["labels"], tr["images"])
+    y_tr = _targets(caps, tr["labels"], tr["stim_index"])
     model.init_basis([y_tr[:, 0], y_tr[:, 1]])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     epoch, best, history, bad = 0, -1.0, [], 0

@@ -1,0 +1,164 @@
+"""NeuroImagenPipeline: contract, determinism, ablations, batches, bad arguments, full (SD) mode."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from neuroimagen import NeuroImagenPipeline
+from neuroimagen.pipelines.testing import make_tiny_pipeline
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return make_tiny_pipeline(seed=0)
+
+
+@pytest.fixture(scope="module")
+def eeg():
+    return np.random.default_rng(0).standard_normal((3, 128, 440)).astype(np.float32)
+
+
+def run(pipe, x, seed=0, **kw):
+    kw.setdefault("num_inference_steps", 4)
+    return pipe(x, generator=torch.Generator().manual_seed(seed), output_type="np", **kw)
+
+
+def test_output_contract(pipe, eeg):
+    out = pipe(eeg[0], generator=torch.Generator().manual_seed(0), num_inference_steps=3)
+    assert len(out.images) == 1 and out.images[0].size == (32, 32)
+    assert len(out.saliency_maps) == 1 and out.saliency_maps[0].mode == "RGB"
+    assert len(out.captions[0]) == 5 and out.captions[0][0][0].startswith("an image of")
+    assert np.isclose(out.class_probs.sum(), 1.0, atol=1e-5) and out.class_probs.shape == (1, 40)
+    assert out.prompt_embeds.shape == (1, 8, 384)
+    assert out.caption_used[0] == out.captions[0][0][0]  # "predicted" stands for the top label caption
+
+
+def test_same_seed_same_image_other_seed_other_image(pipe, eeg):
+    a, b, c = run(pipe, eeg[0], 1), run(pipe, eeg[0], 1), run(pipe, eeg[0], 2)
+    np.testing.assert_array_equal(a.images, b.images)
+    np.testing.assert_array_equal(a.saliency_maps, b.saliency_maps)
+    assert np.abs(a.images - c.images).max() > 1e-3
+
+
+def test_round_trip_save_load(pipe, eeg, tmp_path):
+    pipe.save_pretrained(tmp_path)
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    assert index["eeg_encoder"] == ["neuroimagen.models.eeg_encoder", "EEGEncoder"]
+    assert not list(tmp_path.rglob("*.bin")) and list(tmp_path.rglob("*.safetensors"))
+    loaded = NeuroImagenPipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    a, b = run(pipe, eeg[0]), run(loaded, eeg[0])
+    np.testing.assert_allclose(a.saliency_maps, b.saliency_maps, atol=1e-5)
+    np.testing.assert_allclose(a.class_probs, b.class_probs, atol=1e-6)
+    np.testing.assert_allclose(a.images, b.images, atol=2e-3)  # attention kernels may differ in the last bits
+
+
+@pytest.mark.parametrize("mode", ["both", "saliency_only", "caption_only"])
+@pytest.mark.parametrize("caption_source", ["predicted", "label", "detailed"])
+def test_every_ablation_and_caption_source_runs(pipe, eeg, mode, caption_source):
+    out = run(pipe, eeg[0], mode=mode, caption_source=caption_source, num_inference_steps=2)
+    assert out.images.shape == (1, 32, 32, 3) and np.isfinite(out.images).all()
+    if mode == "saliency_only":
+        torch.testing.assert_close(out.prompt_embeds, pipe.caption_bank.empty_states(1))
+    if caption_source == "label" and mode != "saliency_only":
+        top = int(out.class_probs[0].argmax())
+        torch.testing.assert_close(out.prompt_embeds[0], pipe.caption_bank.label_bank[top])
+
+
+def test_modes_differ(pipe, eeg):
+    both, cap = run(pipe, eeg[0], mode="both"), run(pipe, eeg[0], mode="caption_only")
+    assert np.abs(both.images - cap.images).max() > 1e-3
+
+
+def test_batch_equals_singles(pipe, eeg):
+    gens = [torch.Generator().manual_seed(i) for i in range(3)]
+    batch = pipe(eeg, generator=gens, num_inference_steps=3, output_type="np")
+    singles = [run(pipe, eeg[i], seed=i, num_inference_steps=3) for i in range(3)]
+    np.testing.assert_allclose(batch.images, np.concatenate([s.images for s in singles]), atol=1e-4)
+    np.testing.assert_allclose(batch.class_probs, np.concatenate([s.class_probs for s in singles]), atol=1e-5)
+
+
+def test_accepts_preprocessed_trial_and_refuses_raw_one(pipe):
+    from neuroimagen.data import EEGTrial, preprocess
+    from neuroimagen.data.montage import model_ch_names
+
+    raw = EEGTrial(np.random.default_rng(1).standard_normal((128, 500)) * 1e-5, 1000.0, list(model_ch_names()))
+    assert run(pipe, preprocess(raw)).images.shape == (1, 32, 32, 3)
+    with pytest.raises(ValueError, match="not preprocessed"):
+        run(pipe, raw)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"strength": 0.0}, "'strength'.*\\(0, 1\\]"),
+    ({"strength": 1.5}, "'strength'.*\\(0, 1\\]"),
+    ({"num_inference_steps": 0}, "'num_inference_steps'"),
+    ({"caption_source": "blip"}, "Allowed values are 'predicted', 'label' and 'detailed'"),
+    ({"mode": "image_only"}, "'mode'"),
+    ({"output_type": "png"}, "Allowed values are 'pil', 'np' and 'pt', but got 'png'"),
+])
+def test_bad_arguments(pipe, eeg, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        pipe(eeg[0], **kwargs)
+
+
+@pytest.mark.parametrize("shape", [(64, 440), (128, 500), (2, 3, 128, 440), (440,)])
+def test_wrong_eeg_shape(pipe, shape):
+    with pytest.raises(ValueError, match="Invalid EEG shape: expected .*128, 440"):
+        pipe(np.zeros(shape, np.float32))
+
+
+def test_nan_eeg(pipe, eeg):
+    x = eeg[0].copy()
+    x[3, 7] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        pipe(x)
+
+
+# ---- full mode: Stable-Diffusion-shaped components with a CLIP text encoder, loaded by path ----
+
+def _tiny_sd(path):
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionImg2ImgPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(0)  # test-only: the components' initialisers use the global generator
+    # GPT-2/CLIP byte-level alphabet: printable bytes as themselves, the rest shifted past 255.
+    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    chars = [chr(b) for b in printable] + [chr(256 + k) for k in range(256 - len(printable))]
+    vocab = {c: i for i, c in enumerate(chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"])}
+    (path / "tok").mkdir(parents=True)
+    (path / "tok" / "vocab.json").write_text(json.dumps(vocab))
+    (path / "tok" / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(str(path / "tok" / "vocab.json"), str(path / "tok" / "merges.txt"), model_max_length=16)
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                                        num_attention_heads=4, max_position_embeddings=16, eos_token_id=len(vocab) - 1,
+                                        bos_token_id=len(vocab) - 2, pad_token_id=len(vocab) - 1))
+    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32),
+                                layers_per_block=1, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
+                                attention_head_dim=4, norm_num_groups=8)
+    vae = AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=8)
+    sd = StableDiffusionImg2ImgPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet,
+                                        scheduler=DDIMScheduler(), safety_checker=None, feature_extractor=None,
+                                        requires_safety_checker=False)
+    sd.save_pretrained(path / "sd")
+    return path / "sd"
+
+
+def test_full_mode_with_tiny_sd_components(pipe, eeg, tmp_path):
+    sd_path = _tiny_sd(tmp_path)
+    pipe.save_pretrained(tmp_path / "neuroimagen")
+    full = NeuroImagenPipeline.from_pretrained(tmp_path / "neuroimagen", sd_model=str(sd_path))
+    full.set_progress_bar_config(disable=True)
+    assert full.uses_text_encoder and full.describe()["diffusion"] == "Stable Diffusion"
+    out = full(eeg[0], generator=torch.Generator().manual_seed(0), num_inference_steps=3, output_type="np")
+    assert out.images.shape == (1, 16, 16, 3) and np.isfinite(out.images).all()
+    assert out.prompt_embeds.shape == (1, 16, 32)  # SD's own text encoder's states, not the MiniLM ones
+    assert any("own text encoder" in n for n in out.notes)
+    # the condition is the decoded caption's text through SD's encoder
+    expected = full._encode_text([out.caption_used[0]])
+    torch.testing.assert_close(out.prompt_embeds, expected.cpu())
