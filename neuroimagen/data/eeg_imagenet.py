@@ -75,7 +75,7 @@ class EEGImageNetDataset(Dataset):
         return len(self.indices)
 
     def _eeg(self, trial: dict) -> np.ndarray:
-        return standardize(trial["eeg"][:, CROP[0]:CROP[1]].float().numpy()).astype(np.float32)
+        return standardize(_crop(trial["eeg"])).astype(np.float32)
 
     def stimulus(self, image: int) -> torch.Tensor:
         """The stimulus image ``images[image]`` as a float tensor (3, H, W) in [-1, 1]."""
@@ -106,10 +106,18 @@ class EEGImageNetDataset(Dataset):
         trials = [self._trials[int(k)] for k in self.indices]
         if not trials:
             return np.zeros((0, 0, CROP[1] - CROP[0]), np.float32), *(np.zeros(0, int),) * 3
-        eeg = np.stack([t["eeg"][:, CROP[0]:CROP[1]].float().numpy() for t in trials])
+        eeg = np.stack([_crop(t["eeg"]) for t in trials])
         eeg = standardize(eeg).astype(np.float32)
         meta = np.array([(int(t["label"]), int(t["image"]), int(t["subject"])) for t in trials], dtype=int)
         return eeg, meta[:, 0], meta[:, 1], meta[:, 2]
+
+
+def _crop(eeg: torch.Tensor) -> np.ndarray:
+    """Samples 20:460 as float32; a segment of 450-459 samples (kept by the reference filter) is padded
+    at the end with its last value, so every trial has the models' 440 samples."""
+    x = eeg[:, CROP[0]:CROP[1]].float().numpy()
+    n = CROP[1] - CROP[0]
+    return x if x.shape[1] == n else np.pad(x, ((0, 0), (0, n - x.shape[1])), mode="edge")
 
 
 def load_eeg_imagenet(data_path: str | Path, splits_path: str | Path | None = None, split: str | None = "train",

@@ -22,6 +22,10 @@ READERS = {".npz": "NumPy archive", ".npy": "NumPy array", ".pth": "PyTorch", ".
 ALLOWED = ", ".join(READERS)
 
 
+class TrialFileError(ValueError):
+    """A file was read but does not hold what a trial needs (the message says what was expected)."""
+
+
 @dataclass
 class EEGTrial:
     """One EEG trial.
@@ -67,12 +71,12 @@ def _model_montage_trial(data: np.ndarray, path: Path, **kw) -> EEGTrial:
     """A bare array: only a (128, n) array can be taken as the model montage at 1 kHz."""
     data = np.asarray(data)
     if data.ndim != 2:
-        raise ValueError(f"Invalid EEG array in {path.name!r}: expected 2 dimensions (n_chans, n_times), "
+        raise TrialFileError(f"Invalid EEG array in {path.name!r}: expected 2 dimensions (n_chans, n_times), "
                          f"got shape {data.shape}.")
     n = len(model_ch_names())
     if data.shape[0] != n:
         hint = " It looks transposed." if data.shape[1] == n else ""
-        raise ValueError(f"{path.name!r} holds an array of shape {data.shape} without channel names: expected "
+        raise TrialFileError(f"{path.name!r} holds an array of shape {data.shape} without channel names: expected "
                          f"({n}, n_times) in the model's montage order, or a file with 'ch_names' and 'sfreq'.{hint}")
     info = {"assumed": f"no channel names or rate in the file: taken as the model's {n} channels at {SFREQ:g} Hz"}
     return EEGTrial(data=data.astype(np.float64), sfreq=SFREQ, ch_names=list(model_ch_names()), info=info, **kw)
@@ -89,7 +93,7 @@ def _from_mapping(d: dict, path: Path) -> EEGTrial:
     """A dict-like trial: keys data|eeg, optional sfreq, ch_names, subject, label, stimulus."""
     key = "data" if "data" in d else ("eeg" if "eeg" in d else None)
     if key is None:
-        raise ValueError(f"{path.name!r} has no EEG: expected a key 'data' or 'eeg', found {sorted(d)}.")
+        raise TrialFileError(f"{path.name!r} has no EEG: expected a key 'data' or 'eeg', found {sorted(d)}.")
     data = np.asarray(d[key].numpy() if hasattr(d[key], "numpy") else d[key])
     stim = d.get("stimulus")
     stim = None if stim is None else np.asarray(stim.numpy() if hasattr(stim, "numpy") else stim)
@@ -100,10 +104,10 @@ def _from_mapping(d: dict, path: Path) -> EEGTrial:
     if "ch_names" in d and "sfreq" in d:
         names = [str(c) for c in np.asarray(d["ch_names"]).tolist()]
         if data.ndim != 2:
-            raise ValueError(f"Invalid EEG array in {path.name!r}: expected 2 dimensions (n_chans, n_times), "
+            raise TrialFileError(f"Invalid EEG array in {path.name!r}: expected 2 dimensions (n_chans, n_times), "
                              f"got shape {data.shape}.")
         if len(names) != data.shape[0]:
-            raise ValueError(f"{path.name!r}: {len(names)} channel names for {data.shape[0]} channels of data.")
+            raise TrialFileError(f"{path.name!r}: {len(names)} channel names for {data.shape[0]} channels of data.")
         return EEGTrial(data=data.astype(np.float64), sfreq=float(np.asarray(d["sfreq"])), ch_names=names, **kw)
     return _model_montage_trial(data, path, **kw)
 
@@ -121,18 +125,18 @@ def _read_pth(path: Path) -> EEGTrial:
     try:
         obj = torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as err:
-        raise ValueError(f"Refused to load {path.name!r}: it carries Python objects other than tensors, numbers, "
+        raise TrialFileError(f"Refused to load {path.name!r}: it carries Python objects other than tensors, numbers, "
                          f"strings, lists and dicts, which could run code. Save the trial as plain tensors "
                          f"(e.g. torch.save({{'data': tensor, 'sfreq': 1000.0, 'ch_names': [...]}}, path)). "
                          f"Details: {str(err).splitlines()[0]}") from None
     if isinstance(obj, torch.Tensor):
         return _model_montage_trial(obj.numpy(), path)
     if isinstance(obj, dict) and "dataset" in obj:
-        raise ValueError(f"{path.name!r} is a whole EEG-ImageNet data set ({len(obj['dataset'])} trials), not one "
+        raise TrialFileError(f"{path.name!r} is a whole EEG-ImageNet data set ({len(obj['dataset'])} trials), not one "
                          f"trial: use neuroimagen.data.load_eeg_imagenet, or save one item of its 'dataset'.")
     if isinstance(obj, dict):
         return _from_mapping(obj, path)
-    raise ValueError(f"{path.name!r} holds a {type(obj).__name__}: expected a tensor (n_chans, n_times), an "
+    raise TrialFileError(f"{path.name!r} holds a {type(obj).__name__}: expected a tensor (n_chans, n_times), an "
                      f"EEG-ImageNet item {{'eeg', 'label', 'image', 'subject'}} or a trial dict {{'data', 'sfreq', "
                      f"'ch_names'}}.")
 
@@ -188,12 +192,9 @@ def read_trial(path: str | Path) -> EEGTrial:
             trial = _read_pth(path)
         else:
             trial = _read_mne(path)
-    except (ValueError, FileNotFoundError) as err:
-        if isinstance(err, ValueError) and (path.name in str(err) or "Refused" in str(err)):
-            raise
-        raise ValueError(f"Could not read {path.name!r} as {READERS[ext]}: {_first_line(err)}. The file may be "
-                         f"truncated or corrupt.") from None
-    except (OSError, EOFError, RuntimeError, KeyError, IndexError, TypeError, zipfile.BadZipFile,
+    except TrialFileError:
+        raise
+    except (ValueError, OSError, EOFError, RuntimeError, KeyError, IndexError, TypeError, zipfile.BadZipFile,
             UnicodeDecodeError, AssertionError) as err:
         raise ValueError(f"Could not read {path.name!r} as {READERS[ext]}: {_first_line(err)}. The file may be "
                          f"truncated or corrupt.") from None

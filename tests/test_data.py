@@ -1,0 +1,311 @@
+"""Data layer: stimuli, simulator, EEG-ImageNet loader, trial reader, preprocessing, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from neuroimagen.data import (
+    EEGTrial,
+    load_eeg_imagenet,
+    preprocess,
+    read_trial,
+    save_eeg_imagenet,
+    save_splits,
+    write_trial,
+)
+from neuroimagen.data.classes import CLASSES, SYNSETS
+from neuroimagen.data.montage import model_ch_names
+
+NAMES = list(model_ch_names())
+
+
+# ---------------------------------------------------------------- stimuli
+def test_stimuli_are_deterministic_and_described(tmp_path, stimuli_dir):
+    from neuroimagen.data.stimuli import load_stimulus_metadata, make_stimulus_set
+
+    recs = make_stimulus_set(tmp_path, per_class=10, seed=0)
+    assert len(recs) == 400 and recs[0].file == f"{SYNSETS[0]}_0001.png"
+    assert (tmp_path / recs[5].file).read_bytes() == (stimuli_dir / recs[5].file).read_bytes()
+    meta = load_stimulus_metadata(tmp_path)
+    assert meta[0].label_caption == "an image of a sorrel horse"
+    assert meta[0].class_name in meta[0].detailed_caption and meta[0].background in meta[0].detailed_caption
+    assert "OpenMoji" in (tmp_path / "ATTRIBUTION.txt").read_text()
+    other = make_stimulus_set(tmp_path / "other", per_class=2, seed=1)
+    assert (tmp_path / "other" / other[0].file).read_bytes() != (tmp_path / recs[0].file).read_bytes()
+
+
+def test_every_class_has_an_emoji():
+    from neuroimagen.data.stimuli import render_emoji
+
+    for c in CLASSES:
+        for e in c.emoji:
+            img = np.asarray(render_emoji(e, 32))
+            assert img[..., 3].max() == 255, f"{c.name}: emoji {e} renders empty"
+
+
+# ---------------------------------------------------------------- simulator and loader
+def test_simulated_file_has_the_published_layout(sim_files):
+    data_path, splits_path = sim_files
+    obj = torch.load(data_path, weights_only=True)
+    assert set(obj) == {"dataset", "labels", "images"} and obj["labels"] == list(SYNSETS)
+    assert len(obj["dataset"]) == 800 and obj["images"][0] == f"{SYNSETS[0]}_0001"
+    item = obj["dataset"][0]
+    assert set(item) == {"eeg", "image", "label", "subject"} and item["eeg"].dtype == torch.float32
+    assert item["eeg"].shape[0] == 128 and 480 <= item["eeg"].shape[1] <= 520
+    assert {d["subject"] for d in obj["dataset"]} == {1, 2}
+    splits = torch.load(splits_path, weights_only=True)["splits"][0]
+    img = {k: {obj["dataset"][i]["image"] for i in v} for k, v in splits.items()}
+    assert not (img["train"] & img["test"]) and not (img["train"] & img["val"]) and not (img["val"] & img["test"])
+    assert (len(img["train"]), len(img["val"]), len(img["test"])) == (320, 40, 40)
+
+
+def test_simulation_is_deterministic(stimuli_dir):
+    from neuroimagen.data.simulate import EEGSimulator
+    from neuroimagen.data.stimuli import load_stimulus_images
+
+    imgs = load_stimulus_images(stimuli_dir)[:3]
+    sim = EEGSimulator("demo", n_subjects=2, seed=0)
+    a = sim.simulate(imgs, [0, 0, 0], [1, 2, 1], np.random.default_rng(5))
+    b = sim.simulate(imgs, [0, 0, 0], [1, 2, 1], np.random.default_rng(5))
+    np.testing.assert_array_equal(a, b)
+    raw = sim.simulate(imgs, [0, 0, 0], [1, 2, 1], np.random.default_rng(5), raw=True)
+    assert 1e-6 < raw.std() < 1e-4  # volts: tens of microvolts
+
+
+def _lda_accuracy(x_tr, y_tr, x_te, y_te):
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    def feats(x):
+        return x.reshape(len(x), 128, -1, 20).mean(-1).reshape(len(x), -1)
+
+    return LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(feats(x_tr), y_tr).score(feats(x_te), y_te)
+
+
+def test_simulated_eeg_carries_class_and_layout(sim_files, stimuli_dir):
+    from neuroimagen.data.stimuli import load_stimulus_metadata
+
+    data_path, splits_path = sim_files
+    tr = load_eeg_imagenet(data_path, splits_path, "train").arrays()
+    te = load_eeg_imagenet(data_path, splits_path, "test").arrays()
+    acc = _lda_accuracy(tr[0], tr[1], te[0], te[1])
+    assert acc > 0.25, f"40-way held-out accuracy {acc:.2f}: the class must be decodable (chance 0.025)"
+    shuffled = np.random.default_rng(0).permutation(tr[1])
+    assert _lda_accuracy(tr[0], shuffled, te[0], te[1]) < 0.1
+    cx = np.array([r.cx for r in load_stimulus_metadata(stimuli_dir)])
+    side_tr, side_te = (cx[tr[2]] > 0.5).astype(int), (cx[te[2]] > 0.5).astype(int)
+    assert _lda_accuracy(tr[0], side_tr, te[0], side_te) > 0.6  # where the object was, left or right
+
+
+def test_loader_follows_the_reference_conventions(tmp_path):
+    rng = np.random.default_rng(0)
+    lengths = [500, 449, 601, 450, 600, 512] * 4
+    eeg = [rng.standard_normal((128, n)).astype(np.float16) for n in lengths]
+    subjects = [1 + (k % 2) for k in range(len(lengths))]
+    save_eeg_imagenet(tmp_path / "d.pth", eeg, list(range(len(lengths))), [k % 40 for k in range(len(lengths))],
+                      subjects, images=[f"img_{k}" for k in range(len(lengths))])
+    save_splits(tmp_path / "s.pth", {"train": list(range(0, 18)), "val": [18, 19, 20], "test": [21, 22, 23]})
+    ds = load_eeg_imagenet(tmp_path / "d.pth", tmp_path / "s.pth", "train")
+    kept = [k for k in range(18) if 450 <= lengths[k] <= 600]
+    assert list(ds.indices) == kept  # 449 and 601 dropped, as the reference Splitter
+    item = ds[0]
+    assert item["eeg"].shape == (128, 440) and item["subject"] == 1
+    from neuroimagen.data.preprocessing import standardize
+
+    np.testing.assert_allclose(item["eeg"].numpy(), standardize(eeg[0][:, 20:460].astype(np.float32)), atol=1e-5)
+    short = ds[list(ds.indices).index(3)]["eeg"].numpy()  # L = 450: 430 samples, padded with the last one
+    assert short.shape == (128, 440) and np.all(short[:, 430:] == short[:, 429:430])
+    assert len(load_eeg_imagenet(tmp_path / "d.pth", tmp_path / "s.pth", "train", subject=2)) == len(
+        [k for k in kept if subjects[k] == 2])
+    x, y, img, subj = ds.arrays()
+    assert x.shape == (len(kept), 128, 440) and list(img) == kept
+    with pytest.raises(ValueError, match="No subject 7"):
+        load_eeg_imagenet(tmp_path / "d.pth", tmp_path / "s.pth", "train", subject=7)
+    with pytest.raises(ValueError, match="Allowed values are 'train', 'val', 'test' and None"):
+        load_eeg_imagenet(tmp_path / "d.pth", tmp_path / "s.pth", "holdout")
+
+
+def test_loader_reads_1996_trials_of_a_subject(tmp_path):
+    """The published files miss a few trials for some subjects (1,996 instead of 2,000)."""
+    eeg = [torch.zeros(128, 500, dtype=torch.float16)] * 1996
+    save_eeg_imagenet(tmp_path / "d.pth", eeg, [k % 2000 for k in range(1996)], [k % 40 for k in range(1996)],
+                      [4] * 1996, images=[f"n0_{k}" for k in range(2000)])
+    ds = load_eeg_imagenet(tmp_path / "d.pth", split=None, subject=4)
+    assert len(ds) == 1996 and len(ds.images) == 2000
+
+
+def test_loader_refuses_a_wrong_layout(tmp_path):
+    torch.save({"data": []}, tmp_path / "x.pth")
+    with pytest.raises(ValueError, match="expected a dict with 'dataset', 'labels' and 'images', got \\['data'\\]"):
+        load_eeg_imagenet(tmp_path / "x.pth", split=None)
+
+
+# ---------------------------------------------------------------- trial reader and preprocessing
+@pytest.fixture(scope="module")
+def trial():
+    t = np.arange(500) / 1000.0
+    rng = np.random.default_rng(0)
+    # smooth, spatially correlated signals (as EEG), so interpolation has something to recover
+    pos = np.array([ch["loc"][:3] for ch in __import__("neuroimagen.data.montage", fromlist=["x"]).make_info()["chs"]])
+    data = 1e-3 * (np.sin(2 * np.pi * 10 * t)[None] * (pos[:, :1] + 0.05) + np.cos(2 * np.pi * 7 * t)[None]
+                   * (pos[:, 1:2] + 0.05) + np.sin(2 * np.pi * 13 * t)[None] * pos[:, 2:3])
+    data += 1e-7 * rng.standard_normal(data.shape)
+    return EEGTrial(data, 1000.0, NAMES, subject=2, label=8)
+
+
+@pytest.mark.parametrize("ext", [".npz", ".npy", ".pth", ".fif", ".edf", ".bdf", ".set", ".vhdr"])
+def test_every_format_round_trips(trial, tmp_path, ext):
+    path = write_trial(trial, tmp_path / f"trial{ext}")
+    back = read_trial(path)
+    assert back.sfreq == 1000.0 and back.data.shape == (128, 500)
+    ref = preprocess(trial).data
+    np.testing.assert_allclose(preprocess(back).data, ref, atol=5e-3)
+    if ext in (".npz", ".pth"):
+        assert back.subject == 2 and back.label == 8
+
+
+def test_channels_map_by_name_and_missing_ones_are_interpolated(trial):
+    rng = np.random.default_rng(1)
+    order = rng.permutation(128)
+    shuffled = EEGTrial(trial.data[order], 1000.0, [NAMES[i].upper() for i in order])
+    np.testing.assert_allclose(preprocess(shuffled).data, preprocess(trial).data, atol=1e-5)
+    keep = [i for i in range(128) if NAMES[i] not in ("Oz", "Pz", "Cz", "C3", "C4")]
+    missing = EEGTrial(trial.data[keep], 1000.0, [NAMES[i] for i in keep])
+    out = preprocess(missing)
+    assert set(out.info["channels"]["interpolated"]) == {"Oz", "Pz", "Cz", "C3", "C4"}
+    ref = preprocess(trial).data
+    for name in ("Oz", "Cz"):
+        k = NAMES.index(name)
+        assert np.corrcoef(out.data[k], ref[k])[0, 1] > 0.8
+
+
+def test_other_rates_are_resampled(trial):
+    from scipy.signal import resample_poly
+
+    t512 = EEGTrial(resample_poly(trial.data, 64, 125, axis=1), 512.0, NAMES)
+    out = preprocess(t512)
+    assert out.data.shape == (128, 440) and "512 Hz -> 1000 Hz" in out.info["resampled"]
+    assert np.corrcoef(out.data.ravel(), preprocess(trial).data.ravel())[0, 1] > 0.95
+
+
+def test_preprocess_is_the_model_space(trial):
+    out = preprocess(trial)
+    assert out.info["preprocessed"] and out.data.shape == (128, 440) and out.data.dtype == np.float32
+    np.testing.assert_allclose(out.data.mean(axis=1), 0, atol=1e-5)
+    assert abs(out.data.std() - 1) < 1e-4
+
+
+# ---------------------------------------------------------------- bad input
+def _save(path, arr):
+    np.savez(path, data=arr, sfreq=1000.0, ch_names=np.array(NAMES[: len(arr)] if arr.ndim == 2 else NAMES))
+    return path
+
+
+def _bytes(name, content):
+    def make(p):
+        (p / name).write_bytes(content)
+        return p / name
+
+    return make
+
+
+BAD = {
+    "unsupported extension": (_bytes("t.csv", b"1,2,3"), "Unsupported file type '.csv' for 't.csv'. Allowed: .npz"),
+    "empty": (_bytes("t.edf", b""), "is empty"),
+    "corrupt edf": (_bytes("t.edf", b"0 " * 300), "Could not read 't.edf' as EDF"),
+    "corrupt fif": (_bytes("t.fif", b"\x00\x01" * 50), "Could not read 't.fif' as FIF"),
+    "corrupt npz": (_bytes("t.npz", b"PK\x03\x04junk"), "may be truncated or corrupt"),
+    "1-D array": (lambda p: np.save(p / "t.npy", np.zeros(500)) or p / "t.npy", "expected 2 dimensions"),
+    "3-D array": (lambda p: np.save(p / "t.npy", np.zeros((2, 128, 500))) or p / "t.npy", "expected 2 dimensions"),
+    "transposed": (lambda p: np.save(p / "t.npy", np.zeros((500, 128))) or p / "t.npy", "It looks transposed"),
+    "unnamed 64 channels": (lambda p: np.save(p / "t.npy", np.zeros((64, 500))) or p / "t.npy", "without channel names"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_files_get_a_clear_message(tmp_path, case):
+    make, message = BAD[case]
+    with pytest.raises(ValueError, match=message):
+        preprocess(read_trial(make(tmp_path)))
+
+
+def test_truncated_edf(trial, tmp_path):
+    path = write_trial(trial, tmp_path / "t.edf")
+    path.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(ValueError, match="Could not read 't.edf' as EDF.*truncated or corrupt"):
+        read_trial(path)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda d: d.__setitem__((3, 10), np.nan), "1 NaN or infinite values in 1 channels \\('F7'\\)"),
+    (lambda d: d.__setitem__((slice(0, 20), slice(None)), 0.0), "20 of the 128 model channels are missing \\(0\\) or flat \\(20\\)"),
+])
+def test_bad_values(trial, change, message):
+    d = trial.data.copy()
+    change(d)
+    with pytest.raises(ValueError, match=message):
+        preprocess(EEGTrial(d, 1000.0, NAMES))
+
+
+def test_flat_channels_are_interpolated_when_few(trial):
+    d = trial.data.copy()
+    d[5] = 0.0
+    out = preprocess(EEGTrial(d, 1000.0, NAMES))
+    assert out.info["channels"]["interpolated"] == {NAMES[5]: "flat"}
+
+
+def test_unknown_channels_are_refused(trial):
+    names = [f"E{k}" for k in range(120)] + NAMES[:8]
+    with pytest.raises(ValueError, match="Only 8 of the 128 model channels were found.*brainproducts-RNP-BA-128"):
+        preprocess(EEGTrial(trial.data, 1000.0, names))
+
+
+def test_too_short(trial):
+    with pytest.raises(ValueError, match="too short: 300 samples at 1000 Hz \\(300 ms\\); expected at least 460 ms"):
+        preprocess(EEGTrial(trial.data[:, :300], 1000.0, NAMES))
+
+
+def test_already_cropped_trial_is_accepted(trial):
+    out = preprocess(EEGTrial(trial.data[:, 20:460], 1000.0, NAMES))
+    assert out.data.shape == (128, 440) and "already 440 samples" in out.info["cropped"]
+
+
+def test_whole_dataset_pth_is_refused(tmp_path):
+    save_eeg_imagenet(tmp_path / "d.pth", [np.zeros((128, 500), np.float32)], [0], [0], [1], images=["a"])
+    with pytest.raises(ValueError, match="whole EEG-ImageNet data set.*load_eeg_imagenet"):
+        read_trial(tmp_path / "d.pth")
+
+
+class _Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_pickle_with_code_is_refused_and_never_run(tmp_path):
+    marker = tmp_path / "pwned.txt"
+    torch.save({"data": torch.zeros(128, 500), "x": _Exploit(marker)}, tmp_path / "evil.pth")
+    with pytest.raises(ValueError, match="Refused to load 'evil.pth'"):
+        read_trial(tmp_path / "evil.pth")
+    with pytest.raises(ValueError, match="Refused to load the EEG-ImageNet data file 'evil.pth'"):
+        load_eeg_imagenet(tmp_path / "evil.pth", split=None)
+    assert not marker.exists(), "the pickle's code ran"
+
+
+def test_oversized_file_is_refused_before_reading(tmp_path, monkeypatch):
+    import neuroimagen.data.io as io
+
+    monkeypatch.setattr(io, "MAX_FILE_BYTES", 1000)
+    path = _save(tmp_path / "big.npz", np.zeros((128, 500)))
+    with pytest.raises(ValueError, match="the limit is 0 MB"):
+        read_trial(path)
+
+
+def test_stimulus_metadata_json_is_valid(stimuli_dir):
+    meta = json.loads((stimuli_dir / "metadata.json").read_text())
+    assert meta["per_class"] == 10 and len(meta["stimuli"]) == 400
