@@ -28,3 +28,38 @@ def sim_files(tmp_path_factory, stimuli_dir):
     out = tmp_path_factory.mktemp("sim") / "sim.pth"
     simulate_dataset(stimuli_dir, out, preset="demo", n_subjects=2, seed=0)
     return out, out.with_name("sim_splits.pth")
+
+
+# ------------------------------------------------------------------ generic EEG fixtures (no simulator)
+@pytest.fixture(scope="session")
+def model_names() -> list[str]:
+    """The model montage's 128 channel names, in order."""
+    from neuroimagen.data.montage import model_ch_names
+
+    return list(model_ch_names())
+
+
+def load_script(name: str):
+    """A module of scripts/ (not a package), e.g. ``load_script("make_bad_inputs")``."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"scripts_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def smooth_eeg(n_times: int = 500, sfreq: float = 1000.0, seed: int = 0):
+    """(128, n_times) spatially smooth signals in volts (~10 uV; the bad-input corpus's generator), so that
+    interpolating a channel from its neighbours has something to recover."""
+    return 1e-6 * load_script("make_bad_inputs").smooth_eeg(n_times, sfreq, seed)
+
+
+@pytest.fixture(scope="session")
+def smooth_trial(model_names):
+    """A raw trial on the model montage at 1 kHz, 500 samples, in volts. Copy ``.data`` before changing it."""
+    from neuroimagen.data import EEGTrial
+
+    return EEGTrial(smooth_eeg(), 1000.0, list(model_names), subject=2, label=8)

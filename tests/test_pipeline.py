@@ -96,6 +96,7 @@ def test_accepts_preprocessed_trial_and_refuses_raw_one(pipe):
     ({"strength": 0.0}, "'strength'.*\\(0, 1\\]"),
     ({"strength": 1.5}, "'strength'.*\\(0, 1\\]"),
     ({"num_inference_steps": 0}, "'num_inference_steps'"),
+    ({"num_inference_steps": 2, "strength": 0.3}, "at least one denoising step"),
     ({"caption_source": "blip"}, "Allowed values are 'predicted', 'label' and 'detailed'"),
     ({"mode": "image_only"}, "'mode'"),
     ({"output_type": "png"}, "Allowed values are 'pil', 'np' and 'pt', but got 'png'"),

@@ -1,9 +1,10 @@
 """Data: stimuli, the EEG simulator, the EEG-ImageNet format, single-trial reading and preprocessing.
 
-``from neuroimagen.data import read_trial, preprocess, load_eeg_imagenet``.
+``from neuroimagen.data import read_trial, preprocess, load_eeg_imagenet``. Importing this package is light
+(numpy only); torch, scipy and MNE are imported by the functions that need them.
 """
 
-from .io import EEGTrial, read_trial, write_trial
+from .io import EEGTrial, TrialFileError, read_trial, write_trial
 from .preprocessing import bandpass, preprocess, standardize
 
 
@@ -16,5 +17,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'neuroimagen.data' has no attribute {name!r}")
 
 
-__all__ = ["EEGTrial", "read_trial", "write_trial", "preprocess", "bandpass", "standardize", "load_eeg_imagenet",
+__all__ = ["EEGTrial", "TrialFileError", "read_trial", "write_trial", "preprocess", "bandpass", "standardize", "load_eeg_imagenet",
            "EEGImageNetDataset", "save_eeg_imagenet", "save_splits"]

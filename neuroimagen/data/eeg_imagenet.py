@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .classes import SYNSETS, class_by_synset
+from .io import unpickling_reason
 from .montage import CROP
 from .preprocessing import standardize
 
@@ -29,20 +30,32 @@ MIN_LEN, MAX_LEN = 450, 600
 
 
 def _safe_load(path: str | Path, what: str):
+    """``torch.load(weights_only=True)``: tensors, numbers, strings, lists and dicts only; nothing runs."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No {what} file at {path}.")
+
+    def refused(err: BaseException) -> ValueError:
+        code, reason = unpickling_reason(err)
+        if code:
+            return ValueError(f"Refused to load the {what} file {path.name!r}: it carries Python objects other than "
+                              f"tensors, numbers, strings, lists and dicts, which could run code, so it was not "
+                              f"opened. (Details: {reason})")
+        return ValueError(f"Could not read the {what} file {path.name!r}: not a file of plain tensors that the safe "
+                          f"loader (weights_only=True) accepts ({reason}). The file may be truncated or corrupt.")
+
     try:
         return torch.load(path, weights_only=True, map_location="cpu", mmap=True)
     except pickle.UnpicklingError as err:
-        raise ValueError(f"Refused to load the {what} file {path.name!r}: it carries Python objects other than "
-                         f"tensors, numbers, strings, lists and dicts. Details: {str(err).splitlines()[0]}") from None
-    except RuntimeError:  # not a zip-format file (e.g. an old pickle): mmap is impossible, try without
+        raise refused(err) from None
+    except RuntimeError:  # not a zip-format file (e.g. a legacy pickle): mmap is impossible, try without
         try:
             return torch.load(path, weights_only=True, map_location="cpu")
         except pickle.UnpicklingError as err:
-            raise ValueError(f"Refused to load the {what} file {path.name!r}: it carries Python objects other "
-                             f"than plain tensors and containers. Details: {str(err).splitlines()[0]}") from None
+            raise refused(err) from None
+        except Exception as err:  # noqa: BLE001 - any reader failure becomes one clear message
+            raise ValueError(f"Could not read the {what} file {path.name!r}: {str(err).strip()[:300]}. The file may "
+                             f"be truncated or corrupt.") from None
 
 
 class EEGImageNetDataset(Dataset):
@@ -89,9 +102,10 @@ class EEGImageNetDataset(Dataset):
                     break
             else:
                 raise FileNotFoundError(f"No stimulus image {name}.png (or .jpg/.JPEG) in {self.stimuli_dir}.")
-            arr = np.asarray(Image.open(f).convert("RGB"))
+            with Image.open(f) as img:
+                arr = np.array(img.convert("RGB"))
             self._stim_cache[image] = torch.from_numpy(arr).permute(2, 0, 1).float().div(127.5).sub(1.0)
-        return self._stim_cache[image]
+        return self._stim_cache[image].clone()  # callers may change it in place; the cache stays intact
 
     def __getitem__(self, i: int) -> dict:
         t = self._trials[int(self.indices[i])]
@@ -101,23 +115,53 @@ class EEGImageNetDataset(Dataset):
             item["stimulus"] = self.stimulus(item["image"])
         return item
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Everything at once: eeg (n, n_chans, 440) float32, labels, images, subjects (int arrays)."""
+    @property
+    def subjects(self) -> np.ndarray:
+        """Subject (1..6) of each item."""
+        return np.array([int(self._trials[int(k)]["subject"]) for k in self.indices], dtype=int)
+
+    def arrays(self, chunk: int = 512) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Everything at once, without building items (12,000 trials in seconds).
+
+        Returns
+        -------
+        eeg : ndarray, shape (n, n_chans, 440), float32
+            Cropped and standardized as the items (in place, ``chunk`` trials at a time, so 12,000 trials
+            take their 2.7 GB once, not again in float64).
+        labels, images, subjects : ndarray, shape (n,), int
+        """
         trials = [self._trials[int(k)] for k in self.indices]
+        n_times = CROP[1] - CROP[0]
         if not trials:
-            return np.zeros((0, 0, CROP[1] - CROP[0]), np.float32), *(np.zeros(0, int),) * 3
-        eeg = np.stack([_crop(t["eeg"]) for t in trials])
-        eeg = standardize(eeg).astype(np.float32)
+            return np.zeros((0, 0, n_times), np.float32), *(np.zeros(0, int),) * 3
+        eeg = np.empty((len(trials), int(trials[0]["eeg"].shape[0]), n_times), np.float32)
+        for k, t in enumerate(trials):
+            _crop(t["eeg"], out=eeg[k])
+        for k in range(0, len(eeg), chunk):
+            _standardize_inplace(eeg[k:k + chunk])
         meta = np.array([(int(t["label"]), int(t["image"]), int(t["subject"])) for t in trials], dtype=int)
         return eeg, meta[:, 0], meta[:, 1], meta[:, 2]
 
 
-def _crop(eeg: torch.Tensor) -> np.ndarray:
-    """Samples 20:460 as float32; a segment of 450-459 samples (kept by the reference filter) is padded
-    at the end with its last value, so every trial has the models' 440 samples."""
-    x = eeg[:, CROP[0]:CROP[1]].float().numpy()
+def _crop(eeg: torch.Tensor, out: np.ndarray | None = None) -> np.ndarray:
+    """Samples 20:460 as float32 (n_chans, 440); a segment of 450-459 samples (kept by the reference filter)
+    is padded at the end with its last value, so every trial has the models' 440 samples."""
     n = CROP[1] - CROP[0]
-    return x if x.shape[1] == n else np.pad(x, ((0, 0), (0, n - x.shape[1])), mode="edge")
+    src = eeg[:, CROP[0]:CROP[1]]
+    src = src.float() if src.dtype == torch.bfloat16 else src  # numpy has no bfloat16
+    if out is None:
+        out = np.empty((src.shape[0], n), np.float32)
+    m = src.shape[1]
+    out[:, :m] = src.numpy()  # numpy casts float16/float64 -> float32 faster than torch does
+    out[:, m:] = out[:, m - 1:m]
+    return out
+
+
+def _standardize_inplace(x: np.ndarray, eps: float = 1e-12) -> None:
+    """:func:`standardize` for a float32 batch (n, n_chans, n_times), in place, with float64 sums."""
+    x -= x.mean(axis=-1, keepdims=True, dtype=np.float64).astype(x.dtype)
+    std = np.sqrt(np.square(x).mean(axis=(-2, -1), keepdims=True, dtype=np.float64))
+    x /= np.maximum(std, eps).astype(x.dtype)
 
 
 def load_eeg_imagenet(data_path: str | Path, splits_path: str | Path | None = None, split: str | None = "train",
@@ -125,10 +169,14 @@ def load_eeg_imagenet(data_path: str | Path, splits_path: str | Path | None = No
                       split_index: int = 0) -> EEGImageNetDataset:
     """Load an EEG-ImageNet-format file (the published one or the simulator's).
 
+    As the reference ``Splitter``, a split's indices are kept when 450 <= L <= 600; with ``subject``, they
+    are also filtered by the trial's subject (the indices always point into the whole ``dataset``).
+    Items are cropped to samples 20:460 and standardized.
+
     Parameters
     ----------
     data_path : str | Path
-        The ``.pth`` data file.
+        The ``.pth`` data file (``eeg_5_95_std.pth`` or a simulated one).
     splits_path : str | Path | None
         The splits file; without it ``split`` must be None (all trials).
     split : str | None
@@ -136,55 +184,143 @@ def load_eeg_imagenet(data_path: str | Path, splits_path: str | Path | None = No
     subject : int | None
         Keep one subject (1..6), or all (None, as the paper).
     stimuli_dir : str | Path | None
-        Folder of the stimulus images (named like the file's ``images`` entries); items then carry them.
+        Folder of the stimulus images (``images[image] + ".png"``); items then carry ``stimulus``.
     split_index : int
         Which split of the splits file (0, as the references).
+
+    Returns
+    -------
+    dataset : EEGImageNetDataset
     """
-    from .._check import check_option
+    from .._check import check_option, validate_type
 
     check_option("split", split, ("train", "val", "test", None))
+    if subject is not None:
+        validate_type("subject", subject, (int, np.integer), "int or None")
+    validate_type("split_index", split_index, (int, np.integer), "int")
+    name = Path(data_path).name
     obj = _safe_load(data_path, "EEG-ImageNet data")
     if not isinstance(obj, dict) or not {"dataset", "labels", "images"} <= set(obj):
-        found = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
-        raise ValueError(f"{Path(data_path).name!r} is not in the EEG-ImageNet format: expected a dict with "
-                         f"'dataset', 'labels' and 'images', got {found}.")
+        found = sorted(map(str, obj)) if isinstance(obj, dict) else f"a {type(obj).__name__}"
+        raise ValueError(f"{name!r} is not in the EEG-ImageNet format: expected a dict with 'dataset', 'labels' "
+                         f"and 'images', got {found}.")
     trials = obj["dataset"]
-    lengths = np.array([t["eeg"].shape[-1] for t in trials])
-    subjects = np.array([int(t["subject"]) for t in trials])
+    lengths, subjects, n_chans = _check_trials(trials, name)
+
+    # 1. The split's indices (all trials without a split)
     if split is None:
         idx = np.arange(len(trials))
     else:
         if splits_path is None:
             raise ValueError(f"split={split!r} needs a splits file (splits_path); pass split=None for all trials.")
         splits = _safe_load(splits_path, "splits")
-        try:
-            idx = np.asarray(splits["splits"][split_index][split], dtype=int)
-        except (KeyError, IndexError, TypeError):
-            raise ValueError(f"{Path(splits_path).name!r} has no split {split_index} with a {split!r} part: expected "
-                             f"{{'splits': [{{'train': [...], 'val': [...], 'test': [...]}}, ...]}}.") from None
+        sname = Path(splits_path).name
+        parts = splits.get("splits") if isinstance(splits, dict) else None
+        if not isinstance(parts, list | tuple) or not parts:
+            found = sorted(map(str, splits)) if isinstance(splits, dict) else f"a {type(splits).__name__}"
+            raise ValueError(f"{sname!r} is not an EEG-ImageNet splits file: expected {{'splits': [{{'train': [...], "
+                             f"'val': [...], 'test': [...]}}, ...]}}, got {found}.")
+        if not 0 <= split_index < len(parts):
+            raise ValueError(f"Invalid value for the 'split_index' parameter: {sname!r} has {len(parts)} splits "
+                             f"(0..{len(parts) - 1}), but got {split_index}.")
+        part = parts[split_index]
+        if not isinstance(part, dict) or split not in part:
+            found = sorted(map(str, part)) if isinstance(part, dict) else f"a {type(part).__name__}"
+            raise ValueError(f"Split {split_index} of {sname!r} has no {split!r} part: expected 'train', 'val' and "
+                             f"'test', got {found}.")
+        idx = np.asarray(part[split], dtype=int).ravel()
         if len(idx) and (idx.min() < 0 or idx.max() >= len(trials)):
-            raise ValueError(f"The splits file indexes trial {idx.max()}, but the data file has {len(trials)} trials.")
+            bad = idx.max() if idx.max() >= len(trials) else idx.min()
+            raise ValueError(f"{sname!r} indexes trial {bad}, but {name!r} has {len(trials)} trials (0.."
+                             f"{len(trials) - 1}): the splits file belongs to another data file.")
+
+    # 2. The reference filter on L, then the subject
     keep = (lengths[idx] >= MIN_LEN) & (lengths[idx] <= MAX_LEN)
     if subject is not None:
-        if subject not in set(subjects.tolist()):
-            raise ValueError(f"No subject {subject} in {Path(data_path).name!r}: it has subjects "
-                             f"{sorted(set(subjects.tolist()))}.")
-        keep &= subjects[idx] == subject
+        present = sorted(set(subjects.tolist()))
+        if int(subject) not in present:
+            raise ValueError(f"No subject {subject} in {name!r}: it has subjects {present}.")
+        keep &= subjects[idx] == int(subject)
     return EEGImageNetDataset(trials, idx[keep], obj["labels"], obj["images"], stimuli_dir)
+
+
+def _check_trials(trials, name: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """Lengths L and subjects of every trial; refuse items that are not ``{eeg (n_chans, L), label, image, subject}``."""
+    if not isinstance(trials, list | tuple):
+        raise ValueError(f"{name!r}: 'dataset' must be a list of trial dicts, got a {type(trials).__name__}.")
+    lengths = np.empty(len(trials), dtype=int)
+    subjects = np.empty(len(trials), dtype=int)
+    n_chans = None
+    for k, t in enumerate(trials):
+        if not isinstance(t, dict) or not {"eeg", "label", "image", "subject"} <= set(t):
+            found = sorted(map(str, t)) if isinstance(t, dict) else f"a {type(t).__name__}"
+            raise ValueError(f"{name!r}: trial {k} must be a dict with 'eeg', 'label', 'image' and 'subject', got "
+                             f"{found}.")
+        eeg = t["eeg"]
+        if not isinstance(eeg, torch.Tensor) or eeg.ndim != 2 or (n_chans is not None and eeg.shape[0] != n_chans):
+            shape = tuple(eeg.shape) if isinstance(eeg, torch.Tensor) else type(eeg).__name__
+            raise ValueError(f"{name!r}: trial {k} 'eeg' must be a tensor (n_chans, L) with the same n_chans as "
+                             f"trial 0 ({n_chans}), got {shape}.")
+        n_chans = int(eeg.shape[0])
+        lengths[k] = eeg.shape[1]
+        subjects[k] = int(t["subject"])
+    return lengths, subjects, n_chans or 0
 
 
 def save_eeg_imagenet(path: str | Path, eeg_list, images_idx, labels_idx, subjects, labels=SYNSETS,
                       images=None) -> Path:
-    """Write trials in the EEG-ImageNet format (one dict per trial; ``eeg`` tensors (n_chans, L))."""
-    dataset = [{"eeg": torch.as_tensor(np.asarray(e)), "image": int(i), "label": int(lb), "subject": int(s)}
-               for e, i, lb, s in zip(eeg_list, images_idx, labels_idx, subjects)]
-    images = list(images) if images is not None else [f"image_{k}" for k in range(max(images_idx) + 1)]
-    torch.save({"dataset": dataset, "labels": list(labels), "images": images}, path)
+    """Write trials in the EEG-ImageNet format (readable by the reference loaders and :func:`load_eeg_imagenet`).
+
+    Parameters
+    ----------
+    path : str | Path
+    eeg_list : list of ndarray | Tensor, each shape (n_chans, L)
+        L may differ between trials; the dtype is kept (float16/32/64).
+    images_idx, labels_idx, subjects : list of int
+        Per trial: index into ``images``, index into ``labels`` (0..39), subject (1..6).
+    labels : list of str
+        Synset ids (default: the 40 EEG-ImageNet classes, in order).
+    images : list of str | None
+        Image names (``synset_number``); default ``image_{k}``.
+
+    Returns
+    -------
+    path : Path
+    """
+    n = len(eeg_list)
+    if not len(images_idx) == len(labels_idx) == len(subjects) == n:
+        raise ValueError(f"One entry per trial is needed: got {n} EEG arrays, {len(images_idx)} image indices, "
+                         f"{len(labels_idx)} labels and {len(subjects)} subjects.")
+    images = list(images) if images is not None else [f"image_{k}" for k in range(max(images_idx, default=-1) + 1)]
+    labels = list(labels)
+    dataset = []
+    for k, (e, i, lb, s) in enumerate(zip(eeg_list, images_idx, labels_idx, subjects)):
+        eeg = e if isinstance(e, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(e))
+        if eeg.untyped_storage().nbytes() != eeg.numel() * eeg.element_size():
+            eeg = eeg.clone()  # a view into a larger buffer: save this trial only, not the whole buffer
+        if eeg.ndim != 2:
+            raise ValueError(f"Invalid EEG for trial {k}: expected shape (n_chans, L), got {tuple(eeg.shape)}.")
+        if not (0 <= int(i) < len(images) and 0 <= int(lb) < len(labels)):
+            raise ValueError(f"Trial {k} points to image {int(i)} and label {int(lb)}, but there are "
+                             f"{len(images)} images and {len(labels)} labels.")
+        dataset.append({"eeg": eeg, "image": int(i), "label": int(lb), "subject": int(s)})
+    torch.save({"dataset": dataset, "labels": labels, "images": images}, path)
     return Path(path)
 
 
 def save_splits(path: str | Path, splits: list[dict] | dict) -> Path:
-    """Write a splits file; ``splits`` is one ``{"train", "val", "test"}`` dict or a list of them."""
-    splits = [splits] if isinstance(splits, dict) else splits
+    """Write a splits file ``{"splits": [{"train": [...], "val": [...], "test": [...]}, ...]}``.
+
+    Parameters
+    ----------
+    path : str | Path
+    splits : dict | list of dict
+        One ``{"train", "val", "test"}`` dict of trial indices, or a list of them (split 0 is the one used).
+    """
+    splits = [splits] if isinstance(splits, dict) else list(splits)
+    for k, s in enumerate(splits):
+        if not isinstance(s, dict) or not set(s) <= {"train", "val", "test"}:
+            found = sorted(s) if isinstance(s, dict) else type(s).__name__
+            raise ValueError(f"Split {k}: expected a dict with 'train', 'val' and 'test' index lists, got {found}.")
     torch.save({"splits": [{k: [int(i) for i in v] for k, v in s.items()} for s in splits]}, path)
     return Path(path)

@@ -55,97 +55,139 @@ def standardize(data: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     return x / np.maximum(std, eps)
 
 
-FLAT_STD = 1e-15  # a channel whose std is below this (in the file's units) carries no signal
-MIN_MATCHED = 0.75  # fraction of the model's channels that must be in the file (the rest are interpolated)
+FLAT_STD = 1e-15  # a channel whose std is below this (in the file's units) carries no signal ...
+FLAT_REL = 1e-6  # ... nor does one a million times quieter than the median channel
+CROP = (20, 460)  # samples after stimulus onset the models see (as montage.CROP)
+
+
+def _norm_name(name: str) -> str:
+    """'EEG Fp1', 'fp1-Ref', ' FP1 ' -> 'fp1' (how other tools decorate the same electrode)."""
+    n = str(name).strip().lower()
+    for prefix in ("eeg ", "eeg-", "eeg_", "eeg"):
+        if n.startswith(prefix) and len(n) > len(prefix):
+            n = n[len(prefix):].strip()
+            break
+    for suffix in ("-ref", "-avg", "-a1", "-a2", "-m1", "-m2", "-fcz"):
+        n = n.removesuffix(suffix)
+    return n
 
 
 def _match_channels(file_names: list[str], model_names: tuple[str, ...]) -> dict[str, int]:
-    """Model channel name -> row in the file, matched case-insensitively (also 'EEG Fp1' / 'Fp1-Ref' forms)."""
-
-    def norm(name: str) -> str:
-        n = name.strip().lower()
-        for prefix in ("eeg ", "eeg-", "eeg_"):
-            n = n.removeprefix(prefix)
-        for suffix in ("-ref", "-avg", "-a1", "-a2", "-m1", "-m2"):
-            n = n.removesuffix(suffix)
-        return n
-
-    rows = {}
+    """Model channel name -> row in the file, matched case-insensitively (the first of duplicates wins)."""
+    rows: dict[str, int] = {}
     for i, n in enumerate(file_names):
-        rows.setdefault(norm(n), i)
-    return {m: rows[norm(m)] for m in model_names if norm(m) in rows}
+        rows.setdefault(_norm_name(n), i)
+    return {m: rows[_norm_name(m)] for m in model_names if _norm_name(m) in rows}
+
+
+def _names(names, k: int = 4) -> str:
+    names = list(names)
+    return ", ".join(repr(n) for n in names[:k]) + (", ..." if len(names) > k else "")
 
 
 def preprocess(trial, ch_names: tuple[str, ...] | list[str] | None = None, sfreq: float = 1000.0,
-               l_freq: float | None = L_FREQ, h_freq: float | None = H_FREQ, crop: tuple[int, int] = (20, 460),
+               l_freq: float | None = L_FREQ, h_freq: float | None = H_FREQ, crop: tuple[int, int] = CROP,
                max_interpolated: int = 16):
     """Bring a trial into the models' space (docs/CONTRACTS.md).
 
-    Maps channels by name to the model montage (case-insensitive), interpolates a few missing or flat
-    ones with spherical splines (MNE), refuses when too few match, resamples to ``sfreq``, band-passes,
-    crops samples ``crop`` after stimulus onset and standardizes. A trial of exactly
-    ``crop[1] - crop[0]`` samples is taken as already cropped.
+    Maps channels by name to the model montage (case-insensitive; ``'EEG Fp1'`` and ``'Fp1-Ref'`` match
+    ``'Fp1'``), interpolates a few missing or flat ones with spherical splines (MNE
+    ``interpolate_bads``), refuses when too few match, resamples to ``sfreq`` (any rate is accepted),
+    band-passes on the whole trial, crops samples ``crop`` after stimulus onset and standardizes
+    (:func:`standardize`). A trial of exactly ``crop[1] - crop[0]`` samples (after resampling) is taken as
+    already cropped. A trial on the model's channels at ``sfreq`` makes no MNE object (a few ms).
 
     Parameters
     ----------
     trial : EEGTrial
         From :func:`neuroimagen.data.read_trial`; data shape (n_chans, n_times), stimulus onset at sample 0.
     ch_names : list of str | None
-        The model's channels (default: the 128 actiCAP channels).
+        The model's channels (default: the 128 actiCAP channels of ``brainproducts-RNP-BA-128``).
+    sfreq : float
+        The model's rate in Hz.
+    l_freq, h_freq : float | None
+        Band-pass edges in Hz (None: no high-pass / low-pass).
+    crop : tuple of int
+        Samples (at ``sfreq``) the models see, from stimulus onset.
     max_interpolated : int
         Most channels that may be missing or flat; more is refused.
 
     Returns
     -------
     trial : EEGTrial
-        data shape (len(ch_names), crop[1] - crop[0]); ``info["channels"]`` reports what was mapped,
-        interpolated and dropped, and ``info["preprocessed"]`` is True.
+        ``data`` float32, shape (len(ch_names), crop[1] - crop[0]); ``info["channels"]`` =
+        ``{"mapped": [...], "interpolated": {name: "missing" | "flat"}, "dropped": [...]}`` (file channels
+        not used), ``info["preprocessed"] = True``, and ``info["resampled"]`` / ``info["cropped"]`` when done.
+
+    Raises
+    ------
+    ValueError
+        Wrong shape, NaN/Inf, too short, too few model channels, too many missing or flat channels.
+    TypeError
+        ``trial`` is not an EEGTrial.
     """
+    from .._check import check_range, validate_type
     from .io import EEGTrial
     from .montage import model_ch_names
 
-    model = tuple(model_ch_names() if ch_names is None else ch_names)
+    # 1. Check inputs
+    validate_type("trial", trial, EEGTrial)
+    check_range("sfreq", sfreq, 0, None, low_inclusive=False)
+    check_range("max_interpolated", max_interpolated, 0)
+    if not (len(crop) == 2 and 0 <= crop[0] < crop[1]):
+        raise ValueError(f"Invalid value for the 'crop' parameter: expected (start, stop) samples with "
+                         f"0 <= start < stop, got {crop!r}.")
+    default_model = ch_names is None
+    model = tuple(model_ch_names() if default_model else ch_names)
     data = np.asarray(trial.data)
     if data.ndim != 2:
         raise ValueError(f"Invalid EEG shape: expected 2 dimensions (n_chans, n_times), got {data.shape}.")
+    if data.dtype.kind not in "iuf":
+        raise ValueError(f"Invalid EEG data: expected numbers, got dtype {data.dtype}.")
     if data.shape[0] != len(trial.ch_names):
-        raise ValueError(f"{len(trial.ch_names)} channel names for {data.shape[0]} channels of data.")
-    data = data.astype(np.float64)
-    bad = ~np.isfinite(data)
-    if bad.any():
-        rows = np.flatnonzero(bad.any(axis=1))
-        names = ", ".join(repr(trial.ch_names[i]) for i in rows[:5]) + (" ..." if len(rows) > 5 else "")
-        raise ValueError(f"The EEG contains {int(bad.sum())} NaN or infinite values in {len(rows)} channels "
-                         f"({names}); expected finite numbers. Repair or drop those channels first.")
+        raise ValueError(f"Invalid trial: {len(trial.ch_names)} channel names for {data.shape[0]} channels of data.")
+    if not (np.isfinite(trial.sfreq) and trial.sfreq > 0):
+        raise ValueError(f"Invalid sampling rate: expected a positive number of Hz, got {trial.sfreq!r}.")
 
-    # 1. Channels: map by name, mark missing and flat ones for interpolation.
-    rows = _match_channels(list(trial.ch_names), model)
-    if len(rows) < MIN_MATCHED * len(model):
-        found = [m for m in model if m in rows][:3]
+    # 2. Channels: map by name; missing ones are interpolated when few, else refused
+    file_names = [str(n) for n in trial.ch_names]
+    rows = _match_channels(file_names, model)
+    missing = [m for m in model if m not in rows]
+    if len(missing) > max_interpolated:
+        found = [m for m in model if m in rows]
+        expected = (f"the actiCAP 128 names of brainproducts-RNP-BA-128, e.g. {_names(model)}" if default_model
+                    else f"names such as {_names(model)}")
         raise ValueError(
             f"Only {len(rows)} of the {len(model)} model channels were found in the file"
-            f"{' (e.g. ' + ', '.join(map(repr, found)) + ')' if found else ''}; expected the actiCAP 128 names of "
-            f"brainproducts-RNP-BA-128, e.g. {', '.join(map(repr, model[:4]))}, ... The file has "
-            f"{', '.join(map(repr, list(trial.ch_names)[:4]))}{' ...' if len(trial.ch_names) > 4 else ''}.")
+            f"{' (e.g. ' + _names(found, 3) + ')' if found else ''}; expected {expected}; the file has "
+            f"{len(file_names)} channels ({_names(file_names)}). At most {max_interpolated} missing channels "
+            f"can be interpolated.")
+    matched = [m for m in model if m in rows]
     x = np.zeros((len(model), data.shape[1]))
-    interpolated: dict[str, str] = {}
-    for k, m in enumerate(model):
-        if m in rows:
-            x[k] = data[rows[m]]
-            if x[k].std() < FLAT_STD:
-                interpolated[m] = "flat"
-        else:
-            interpolated[m] = "missing"
+    k_matched = [k for k, m in enumerate(model) if m in rows]
+    x[k_matched] = data[[rows[m] for m in matched]]
+    bad = ~np.isfinite(x[k_matched])
+    if bad.any():
+        bad_rows = [matched[i] for i in np.flatnonzero(bad.any(axis=1))]
+        raise ValueError(f"The EEG contains {int(bad.sum())} NaN or infinite values in {len(bad_rows)} channels "
+                         f"({_names(bad_rows, 5)}); expected finite numbers. Repair or drop those channels first.")
+    std = x[k_matched].std(axis=1)
+    if len(std) and std.max() < FLAT_STD:
+        raise ValueError(f"The EEG is flat: all {len(std)} model channels in the file are constant; expected a "
+                         f"recording (e.g. tens of microvolts).")
+    flat_k = [k_matched[i] for i in np.flatnonzero(std < max(FLAT_STD, FLAT_REL * float(np.median(std))))]
+    interpolated = {m: "missing" for m in missing} | {model[k]: "flat" for k in flat_k}
     if len(interpolated) > max_interpolated:
-        n_flat = sum(v == "flat" for v in interpolated.values())
-        raise ValueError(f"{len(interpolated)} of the {len(model)} model channels are missing ({len(interpolated) - n_flat}) "
-                         f"or flat ({n_flat}); at most {max_interpolated} can be interpolated.")
+        raise ValueError(f"{len(interpolated)} of the {len(model)} model channels are missing ({len(missing)}) or "
+                         f"flat ({len(flat_k)}); at most {max_interpolated} can be interpolated. Flat: "
+                         f"{_names([model[k] for k in flat_k]) or 'none'}; missing: {_names(missing) or 'none'}.")
+    interpolated = {m: interpolated[m] for m in model if m in interpolated}  # montage order
     used = set(rows.values())
-    dropped = [n for i, n in enumerate(trial.ch_names) if i not in used]
+    dropped = [n for i, n in enumerate(file_names) if i not in used]
 
-    # 2. Rate: resample (never refuse another rate).
+    # 3. Rate: resample (never refuse another rate)
     info = dict(trial.info)
-    if abs(trial.sfreq - sfreq) > 1e-6:
+    if abs(trial.sfreq - sfreq) > 1e-6 * sfreq:
         from fractions import Fraction
 
         from scipy.signal import resample_poly
@@ -153,6 +195,8 @@ def preprocess(trial, ch_names: tuple[str, ...] | list[str] | None = None, sfreq
         frac = Fraction(sfreq / trial.sfreq).limit_denominator(1000)
         x = resample_poly(x, frac.numerator, frac.denominator, axis=-1)
         info["resampled"] = f"{trial.sfreq:g} Hz -> {sfreq:g} Hz"
+
+    # 4. Length: the crop must fit, unless the trial is already cropped
     n_crop = crop[1] - crop[0]
     if x.shape[1] != n_crop and x.shape[1] < crop[1]:
         raise ValueError(f"The trial is too short: {trial.n_times} samples at {trial.sfreq:g} Hz "
@@ -160,30 +204,35 @@ def preprocess(trial, ch_names: tuple[str, ...] | list[str] | None = None, sfreq
                          f"stimulus onset (samples {crop[0]}-{crop[1]} are used), or exactly {n_crop} samples "
                          f"at {sfreq:g} Hz if already cropped.")
 
-    # 3. Interpolate missing / flat channels from their neighbours (MNE spherical splines).
+    # 5. Interpolate missing / flat channels from their neighbours (MNE spherical splines)
     if interpolated:
         x = _interpolate(x, model, sfreq, list(interpolated))
 
-    # 4. Filter on the whole trial, then crop, then standardize.
+    # 6. Filter on the whole trial, then crop, then standardize
     x = bandpass(x, sfreq, l_freq, h_freq)
     if x.shape[1] == n_crop:
-        info["cropped"] = f"already {n_crop} samples: taken as samples {crop[0]}-{crop[1]} after onset"
+        info["cropped"] = f"already {n_crop} samples: taken as samples {crop[0]}-{crop[1]} after onset, not cropped"
     else:
         x = x[:, crop[0]:crop[1]]
     x = standardize(x)
-    info["channels"] = {"mapped": [m for m in model if m in rows and m not in interpolated],
-                        "interpolated": interpolated, "dropped": dropped}
+    info["channels"] = {"mapped": [m for m in matched if m not in interpolated], "interpolated": interpolated,
+                        "dropped": dropped}
     info["preprocessed"] = True
-    return EEGTrial(data=x.astype(np.float32), sfreq=sfreq, ch_names=list(model), subject=trial.subject,
+    return EEGTrial(data=x.astype(np.float32), sfreq=float(sfreq), ch_names=list(model), subject=trial.subject,
                     label=trial.label, stimulus=trial.stimulus, info=info)
 
 
 def _interpolate(x: np.ndarray, ch_names: tuple[str, ...], sfreq: float, bads: list[str]) -> np.ndarray:
+    """Spherical-spline interpolation of ``bads`` from the other channels at their montage positions."""
     import mne
 
     from .montage import make_info
 
-    raw = mne.io.RawArray(x, make_info(ch_names, sfreq), verbose="error")
+    info = make_info(ch_names, sfreq)
+    no_pos = [ch["ch_name"] for ch in info["chs"] if not np.isfinite(ch["loc"][:3]).all() or not ch["loc"][:3].any()]
+    if no_pos:
+        raise ValueError(f"Cannot interpolate: channels {_names(no_pos)} have no position in the montage.")
+    raw = mne.io.RawArray(x, info, verbose="error")
     raw.info["bads"] = list(bads)
     raw.interpolate_bads(reset_bads=True, verbose="error")
     return raw.get_data()

@@ -7,6 +7,8 @@ inference needs no text encoder. Saved like a model (config.json with the texts 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
@@ -17,6 +19,9 @@ from ..data.captions import pool
 
 class CaptionBank(ModelMixin, ConfigMixin):
     """Caption texts and states; :meth:`readout` turns predicted states into captions and class probabilities.
+
+    Build it with :meth:`build`; save and load it like a model (``save_pretrained(dir)`` /
+    ``CaptionBank.from_pretrained(dir)``: the texts go into ``config.json``, the states into safetensors).
 
     Parameters
     ----------
@@ -59,10 +64,15 @@ class CaptionBank(ModelMixin, ConfigMixin):
 
     @property
     def hidden_dim(self) -> int:
+        """Width D of the states (384 for MiniLM)."""
         return int(self.config.hidden_dim)
 
-    def label_states(self, class_idx: torch.Tensor) -> torch.Tensor:
-        """Token states of the label captions of ``class_idx`` (batch,) -> (batch, L, D)."""
+    @property
+    def n_classes(self) -> int:
+        return len(self.config.label_texts)
+
+    def label_states(self, class_idx: torch.Tensor | int | Sequence[int]) -> torch.Tensor:
+        """Token states of the label captions of classes ``class_idx`` (batch,) -> (batch, L, D)."""
         return self.label_bank[torch.as_tensor(class_idx, device=self.label_bank.device).long()]
 
     def empty_states(self, batch: int) -> torch.Tensor:
@@ -74,18 +84,39 @@ class CaptionBank(ModelMixin, ConfigMixin):
         return pool(label_pred) @ pool(self.label_bank).T
 
     @torch.no_grad()
-    def readout(self, states: torch.Tensor, k: int = 5, targets: tuple[str, ...] = ("label", "detailed")) -> dict:
-        """Top-k captions and class probabilities from predicted states (batch, n_targets, L, D).
+    def readout(self, states: torch.Tensor, k: int = 5, targets: Sequence[str] | None = None) -> dict:
+        """Top-k captions and class probabilities from predicted states.
 
-        Returns a dict: ``class_probs`` (batch, n_classes); ``captions``: per trial the top-k label
-        captions with their probabilities; ``detailed_captions``: per trial the top-k detailed captions
-        with their cosine similarity.
+        Parameters
+        ----------
+        states : Tensor, shape (batch, n_targets, L, D)
+            The semantic decoder's output.
+        k : int
+            Captions to return per trial.
+        targets : sequence of str | None
+            The caption kind of each target (None: ``("label", "detailed")[:n_targets]``, the decoder's default).
+
+        Returns
+        -------
+        readout : dict
+            ``class_probs`` Tensor (batch, n_classes): softmax over the cosine similarities of the pooled
+            label-caption prediction to each class's label caption, divided by ``temperature``;
+            ``captions``: per trial a list of the top-k ``(label caption, probability)``;
+            ``detailed_captions``: per trial a list of the top-k ``(detailed caption, cosine similarity)``
+            (empty lists when there is no detailed target).
         """
+        from .._check import check_range
+
+        check_range("k", k, 1)
+        if states.ndim != 4 or tuple(states.shape[2:]) != tuple(self.label_bank.shape[1:]):
+            raise ValueError(f"states must have shape (batch, n_targets, {self.label_bank.shape[1]}, "
+                             f"{self.label_bank.shape[2]}), got {tuple(states.shape)}.")
+        targets = tuple(targets) if targets is not None else ("label", "detailed")[:states.shape[1]]
         states = states.float()
         probs = torch.softmax(self.class_logits(states[:, targets.index("label")]) / self.config.temperature, dim=-1)
         p, i = probs.topk(min(k, probs.shape[1]), dim=-1)
         captions = [[(self.config.label_texts[j], round(float(q), 4)) for q, j in zip(pr, ir)] for pr, ir in zip(p, i)]
-        detailed = []
+        detailed = [[] for _ in range(len(states))]
         if "detailed" in targets and len(self.config.detailed_texts):
             sim = pool(states[:, targets.index("detailed")]) @ self.detailed_pooled.float().T
             s, j = sim.topk(min(k, sim.shape[1]), dim=-1)

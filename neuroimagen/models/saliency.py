@@ -13,6 +13,7 @@ import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
 
 
 def _up(cin: int, cout: int) -> nn.Sequential:
@@ -59,11 +60,11 @@ class SaliencyDiscriminator(ModelMixin, ConfigMixin):
         n_down = int(torch.log2(torch.tensor(image_size / 4)).item())
         for k in range(n_down):
             cout = base_channels * 2**k
-            layers += [nn.utils.spectral_norm(nn.Conv2d(c, cout, 4, stride=2, padding=1)), nn.LeakyReLU(0.2, True)]
+            layers += [spectral_norm(nn.Conv2d(c, cout, 4, stride=2, padding=1)), nn.LeakyReLU(0.2, True)]
             c = cout
         self.body = nn.Sequential(*layers, nn.Flatten())
-        self.final_layer = nn.utils.spectral_norm(nn.Linear(c * 16, 1))
-        self.embed = nn.utils.spectral_norm(nn.Linear(feature_dim, c * 16, bias=False))
+        self.final_layer = spectral_norm(nn.Linear(c * 16, 1))
+        self.embed = spectral_norm(nn.Linear(feature_dim, c * 16, bias=False))
 
     def forward(self, images: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         h = self.body(images)

@@ -15,7 +15,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from .eeg_encoder import ConvTrunk
+from .eeg_encoder import ConvTrunk, check_eeg_input
 
 
 class SemanticDecoder(ModelMixin, ConfigMixin):
@@ -33,6 +33,13 @@ class SemanticDecoder(ModelMixin, ConfigMixin):
         Size of the low-rank basis per target.
     hidden : int
         Width of the trunk's output layer.
+    dropout : float
+        Dropout of the trunk and the head.
+
+    Notes
+    -----
+    Source paper: Lan et al. 2023, "Seeing through the Brain" (sample-level semantics, MSE to the text
+    embedding); the trunk follows EEGNet (Lawhern et al. 2018).
     """
 
     @register_to_config
@@ -40,6 +47,10 @@ class SemanticDecoder(ModelMixin, ConfigMixin):
                  seq_len: int = 32, hidden_dim: int = 384, targets: tuple[str, ...] = ("label", "detailed"),
                  rank: int = 64, hidden: int = 256, dropout: float = 0.25):
         super().__init__()
+        from .._check import check_option
+
+        for t in targets:
+            check_option("targets", t, ("label", "detailed"))
         n_t = len(targets)
         self.trunk = ConvTrunk(n_chans, n_times, dropout=dropout)
         self.head = nn.Sequential(nn.Linear(self.trunk.n_features, hidden), nn.ELU(), nn.Dropout(dropout))
@@ -48,7 +59,9 @@ class SemanticDecoder(ModelMixin, ConfigMixin):
         self.basis = nn.Parameter(torch.randn(n_t, rank, seq_len * hidden_dim) * 0.01)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Caption states predicted from EEG ``x`` (batch, n_chans, n_times) -> (batch, n_targets, L, D)."""
         c = self.config
+        check_eeg_input(x, c.n_chans, c.n_times, "SemanticDecoder")
         coef = self.final_layer(self.head(self.trunk(x))).view(len(x), len(c.targets), c.rank)
         states = self.mean[None] + torch.einsum("btr,trd->btd", coef, self.basis)
         return states.view(len(x), len(c.targets), c.seq_len, c.hidden_dim)

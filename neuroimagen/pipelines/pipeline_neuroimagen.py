@@ -105,6 +105,8 @@ class NeuroImagenPipeline(DiffusionPipeline):
         ``sd_model`` the vae, unet, scheduler (as DDIM), text encoder and tokenizer come from that
         Stable Diffusion img2img model.
         """
+        from .. import models  # noqa: F401  (diffusers finds custom component classes only among imported modules)
+
         pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         if sd_model is not None:
             pipe.swap_diffusion_model(sd_model, torch_dtype=kwargs.get("torch_dtype"))
@@ -166,6 +168,11 @@ class NeuroImagenPipeline(DiffusionPipeline):
         check_option("caption_source", caption_source, CAPTION_SOURCES)
         check_option("mode", mode, MODES)
         check_option("output_type", output_type, OUTPUT_TYPES)
+        if mode != "caption_only" and int(num_inference_steps * strength) < 1:
+            # img2img runs int(steps * strength) steps; with none, diffusers fails with a reshape error.
+            raise ValueError(f"strength * num_inference_steps must allow at least one denoising step, but "
+                             f"int({num_inference_steps} * {strength}) = 0: raise 'strength' or "
+                             f"'num_inference_steps'.")
         x = self._eeg_to_tensor(eeg)
         if isinstance(generator, list) and len(generator) != len(x):
             raise ValueError(f"Got {len(generator)} generators for a batch of {len(x)} trials: pass one generator "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +16,8 @@ def load_split(paths: Paths, split: str) -> dict[str, np.ndarray]:
     from ..data.eeg_imagenet import load_eeg_imagenet
 
     cache = Path(paths.out) / "eeg_cache" / f"{Path(paths.data).stem}_{split}_s{paths.subject or 'all'}"
-    data_file = Path(paths.data)
-    stamp = f"{data_file.stat().st_size}-{int(data_file.stat().st_mtime)}"
+    # The cache is valid for these exact data and splits files (size and modification time of both).
+    stamp = "-".join(f"{Path(f).stat().st_size}-{int(Path(f).stat().st_mtime)}" for f in (paths.data, paths.splits))
     if (cache / "stamp.txt").is_file() and (cache / "stamp.txt").read_text() == stamp:
         out = {k: np.load(cache / f"{k}.npy", mmap_mode="r" if k == "eeg" else None)
                for k in ("eeg", "labels", "images", "subjects")}
@@ -34,8 +35,6 @@ def load_split(paths: Paths, split: str) -> dict[str, np.ndarray]:
 
 def stimulus_index(paths: Paths, images: np.ndarray) -> np.ndarray:
     """Map the data file's image indices to rows of the stimulus folder's metadata (by image name)."""
-    import torch
-
     from ..data.stimuli import load_stimulus_metadata
 
     names = torch.load(paths.data, weights_only=True, mmap=True)["images"]
@@ -48,7 +47,11 @@ def stimulus_index(paths: Paths, images: np.ndarray) -> np.ndarray:
 
 
 def balanced_batches(labels: np.ndarray, n_classes: int, per_class: int, rng: np.random.Generator):
-    """Yield index batches of ``n_classes`` classes x ``per_class`` trials (for triplet mining), one epoch."""
+    """Yield index batches of ``n_classes`` classes x ``per_class`` trials (P x K, for triplet mining).
+
+    One epoch: ``len(labels) // (n_classes * per_class)`` batches; classes are drawn without replacement
+    within a batch, trials without replacement within a class (with, if a class has fewer than ``per_class``).
+    """
     by_class = {c: rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)}
     n_batches = len(labels) // (n_classes * per_class)
     classes = np.array(sorted(by_class))
@@ -58,14 +61,44 @@ def balanced_batches(labels: np.ndarray, n_classes: int, per_class: int, rng: np
 
 
 def to_tensor(eeg: np.ndarray, idx: np.ndarray | slice) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(eeg[idx], dtype=np.float32))
+    """Trials ``idx`` of a (memory-mapped) array as a float32 tensor (a copy: the cache is read-only)."""
+    return torch.from_numpy(np.array(eeg[idx], dtype=np.float32))
+
+
+def stimulus_images(stimuli_dir) -> torch.Tensor:
+    """The stimulus set as float (n_images, 3, H, W) in [-1, 1], in metadata order."""
+    from ..data.stimuli import load_stimulus_images
+    from .vae import images_to_tensor
+
+    return images_to_tensor(load_stimulus_images(stimuli_dir))
+
+
+def stimulus_thumbnails(stimuli_dir, side: int = 8) -> torch.Tensor:
+    """Colour thumbnails of the stimuli (average-pooled to ``side`` x ``side``), flattened: (n_images, 3 * side**2).
+
+    They carry what the saliency map must show (where the object is, the background colour) and nothing finer.
+    """
+    return torch.nn.functional.adaptive_avg_pool2d(stimulus_images(stimuli_dir), side).flatten(1)
 
 
 @torch.no_grad()
 def embed_all(model, eeg: np.ndarray, batch: int = 256) -> torch.Tensor:
-    """Run a model over all trials in eval mode (returns a CPU tensor)."""
+    """Run an EEG model over all trials in eval mode, in batches; its outputs concatenated (a CPU tensor)."""
     model.eval()
     return torch.cat([model(to_tensor(eeg, slice(i, i + batch))).cpu() for i in range(0, len(eeg), batch)])
+
+
+@torch.inference_mode()
+def latency_ms(model, *inputs: torch.Tensor, repeats: int = 20) -> float:
+    """Median time of ``model(*inputs)`` in ms (eval mode, inference mode, after a warm-up call)."""
+    model.eval()
+    model(*inputs)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model(*inputs)
+        times.append(time.perf_counter() - t0)
+    return round(float(np.median(times)) * 1000, 2)
 
 
 def centroid_accuracy(train_f: torch.Tensor, train_y: np.ndarray, f: torch.Tensor, y: np.ndarray,

@@ -1,10 +1,19 @@
-"""Stage ``encoder``: the EEG encoder f(x), trained with the paper's triplet loss (batch-hard mining).
+"""Stage ``encoder``: the EEG encoder f(x), trained with the paper's triplet loss (eq. 1).
 
     python -m neuroimagen.train encoder --config configs/tiny.json [--resume]
+    python -m neuroimagen.train encoder --config configs/tiny.json --data data/sim_realistic.pth \
+        --splits data/sim_realistic_splits.pth --out runs/tiny-realistic
 
 Class-balanced batches (``classes_per_batch`` x ``trials_per_class``) so every anchor has positives and
-negatives; validation each epoch by nearest-class-centroid accuracy on the features; early stopping;
-the best epoch is saved to ``<out>/encoder/``.
+negatives; online mining (``mining``: batch-hard, Hermans et al. 2017, or semi-hard, Schroff et al. 2015).
+The paper's positives are trials of the same class, so the loss keeps what tells classes apart and may
+drop what varies inside a class: where the object is and the background colour, which is what the
+saliency map must show. ``aux_weight`` adds a linear read-out of an 8 x 8 colour thumbnail of the stimulus
+from the features (MSE; the read-out layer is not part of the saved model), so f keeps the layout and
+colour too (0 turns it off: the paper's loss alone). Validation each epoch: nearest-class-centroid
+accuracy on the features; early stopping on it; the best epoch is saved to ``<out>/encoder/``.
+``metrics.json`` holds the held-out test numbers of two probes on the features (nearest centroid and
+logistic regression), the thumbnail's R^2 from a ridge probe, and the model's latency on one trial.
 """
 
 from __future__ import annotations
@@ -14,27 +23,41 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data.montage import model_ch_names
 from ..models import EEGEncoder
 from .common import load_resume, make_accelerator, save_resume, write_metrics
 from .config import Paths
-from .eeg_data import balanced_batches, centroid_accuracy, embed_all, load_split, to_tensor
+from .eeg_data import (
+    balanced_batches,
+    centroid_accuracy,
+    embed_all,
+    latency_ms,
+    load_split,
+    stimulus_thumbnails,
+    to_tensor,
+)
 from .losses import triplet_loss
 
 
 @dataclass
 class Config:
-    arch: str = "conv"  # "conv" (default: more accurate and faster here) or "lstm" (the paper's)
-    embed_dim: int = 128
+    arch: str = "conv"  # "conv" (EEGNet-style; more accurate and 3x faster here) or "lstm" (the paper's)
+    embed_dim: int = 128  # feature size (L2-normalised)
+    hidden_size: int = 128  # LSTM state size (arch="lstm")
     margin: float = 0.2  # triplet margin on L2-normalised features (squared distances in [0, 4])
-    classes_per_batch: int = 16
-    trials_per_class: int = 8
-    lr: float = 1e-3
+    mining: str = "semi_hard"  # "semi_hard" or "batch_hard"
+    aux_weight: float = 1.0  # weight of the stimulus-thumbnail read-out that keeps layout and colour (0: off)
+    classes_per_batch: int = 16  # P classes ...
+    trials_per_class: int = 8  # ... x K trials per batch
+    lr: float = 1e-3  # AdamW
     weight_decay: float = 1e-3
-    epochs: int = 25
+    dropout: float = 0.25
+    epochs: int = 25  # at most
     patience: int = 5  # epochs without validation improvement before stopping
+    val_subset: int = 3000  # training trials whose class centroids the validation accuracy uses
     seed: int = 0
     num_threads: int = 0  # torch CPU threads (0: leave torch's default)
 
@@ -45,73 +68,81 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     acc = make_accelerator(cfg.seed)
     out = paths.stage_dir("encoder")
     tr, va = load_split(paths, "train"), load_split(paths, "val")
+    thumbs = stimulus_thumbnails(paths.stimuli)
     model = EEGEncoder(n_chans=tr["eeg"].shape[1], n_times=tr["eeg"].shape[2], ch_names=list(model_ch_names()),
-                       arch=cfg.arch, embed_dim=cfg.embed_dim)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+                       arch=cfg.arch, embed_dim=cfg.embed_dim, hidden_size=cfg.hidden_size, dropout=cfg.dropout)
+    aux = torch.nn.Linear(cfg.embed_dim, thumbs.shape[1])  # training-only read-out of the stimulus thumbnail
+    opt = torch.optim.AdamW([*model.parameters(), *aux.parameters()], lr=cfg.lr, weight_decay=cfg.weight_decay)
     epoch, best, history, bad = 0, -1.0, [], 0
     state = load_resume(out / "resume.pt") if resume else None
     if state is not None:
         model.load_state_dict(state["model"])
+        aux.load_state_dict(state["aux"])
         opt.load_state_dict(state["optimizer"])
         epoch, best, history, bad = int(state["epoch"]), float(state["best"]), list(state["history"]), int(state["bad"])
-    model, opt = acc.prepare(model, opt)
+    model, aux, opt = acc.prepare(model, aux, opt)
     t0 = time.perf_counter()
+    sub = np.sort(np.random.default_rng(cfg.seed).choice(len(tr["labels"]), min(cfg.val_subset, len(tr["labels"])),
+                                                         replace=False))
     while epoch < cfg.epochs and bad < cfg.patience:
         rng = np.random.default_rng([cfg.seed, epoch])
         model.train()
-        losses = []
+        logs = []
         batches = list(balanced_batches(tr["labels"], cfg.classes_per_batch, cfg.trials_per_class, rng))
         for idx in tqdm(batches, desc=f"encoder epoch {epoch + 1}", mininterval=10, leave=False):
-            emb = model(to_tensor(tr["eeg"], np.sort(idx)).to(acc.device))
-            loss = triplet_loss(emb, torch.from_numpy(tr["labels"][np.sort(idx)]).to(acc.device), cfg.margin)
+            idx = np.sort(idx)  # sorted reads from the memory-mapped cache are faster
+            emb = model(to_tensor(tr["eeg"], idx).to(acc.device))
+            trip = triplet_loss(emb, torch.from_numpy(tr["labels"][idx]).to(acc.device), cfg.margin, cfg.mining)
+            loss = trip
+            if cfg.aux_weight:
+                target = thumbs[torch.from_numpy(tr["stim_index"][idx])].to(acc.device)
+                loss = loss + cfg.aux_weight * F.mse_loss(aux(emb), target)
             opt.zero_grad(set_to_none=True)
             acc.backward(loss)
             opt.step()
-            losses.append(loss.item())
+            logs.append((loss.item(), trip.item()))
         epoch += 1
         m = acc.unwrap_model(model)
-        sub = np.random.default_rng(0).choice(len(tr["labels"]), min(3000, len(tr["labels"])), replace=False)
-        sub.sort()
-        f_tr = embed_all(m, tr["eeg"][sub])
-        top1, top5 = centroid_accuracy(f_tr, tr["labels"][sub], embed_all(m, va["eeg"]), va["labels"])
-        history.append({"epoch": epoch, "loss": round(float(np.mean(losses)), 4), "val_top1": round(top1, 4),
-                        "val_top5": round(top5, 4)})
+        top1, top5 = centroid_accuracy(embed_all(m, tr["eeg"][sub]), tr["labels"][sub], embed_all(m, va["eeg"]),
+                                       va["labels"])
+        loss_mean, trip_mean = np.mean(logs, axis=0)
+        history.append({"epoch": epoch, "loss": round(float(loss_mean), 4), "triplet": round(float(trip_mean), 4),
+                        "val_top1": round(top1, 4), "val_top5": round(top5, 4)})
         tqdm.write(f"encoder {history[-1]}")
         if top1 > best:
             best, bad = top1, 0
             m.save_pretrained(out)
         else:
             bad += 1
-        save_resume(out / "resume.pt", model=m.state_dict(), optimizer=opt.state_dict(), epoch=epoch, best=best,
-                    history=history, bad=bad)
+        save_resume(out / "resume.pt", model=m.state_dict(), aux=acc.unwrap_model(aux).state_dict(),
+                    optimizer=opt.state_dict(), epoch=epoch, best=best, history=history, bad=bad)
     model = EEGEncoder.from_pretrained(out).eval()
-    metrics = {"stage": "encoder", "config": asdict(cfg), "history": history, "best_val_top1": best,
-               **probe_metrics(model, paths, tr), "inference_ms": _latency_ms(model, tr["eeg"]),
+    metrics = {"stage": "encoder", "config": asdict(cfg), "epochs": epoch, "history": history, "best_val_top1": best,
+               **probe_metrics(model, paths, tr, thumbs), "inference_ms": latency_ms(model, to_tensor(tr["eeg"], slice(0, 1))),
+               "n_params": sum(p.numel() for p in model.parameters()),
                "train_wall_s_this_run": round(time.perf_counter() - t0, 1)}
     write_metrics(out, metrics)
-    return {k: metrics[k] for k in ("best_val_top1", "test_centroid_top1", "test_logreg_top1", "inference_ms")}
+    return {k: metrics[k] for k in ("best_val_top1", "test_centroid_top1", "test_logreg_top1", "test_logreg_top5",
+                                    "test_thumbnail_r2", "inference_ms")}
 
 
-def probe_metrics(model, paths: Paths, tr: dict) -> dict:
-    """Held-out test accuracy of probes on the features: nearest centroid and logistic regression."""
-    from sklearn.linear_model import LogisticRegression
+def probe_metrics(model, paths: Paths, tr: dict, thumbs: torch.Tensor) -> dict:
+    """Held-out test numbers of probes fitted on the training features.
+
+    Class top-1/top-5 of a nearest-centroid and a logistic-regression probe, and the R^2 of a ridge
+    probe from the features to the stimulus thumbnail (how much layout and colour the features keep).
+    """
+    from sklearn.linear_model import LogisticRegression, Ridge
 
     te = load_split(paths, "test")
-    f_tr, f_te = embed_all(model, tr["eeg"]), embed_all(model, te["eeg"])
-    c1, c5 = centroid_accuracy(f_tr, tr["labels"], f_te, te["labels"])
-    clf = LogisticRegression(max_iter=500, C=1.0).fit(f_tr.numpy(), tr["labels"])
-    p = clf.predict_proba(f_te.numpy())
-    top5 = clf.classes_[np.argsort(-p, axis=1)[:, :5]]
+    f_tr, f_te = embed_all(model, tr["eeg"]).numpy(), embed_all(model, te["eeg"]).numpy()
+    c1, c5 = centroid_accuracy(torch.from_numpy(f_tr), tr["labels"], torch.from_numpy(f_te), te["labels"])
+    clf = LogisticRegression(max_iter=1000, C=1.0).fit(f_tr, tr["labels"])
+    top5 = clf.classes_[np.argsort(-clf.predict_proba(f_te), axis=1)[:, :5]]
+    y_tr, y_te = thumbs[tr["stim_index"]].numpy(), thumbs[te["stim_index"]].numpy()
+    pred = Ridge(alpha=1.0).fit(f_tr, y_tr).predict(f_te)
+    r2 = 1 - ((pred - y_te) ** 2).sum() / ((y_te - y_tr.mean(0)) ** 2).sum()
     return {"test_centroid_top1": round(c1, 4), "test_centroid_top5": round(c5, 4),
             "test_logreg_top1": round(float((top5[:, 0] == te["labels"]).mean()), 4),
-            "test_logreg_top5": round(float((top5 == te["labels"][:, None]).any(1).mean()), 4)}
-
-
-@torch.no_grad()
-def _latency_ms(model, eeg: np.ndarray, repeats: int = 20) -> float:
-    x = to_tensor(eeg, slice(0, 1))
-    model(x)
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        model(x)
-    return round((time.perf_counter() - t0) / repeats * 1000, 2)
+            "test_logreg_top5": round(float((top5 == te["labels"][:, None]).any(1).mean()), 4),
+            "test_thumbnail_r2": round(float(r2), 4)}

@@ -15,7 +15,17 @@ def pairwise_sq_dists(emb: torch.Tensor) -> torch.Tensor:
 def mine_batch_hard(labels: torch.Tensor, dists: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Batch-hard mining (Hermans et al. 2017): per anchor, the farthest positive and the nearest negative.
 
-    Returns (anchor, positive, negative) index tensors, for anchors that have both.
+    Parameters
+    ----------
+    labels : Tensor, shape (n,)
+        Class of each embedding.
+    dists : Tensor, shape (n, n)
+        Squared distances (:func:`pairwise_sq_dists`).
+
+    Returns
+    -------
+    anchor, positive, negative : Tensor, shape (n_triplets,)
+        Indices, one triplet per anchor that has a positive and a negative in the batch.
     """
     same = labels[:, None] == labels[None]
     eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
@@ -27,14 +37,57 @@ def mine_batch_hard(labels: torch.Tensor, dists: torch.Tensor) -> tuple[torch.Te
     return anchors, pos[anchors], neg[anchors]
 
 
-def triplet_loss(emb: torch.Tensor, labels: torch.Tensor, margin: float = 0.2) -> torch.Tensor:
-    """The paper's triplet loss, max(0, m + ||f(a)-f(p)||^2 - ||f(a)-f(n)||^2), on batch-hard triplets."""
+def mine_semi_hard(labels: torch.Tensor, dists: torch.Tensor,
+                   margin: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Semi-hard mining (Schroff et al. 2015, FaceNet) over every anchor-positive pair of the batch.
+
+    For each pair (a, p), the negative is the nearest one farther from ``a`` than ``p`` is (semi-hard:
+    ``d(a,p) < d(a,n)``, it violates the margin when ``d(a,n) < d(a,p) + margin``); when there is none,
+    the farthest negative (the easiest), as TensorFlow Addons' ``triplet_semihard_loss``.
+
+    Returns
+    -------
+    anchor, positive, negative : Tensor, shape (n_triplets,)
+        Indices, one triplet per anchor-positive pair whose anchor has a negative in the batch.
+    """
+    same = labels[:, None] == labels[None]
+    eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    neg_mask = ~same
+    a, p = torch.nonzero(same & ~eye & neg_mask.any(1, keepdim=True), as_tuple=True)
+    d_an = dists[a]  # (n_pairs, n): distances of each pair's anchor to every embedding
+    neg_ok = neg_mask[a]
+    outside = neg_ok & (d_an > dists[a, p][:, None])
+    semi = d_an.masked_fill(~outside, float("inf")).argmin(1)
+    easiest = d_an.masked_fill(~neg_ok, -1.0).argmax(1)
+    n = torch.where(outside.any(1), semi, easiest)
+    return a, p, n
+
+
+def triplet_loss(emb: torch.Tensor, labels: torch.Tensor, margin: float = 0.2,
+                 mining: str = "batch_hard") -> torch.Tensor:
+    """The paper's triplet loss, max(0, m + ||f(a)-f(p)||^2 - ||f(a)-f(n)||^2), on mined triplets.
+
+    Parameters
+    ----------
+    emb : Tensor, shape (n, d)
+        Embeddings of a class-balanced batch.
+    labels : Tensor, shape (n,)
+    margin : float
+    mining : str
+        ``"batch_hard"`` (:func:`mine_batch_hard`) or ``"semi_hard"`` (:func:`mine_semi_hard`).
+    """
+    from .._check import check_option
+
+    check_option("mining", mining, ("batch_hard", "semi_hard"))
     d = pairwise_sq_dists(emb)
-    a, p, n = mine_batch_hard(labels, d)
+    a, p, n = mine_batch_hard(labels, d) if mining == "batch_hard" else mine_semi_hard(labels, d, margin)
+    if len(a) == 0:
+        return emb.sum() * 0.0  # no valid triplet (one class in the batch): a zero that keeps the graph
     return F.relu(margin + d[a, p] - d[a, n]).mean()
 
 
 def d_hinge(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+    """Discriminator hinge loss (Lim & Ye 2017; Miyato et al. 2018): relu(1 - D(real)) + relu(1 + D(fake))."""
     return F.relu(1 - real_scores).mean() + F.relu(1 + fake_scores).mean()
 
 
@@ -51,35 +104,44 @@ def _gauss_window(size: int = 7, sigma: float = 1.5, device=None) -> torch.Tenso
     return (g[:, None] * g[None]).expand(3, 1, size, size).contiguous()
 
 
-def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 2.0) -> torch.Tensor:
-    """Differentiable SSIM (Wang et al. 2004, Gaussian window 7, sigma 1.5) of (n, 3, H, W) images, averaged."""
-    w = _gauss_window(device=a.device)
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+def ssim(a: torch.Tensor, b: torch.Tensor, reduce: bool = True) -> torch.Tensor:
+    """Differentiable SSIM (Wang et al. 2004; Gaussian window 7, sigma 1.5, valid convolution).
+
+    ``a``, ``b`` are (n, 3, H, W) images in [-1, 1]; SSIM is computed on them mapped to [0, 1] (its
+    luminance term assumes non-negative intensities), so it equals SSIM on the uint8 images. Returns the
+    mean over the batch, or with ``reduce=False`` one value per image, shape (n,).
+    """
+    a, b = (a + 1) / 2, (b + 1) / 2
+    w = _gauss_window(device=a.device).to(a.dtype)
+    c1, c2 = 0.01**2, 0.03**2
     mu_a, mu_b = F.conv2d(a, w, groups=3), F.conv2d(b, w, groups=3)
     s_aa = F.conv2d(a * a, w, groups=3) - mu_a**2
     s_bb = F.conv2d(b * b, w, groups=3) - mu_b**2
     s_ab = F.conv2d(a * b, w, groups=3) - mu_a * mu_b
     m = ((2 * mu_a * mu_b + c1) * (2 * s_ab + c2)) / ((mu_a**2 + mu_b**2 + c1) * (s_aa + s_bb + c2))
-    return m.mean()
+    return m.mean() if reduce else m.flatten(1).mean(1)
 
 
 def diff_augment(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """DiffAugment (Zhao et al. 2020): colour (brightness, saturation, contrast), translation, cutout."""
+    """DiffAugment (Zhao et al. 2020), policy "color,translation,cutout", differentiable in ``x``.
+
+    Brightness +-0.5, saturation x [0, 2], contrast x [0.5, 1.5], translation up to 1/8 of the side
+    (zero padding), a cutout of half the side, each drawn per image from ``generator`` (a CPU generator).
+    """
     n = len(x)
 
     def r(*shape):
         return torch.rand(*shape, generator=generator).to(x.device)
 
-    x = x + (r(n, 1, 1, 1) - 0.5) * 0.5
+    x = x + (r(n, 1, 1, 1) - 0.5)  # brightness in [-0.5, 0.5], as the reference code
     mean = x.mean(1, keepdim=True)
     x = (x - mean) * (r(n, 1, 1, 1) * 2) + mean
     mean = x.mean((1, 2, 3), keepdim=True)
     x = (x - mean) * (r(n, 1, 1, 1) + 0.5) + mean
     h, w = x.shape[-2:]
-    shift = (r(n, 2) * 0.25 - 0.125) * torch.tensor([h, w], device=x.device)
     theta = torch.zeros(n, 2, 3, device=x.device)
     theta[:, 0, 0] = theta[:, 1, 1] = 1
-    theta[:, :, 2] = shift * 2 / torch.tensor([w, h], device=x.device)
+    theta[:, :, 2] = (r(n, 2) - 0.5) * 0.5  # shift by up to 1/8 of the side ([-1, 1] grid coordinates)
     x = F.grid_sample(x, F.affine_grid(theta, x.shape, align_corners=False), padding_mode="zeros", align_corners=False)
     cy, cx = (r(n) * h).long(), (r(n) * w).long()
     yy, xx = torch.arange(h, device=x.device)[None, :, None], torch.arange(w, device=x.device)[None, None, :]

@@ -2,10 +2,15 @@
 
     python -m neuroimagen.train saliency --config configs/tiny.json [--resume]
 
-Needs the ``encoder`` stage (frozen: its features f are computed once). As the paper: hinge loss with
-DiffAugment for D; for G, ``adv_weight`` x adversarial + ``ms_weight`` x mode seeking + ``ssim_weight`` x
-(1 - SSIM(G(z, f), stimulus)). Validation: SSIM of maps to the held-out trials' stimuli. Writes
-``<out>/saliency/generator/`` (the pipeline's component) and ``<out>/saliency/discriminator/``.
+Needs the ``encoder`` stage: the encoder is loaded from ``<out>/encoder/`` and frozen, so its features
+f are computed once. The target of each trial is the stimulus it was shown. As the paper: hinge loss
+with DiffAugment (colour, translation, cutout) on real and fake images for D, a projection discriminator
+conditioned on f; for G, ``adv_weight`` x adversarial + ``ms_weight`` x mode seeking (MSGAN) +
+``ssim_weight`` x (1 - SSIM(G(z, f), stimulus)). Validation each epoch: SSIM of the maps to the held-out
+trials' stimuli; early stopping on it. Writes ``<out>/saliency/generator/`` (the pipeline's component),
+``<out>/saliency/discriminator/``, ``samples.png`` (test maps under their stimuli) and ``metrics.json``
+with the test SSIM next to two references: the SSIM to another trial's stimulus (what the map would get
+without the EEG) and to the mean stimulus of the true class (what a perfect class decoder gets).
 """
 
 from __future__ import annotations
@@ -15,43 +20,73 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..data.stimuli import load_stimulus_images
 from ..models import EEGEncoder, SaliencyDiscriminator, SaliencyGenerator
 from .common import load_resume, make_accelerator, save_resume, write_metrics
 from .config import Paths
-from .eeg_data import embed_all, load_split
+from .eeg_data import embed_all, latency_ms, load_split, stimulus_images
 from .losses import d_hinge, diff_augment, mode_seeking, ssim
-from .vae import images_to_tensor
 
 
 @dataclass
 class Config:
-    noise_dim: int = 32
-    base_channels: int = 128  # generator width at 4 x 4
-    disc_channels: int = 32
+    noise_dim: int = 32  # size of z
+    base_channels: int = 128  # generator width at 4 x 4, halved at each upsampling
+    disc_channels: int = 32  # discriminator width at 32 x 32, doubled at each downsampling
     batch_size: int = 64
     lr_g: float = 2e-4
     lr_d: float = 2e-4  # Adam(0.5, 0.999), as most GANs
-    adv_weight: float = 0.1  # a1
-    ms_weight: float = 0.01  # a2
+    adv_weight: float = 0.1  # a1: adversarial
+    ms_weight: float = 0.01  # a2: mode seeking
     ssim_weight: float = 1.0  # a3: (1 - SSIM) to the stimulus
-    epochs: int = 12
-    patience: int = 4
+    epochs: int = 12  # at most
+    patience: int = 4  # epochs without validation improvement before stopping
     seed: int = 0
-    num_threads: int = 0
+    num_threads: int = 0  # torch CPU threads (0: leave torch's default)
 
 
 @torch.no_grad()
-def val_ssim(gen, feats: torch.Tensor, stimuli: torch.Tensor, seed: int = 0) -> float:
+def generate(gen, feats: torch.Tensor, seed: int = 0, batch: int = 256) -> torch.Tensor:
+    """Saliency maps (n, 3, H, W) of features ``feats`` (n, feature_dim), noise drawn from ``seed``."""
     gen.eval()
     g = torch.Generator().manual_seed(seed)
-    out = []
-    for i in range(0, len(feats), 256):
-        z = torch.randn(len(feats[i:i + 256]), gen.config.noise_dim, generator=g)
-        out.append(ssim(gen(feats[i:i + 256], z), stimuli[i:i + 256]).item() * len(feats[i:i + 256]))
-    return round(float(sum(out) / len(feats)), 4)
+    z = torch.randn(len(feats), gen.config.noise_dim, generator=g)
+    return torch.cat([gen(feats[i:i + batch], z[i:i + batch]) for i in range(0, len(feats), batch)])
+
+
+def map_metrics(maps: torch.Tensor, stimuli: torch.Tensor, labels: np.ndarray, ref_images: torch.Tensor,
+                ref_labels: np.ndarray, seed: int = 0) -> dict:
+    """Held-out quality of saliency maps (n, 3, H, W) against the trials' stimuli (all images in [-1, 1]).
+
+    ``ref_images`` with their classes ``ref_labels`` (training stimuli) give the class-mean reference.
+
+    ``ssim``; ``ssim_other_stimulus`` (each map against a random other trial's stimulus: the level
+    without information); ``ssim_class_mean`` (the true class's mean stimulus as the map: the level of
+    a perfect class decoder with no layout); ``thumb_corr``: correlation of 8 x 8 colour thumbnails (layout
+    and colour); ``color_err_255``: mean absolute error of the image's mean colour, in [0, 255].
+    """
+    perm = np.random.default_rng(seed).permutation(len(maps))
+    class_mean = torch.stack([ref_images[torch.from_numpy(ref_labels == c)].mean(0) for c in range(40)])
+    ta = F.adaptive_avg_pool2d(maps, 8).flatten(1)
+    tb = F.adaptive_avg_pool2d(stimuli, 8).flatten(1)
+    ta, tb = ta - ta.mean(1, keepdim=True), tb - tb.mean(1, keepdim=True)
+    corr = (ta * tb).sum(1) / (ta.norm(dim=1) * tb.norm(dim=1) + 1e-8)
+    return {"ssim": round(float(ssim(maps, stimuli)), 4),
+            "ssim_other_stimulus": round(float(ssim(maps, stimuli[perm])), 4),
+            "ssim_class_mean": round(float(ssim(class_mean[torch.from_numpy(labels)], stimuli)), 4),
+            "thumb_corr": round(float(corr.mean()), 4),
+            "color_err_255": round(float((maps.mean((2, 3)) - stimuli.mean((2, 3))).abs().mean() * 127.5), 2)}
+
+
+def save_samples(maps: torch.Tensor, stimuli: torch.Tensor, path, n: int = 16) -> None:
+    """A PNG of ``n`` maps (top row) under their stimuli (bottom row)."""
+    from PIL import Image
+
+    grid = torch.cat([torch.cat(list(stimuli[:n]), dim=2), torch.cat(list(maps[:n]), dim=2)], dim=1)
+    arr = ((grid.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    Image.fromarray(arr).save(path)
 
 
 def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
@@ -60,7 +95,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     acc = make_accelerator(cfg.seed)
     out = paths.stage_dir("saliency")
     encoder = EEGEncoder.from_pretrained(paths.stage_dir("encoder")).eval().requires_grad_(False)
-    images = images_to_tensor(load_stimulus_images(paths.stimuli))
+    images = stimulus_images(paths.stimuli)
     tr, va = load_split(paths, "train"), load_split(paths, "val")
     f_tr, f_va = embed_all(encoder, tr["eeg"]), embed_all(encoder, va["eeg"])
     s_tr, s_va = images[torch.from_numpy(tr["stim_index"])], images[torch.from_numpy(va["stim_index"])]
@@ -91,13 +126,13 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
             f, real = f_tr[idx].to(acc.device), s_tr[idx].to(acc.device)
             z1 = torch.randn(len(idx), cfg.noise_dim, generator=g).to(acc.device)
             z2 = torch.randn(len(idx), cfg.noise_dim, generator=g).to(acc.device)
-            # Discriminator: hinge loss on DiffAugment-ed real and fake images.
+            # 1. Discriminator: hinge loss on DiffAugment-ed real and fake images.
             fake = gen(f, z1)
             d_loss = d_hinge(disc(diff_augment(real, g), f), disc(diff_augment(fake.detach(), g), f))
             opt_d.zero_grad(set_to_none=True)
             acc.backward(d_loss)
             opt_d.step()
-            # Generator: adversarial + mode seeking + (1 - SSIM) to the stimulus.
+            # 2. Generator: adversarial + mode seeking + (1 - SSIM) to the stimulus.
             fake2 = gen(f, z2)
             adv = -disc(diff_augment(fake, g), f).mean()
             sim = ssim(fake, real)
@@ -109,7 +144,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
             logs.append((d_loss.item(), g_loss.item(), sim.item()))
         epoch += 1
         m = acc.unwrap_model(gen)
-        v = val_ssim(m, f_va, s_va)
+        v = round(float(ssim(generate(m, f_va, cfg.seed), s_va)), 4)
         d_l, g_l, s_l = np.mean(logs, axis=0)
         history.append({"epoch": epoch, "d_loss": round(float(d_l), 4), "g_loss": round(float(g_l), 4),
                         "train_ssim": round(float(s_l), 4), "val_ssim": v})
@@ -124,8 +159,14 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
                     opt_g=opt_g.state_dict(), opt_d=opt_d.state_dict(), epoch=epoch, best=best, history=history, bad=bad)
     gen = SaliencyGenerator.from_pretrained(out / "generator").eval()
     te = load_split(paths, "test")
-    test_ssim = val_ssim(gen, embed_all(encoder, te["eeg"]), images[torch.from_numpy(te["stim_index"])])
-    metrics = {"stage": "saliency", "config": asdict(cfg), "history": history, "best_val_ssim": best,
-               "test_ssim": test_ssim, "train_wall_s_this_run": round(time.perf_counter() - t0, 1)}
+    maps, s_te = generate(gen, embed_all(encoder, te["eeg"]), cfg.seed), images[torch.from_numpy(te["stim_index"])]
+    test = map_metrics(maps, s_te, te["labels"], images[tr["stim_index"]], tr["labels"], cfg.seed)
+    save_samples(maps[::max(1, len(maps) // 16)], s_te[::max(1, len(maps) // 16)], out / "samples.png")
+    metrics = {"stage": "saliency", "config": asdict(cfg), "epochs": epoch, "history": history, "best_val_ssim": best,
+               **{f"test_{k}": v for k, v in test.items()},
+               "inference_ms": latency_ms(gen, embed_all(encoder, te["eeg"][:1]), torch.zeros(1, cfg.noise_dim)),
+               "n_params": sum(p.numel() for p in gen.parameters()),
+               "train_wall_s_this_run": round(time.perf_counter() - t0, 1)}
     write_metrics(out, metrics)
-    return {"best_val_ssim": best, "test_ssim": test_ssim}
+    return {k: metrics[k] for k in ("best_val_ssim", "test_ssim", "test_ssim_other_stimulus", "test_ssim_class_mean",
+                                    "test_thumb_corr")}

@@ -1,12 +1,17 @@
 """Stage ``semantic``: EEG -> caption token states (MSE, as the paper), and the caption bank.
 
     python -m neuroimagen.train semantic --config configs/tiny.json [--resume]
+    python -m neuroimagen.train semantic --config configs/tiny.json --data data/sim_realistic.pth \
+        --splits data/sim_realistic_splits.pth --out runs/tiny-realistic
 
 Targets are the MiniLM states of each trial's label caption and detailed caption
-(:func:`~neuroimagen.training.common.caption_states`). The decoder starts from the targets' PCA basis.
-``contrastive_weight`` adds an InfoNCE term on pooled states against the 40 label captions. After
-training, the readout temperature is fitted on validation trials and the :class:`CaptionBank` saved.
-Writes ``<out>/semantic/decoder/`` and ``<out>/semantic/caption_bank/``.
+(:func:`~neuroimagen.training.common.caption_states`), L x 384 each. The decoder's output is
+``mean + coef @ basis`` per caption kind, and starts from the training targets' mean and PCA basis.
+``contrastive_weight`` adds an InfoNCE term on pooled states against the 40 label captions (0: MSE
+only, as the paper). Validation each epoch: class top-1 of the label readout on held-out trials; early
+stopping on it. After training, the readout temperature is fitted on validation trials and the
+:class:`~neuroimagen.models.CaptionBank` saved. Writes ``<out>/semantic/decoder/``,
+``<out>/semantic/caption_bank/`` and ``metrics.json`` (held-out test numbers).
 """
 
 from __future__ import annotations
@@ -25,44 +30,48 @@ from ..data.stimuli import load_stimulus_metadata
 from ..models import CaptionBank, SemanticDecoder
 from .common import caption_states, load_resume, make_accelerator, save_resume, write_metrics
 from .config import Paths
-from .eeg_data import load_split, to_tensor
-from .encoder import _latency_ms
+from .eeg_data import embed_all, latency_ms, load_split, to_tensor
 
 
 @dataclass
 class Config:
-    rank: int = 64  # low-rank basis per caption kind
-    hidden: int = 256
+    rank: int = 48  # low-rank basis per caption kind (the 40 label captions span 39 dimensions)
+    hidden: int = 256  # width of the head between the EEG trunk and the basis coefficients
+    dropout: float = 0.25
     batch_size: int = 128
-    lr: float = 1e-3
+    lr: float = 1e-3  # AdamW
     weight_decay: float = 1e-3
-    epochs: int = 25
-    patience: int = 5
-    contrastive_weight: float = 0.0  # InfoNCE on pooled states vs the 40 label captions (0: MSE only, as the paper)
+    epochs: int = 25  # at most
+    patience: int = 5  # epochs without validation improvement before stopping
+    contrastive_weight: float = 0.0  # InfoNCE on pooled label states vs the 40 label captions (0: MSE only)
+    contrastive_temperature: float = 0.05
     seed: int = 0
-    num_threads: int = 0
+    num_threads: int = 0  # torch CPU threads (0: leave torch's default)
 
 
 def _targets(caps: dict, labels: np.ndarray, stim_index: np.ndarray) -> torch.Tensor:
+    """(n, 2, L, D): each trial's label-caption and detailed-caption states."""
     return torch.stack([caps["label"][torch.from_numpy(labels)], caps["detailed"][torch.from_numpy(stim_index)]], dim=1)
 
 
-@torch.no_grad()
-def predict(model, eeg: np.ndarray, batch: int = 256) -> torch.Tensor:
-    model.eval()
-    return torch.cat([model(to_tensor(eeg, slice(i, i + batch))) for i in range(0, len(eeg), batch)])
+def evaluate(pred: torch.Tensor, caps: dict, split: dict) -> dict:
+    """Held-out numbers of predicted states ``pred`` (n, 2, L, D) for the trials of ``split``.
 
-
-def evaluate(model, bank_states: torch.Tensor, caps: dict, split: dict) -> dict:
-    """Class top-1/top-5 from the label readout and cosine to the true captions (pooled)."""
-    pred = predict(model, split["eeg"])
-    sim = pool(pred[:, 0]) @ pool(bank_states).T
-    top = sim.topk(5, dim=1).indices.numpy()
+    ``top1``/``top5``: class accuracy of the label readout (nearest label caption, pooled cosine);
+    ``cosine_label``/``cosine_detailed``: pooled cosine to the trial's own captions; ``detailed_top1_class``:
+    how often the nearest detailed caption (of the whole stimulus set) is of the right class;
+    ``detailed_top5_exact``: how often the trial's own detailed caption is among the 5 nearest; ``mse``.
+    """
     y = split["labels"]
+    top = (pool(pred[:, 0]) @ pool(caps["label"]).T).topk(5, dim=1).indices.numpy()
     target = _targets(caps, split["labels"], split["stim_index"])
+    det = (pool(pred[:, 1]) @ pool(caps["detailed"]).T).topk(5, dim=1).indices.numpy()
+    classes = caps["detailed_classes"]
     return {"top1": round(float((top[:, 0] == y).mean()), 4), "top5": round(float((top == y[:, None]).any(1).mean()), 4),
             "cosine_label": round(float((pool(pred[:, 0]) * pool(target[:, 0])).sum(1).mean()), 4),
             "cosine_detailed": round(float((pool(pred[:, 1]) * pool(target[:, 1])).sum(1).mean()), 4),
+            "detailed_top1_class": round(float((classes[det[:, 0]] == y).mean()), 4),
+            "detailed_top5_exact": round(float((det == split["stim_index"][:, None]).any(1).mean()), 4),
             "mse": round(float(F.mse_loss(pred, target)), 5)}
 
 
@@ -72,10 +81,12 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     acc = make_accelerator(cfg.seed)
     out = paths.stage_dir("semantic")
     caps = caption_states(paths.stimuli, paths.out)
+    records = load_stimulus_metadata(paths.stimuli)
+    caps["detailed_classes"] = np.array([r.class_index for r in records])
     tr, va = load_split(paths, "train"), load_split(paths, "val")
     model = SemanticDecoder(n_chans=tr["eeg"].shape[1], n_times=tr["eeg"].shape[2], ch_names=list(model_ch_names()),
                             seq_len=caps["label"].shape[1], hidden_dim=caps["label"].shape[2], rank=cfg.rank,
-                            hidden=cfg.hidden)
+                            hidden=cfg.hidden, dropout=cfg.dropout)
     y_tr = _targets(caps, tr["labels"], tr["stim_index"])
     model.init_basis([y_tr[:, 0], y_tr[:, 1]])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -86,7 +97,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
         opt.load_state_dict(state["optimizer"])
         epoch, best, history, bad = int(state["epoch"]), float(state["best"]), list(state["history"]), int(state["bad"])
     model, opt = acc.prepare(model, opt)
-    label_pooled = pool(caps["label"])
+    label_pooled = pool(caps["label"]).to(acc.device)
     t0 = time.perf_counter()
     while epoch < cfg.epochs and bad < cfg.patience:
         g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
@@ -99,7 +110,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
             pred = model(to_tensor(tr["eeg"], idx).to(acc.device))
             loss = F.mse_loss(pred, y_tr[idx].to(acc.device))
             if cfg.contrastive_weight:
-                logits = pool(pred[:, 0]) @ label_pooled.T.to(acc.device) / 0.05
+                logits = pool(pred[:, 0]) @ label_pooled.T / cfg.contrastive_temperature
                 loss = loss + cfg.contrastive_weight * F.cross_entropy(
                     logits, torch.from_numpy(tr["labels"][idx]).to(acc.device))
             opt.zero_grad(set_to_none=True)
@@ -108,7 +119,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
             losses.append(loss.item())
         epoch += 1
         m = acc.unwrap_model(model)
-        val = evaluate(m, caps["label"], caps, va)
+        val = evaluate(embed_all(m, va["eeg"]), caps, va)
         history.append({"epoch": epoch, "loss": round(float(np.mean(losses)), 5), **{f"val_{k}": v for k, v in val.items()}})
         tqdm.write(f"semantic {history[-1]}")
         if val["top1"] > best:
@@ -120,23 +131,25 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
                     history=history, bad=bad)
 
     model = SemanticDecoder.from_pretrained(out / "decoder").eval()
-    records = load_stimulus_metadata(paths.stimuli)
-    temperature = fit_temperature(predict(model, va["eeg"])[:, 0], caps["label"], va["labels"])
+    temperature = fit_temperature(embed_all(model, va["eeg"])[:, 0], caps["label"], va["labels"])
     bank = CaptionBank.build(caps["label_texts"], caps["label"], caps["empty"], caps["detailed_texts"], caps["detailed"],
-                             [r.class_index for r in records], temperature=temperature)
+                             caps["detailed_classes"].tolist(), temperature=temperature)
     bank.save_pretrained(out / "caption_bank")
     te = load_split(paths, "test")
-    metrics = {"stage": "semantic", "config": asdict(cfg), "history": history, "temperature": temperature,
-               **{f"test_{k}": v for k, v in evaluate(model, caps["label"], caps, te).items()},
-               "inference_ms": _latency_ms(model, te["eeg"]), "train_wall_s_this_run": round(time.perf_counter() - t0, 1)}
+    test = evaluate(embed_all(model, te["eeg"]), caps, te)
+    metrics = {"stage": "semantic", "config": asdict(cfg), "epochs": epoch, "history": history, "best_val_top1": best,
+               "temperature": temperature, **{f"test_{k}": v for k, v in test.items()},
+               "inference_ms": latency_ms(model, to_tensor(te["eeg"], slice(0, 1))), "n_params": sum(p.numel() for p in model.parameters()),
+               "train_wall_s_this_run": round(time.perf_counter() - t0, 1)}
     write_metrics(out, metrics)
-    return {k: metrics[k] for k in ("test_top1", "test_top5", "test_cosine_label", "test_cosine_detailed")}
+    return {k: metrics[k] for k in ("best_val_top1", "test_top1", "test_top5", "test_cosine_label",
+                                    "test_cosine_detailed", "inference_ms")}
 
 
 def fit_temperature(label_pred: torch.Tensor, label_states: torch.Tensor, labels: np.ndarray) -> float:
-    """The softmax temperature on cosine similarities that minimises the validation NLL (grid search)."""
+    """The softmax temperature on pooled cosine similarities that minimises the validation NLL (grid search)."""
     sim = pool(label_pred) @ pool(label_states).T
     y = torch.from_numpy(np.asarray(labels))
     grid = np.geomspace(0.002, 0.5, 40)
     nll = [float(F.cross_entropy(sim / t, y)) for t in grid]
-    return float(grid[int(np.argmin(nll))])
+    return round(float(grid[int(np.argmin(nll))]), 5)

@@ -1,0 +1,490 @@
+"""Event handlers: widget values in, one library call, display values out.
+
+Every handler turns the library's ``ValueError`` / ``TypeError`` / ``FileNotFoundError`` into
+``gr.Error(message)`` so the user reads the library's own explanation and the app keeps serving.
+Trials come from three sources, all reachable through the API with plain values:
+
+- ``"example"``: a name from ``examples/index.json`` (or any ``examples/*.npz`` when there is no index);
+- ``"upload"``: one trial file, with its companions (BrainVision ``.vhdr`` + ``.eeg`` + ``.vmrk``,
+  EEGLAB ``.set`` + ``.fdt``) uploaded together;
+- ``"simulate"``: class, stimulus number, subject and noise preset, run through the EEG simulator.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+import PIL.Image
+import torch
+
+from neuroimagen.data.classes import CLASS_NAMES, CLASSES
+from neuroimagen.data.io import READERS
+from neuroimagen.data.montage import CROP, SFREQ
+from neuroimagen.data.simulate import PRESETS
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES_DIR = ROOT / "examples"
+STIMULI_DIR = ROOT / "data" / "stimuli"
+
+SOURCES = ("example", "upload", "simulate")
+TRIAL_EXTENSIONS = tuple(READERS)  # .npz .npy .pth .fif .edf .bdf .set .vhdr
+COMPANION_EXTENSIONS = (".eeg", ".vmrk", ".fdt")  # BrainVision data + markers, EEGLAB data
+UPLOAD_EXTENSIONS = TRIAL_EXTENSIONS + COMPANION_EXTENSIONS
+NOISE_PRESETS = tuple(PRESETS)  # "demo", "realistic"
+N_SUBJECTS = 6
+IMAGES_PER_CLASS = 50
+MAX_SEED = 2**31 - 1
+TMIN = CROP[0] / SFREQ  # the model input starts 20 ms after stimulus onset
+DEFAULT_LATENCY_MS = 170  # the N1 / N170 of visual evoked potentials
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError)
+
+
+def user_errors(fn):
+    """Show the library's own message for bad input (``gr.Error``) instead of a generic failure."""
+
+    @functools.wraps(fn)  # keeps the signature: Gradio reads parameter names and gr.Progress from it
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except USER_ERRORS as err:
+            raise gr.Error(str(err), title="File not found" if isinstance(err, FileNotFoundError) else "Invalid input"
+                           ) from err
+
+    return wrapper
+
+
+def figure_to_image(fig, dpi: int = 100) -> PIL.Image.Image:
+    """Render a matplotlib Figure to an RGB image and free the figure (no pyplot, no temp file)."""
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=dpi, facecolor="white")
+    finally:
+        fig.clear()
+    buf.seek(0)
+    img = PIL.Image.open(buf)
+    img.load()
+    return img.convert("RGB")
+
+
+# --------------------------------------------------------------------------------------------------
+# Example trials
+@dataclass(frozen=True)
+class Example:
+    """One shipped trial: ``file`` relative to the examples folder; ``stimulus`` a PNG path or None."""
+
+    name: str
+    file: Path
+    label: int | None = None
+    class_name: str | None = None
+    subject: int | None = None
+    stimulus: Path | None = None
+
+    @property
+    def caption(self) -> str:
+        name = self.class_name or "unknown class"
+        return name if self.subject is None else f"{name} (S{self.subject})"
+
+
+def load_examples(examples_dir: str | Path | None = None) -> list[Example]:
+    """The shipped example trials, from ``index.json`` or, without one, from the ``*.npz`` files.
+
+    ``index.json`` is a list (or ``{"examples": [...]}``) of ``{file, label, class_name, subject, stimulus}``.
+    """
+    root = Path(EXAMPLES_DIR if examples_dir is None else examples_dir)
+    index = root / "index.json"
+    if index.is_file():
+        entries = json.loads(index.read_text())
+        entries = entries.get("examples", []) if isinstance(entries, dict) else entries
+    else:
+        entries = [_npz_entry(p) for p in sorted(root.glob("*.npz"))]
+    examples = []
+    for e in entries:
+        file = root / e["file"]
+        stim = root / e["stimulus"] if e.get("stimulus") else None
+        label = e.get("label")
+        examples.append(Example(
+            name=Path(e["file"]).stem, file=file, label=None if label is None else int(label),
+            class_name=e.get("class_name") or (CLASS_NAMES[int(label)] if label is not None else None),
+            subject=e.get("subject"), stimulus=stim if stim is not None and stim.is_file() else None))
+    return examples
+
+
+def _npz_entry(path: Path) -> dict:
+    with np.load(path, allow_pickle=False) as z:
+        label = int(z["label"]) if "label" in z and np.asarray(z["label"]).ndim == 0 else None
+        subject = int(z["subject"]) if "subject" in z and np.asarray(z["subject"]).ndim == 0 else None
+    return {"file": path.name, "label": label, "subject": subject}
+
+
+def upload_examples(examples_dir: str | Path | None = None) -> list[list[str]]:
+    """Files in the examples folder that show each upload format, grouped with their companions.
+
+    Returns one ``[paths]`` entry per trial file that is not an indexed example, e.g.
+    ``[["examples/formats/trial.vhdr", ".../trial.eeg", ".../trial.vmrk"], ["examples/formats/trial.edf"]]``.
+    """
+    root = Path(EXAMPLES_DIR if examples_dir is None else examples_dir)
+    indexed = {e.file.resolve() for e in load_examples(root)} if root.is_dir() else set()
+    groups = []
+    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in TRIAL_EXTENSIONS):
+        if path.resolve() in indexed:
+            continue
+        companions = sorted(p for p in path.parent.glob(path.stem + ".*") if p.suffix.lower() in COMPANION_EXTENSIONS)
+        groups.append([str(path)] + [str(p) for p in companions])
+    return groups
+
+
+# --------------------------------------------------------------------------------------------------
+# A loaded trial: as read and in the model's space
+@dataclass
+class LoadedTrial:
+    name: str
+    raw: Any  # neuroimagen.data.EEGTrial as read
+    model: Any  # the same after preprocess(): model channels, rate and crop
+    stimulus: PIL.Image.Image | None = None
+
+    @property
+    def label(self) -> int | None:
+        for t in (self.model, self.raw):
+            if getattr(t, "label", None) is not None:
+                return int(t.label)
+        return None
+
+
+def _class_index(name: str) -> int:
+    if name not in CLASS_NAMES:
+        raise ValueError(f"Invalid value for the 'sim_class' parameter: expected one of the 40 class names "
+                         f"(e.g. {CLASS_NAMES[8]!r}), but got {name!r} instead.")
+    return CLASS_NAMES.index(name)
+
+
+def _int_in(name: str, value, low: int, high: int) -> int:
+    try:
+        ivalue = int(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be an integer, got {value!r} instead.") from None
+    if ivalue != value or not low <= ivalue <= high:
+        raise ValueError(f"Invalid value for the {name!r} parameter: expected an integer in [{low}, {high}], "
+                         f"got {value!r}.")
+    return ivalue
+
+
+def stimulus_image(class_index: int, number: int, stimuli_dir: Path = STIMULI_DIR) -> PIL.Image.Image:
+    """Stimulus ``number`` (1-based, as in ``{synset}_{number:04d}.png``) of a class.
+
+    Read from the stimulus folder when it was rendered; else drawn exactly as
+    ``make_stimulus_set(seed=0)`` draws it (same random stream), at 64 x 64.
+    """
+    synset = CLASSES[class_index].synset
+    path = Path(stimuli_dir) / f"{synset}_{number:04d}.png"
+    if path.is_file():
+        return PIL.Image.open(path).convert("RGB")
+    from neuroimagen.data.stimuli import draw_stimulus
+
+    img, _ = draw_stimulus(class_index, np.random.default_rng([0, class_index, number - 1]), size=64)
+    return img
+
+
+class Handlers:
+    """The app's event handlers around one loaded pipeline (shared by all sessions through the queue)."""
+
+    def __init__(self, pipe, examples_dir: str | Path | None = None, stimuli_dir: str | Path | None = None):
+        self.pipe = pipe
+        self.examples_dir = Path(EXAMPLES_DIR if examples_dir is None else examples_dir)
+        self.stimuli_dir = Path(STIMULI_DIR if stimuli_dir is None else stimuli_dir)
+        self.examples = {e.name: e for e in load_examples(self.examples_dir)} if self.examples_dir.is_dir() else {}
+        self.gallery = [e for e in self.examples.values() if e.stimulus is not None]  # shown by their stimulus
+        # Loaded example and simulated trials are small (~0.5 MB): keep the recent ones.
+        self._example_trial = functools.lru_cache(maxsize=32)(self._read_example)
+        self._simulated_trial = functools.lru_cache(maxsize=32)(self._simulate)
+        self._simulator = functools.lru_cache(maxsize=len(NOISE_PRESETS))(self._make_simulator)
+
+    # ---------------------------------------------------------------------------------------------
+    # Trial sources
+    def _read(self, path: Path):
+        from neuroimagen.data import preprocess, read_trial
+
+        raw = read_trial(path)
+        return raw, preprocess(raw)
+
+    def _read_example(self, name: str) -> LoadedTrial:
+        ex = self.examples[name]
+        raw, model = self._read(ex.file)
+        stim = PIL.Image.open(ex.stimulus).convert("RGB") if ex.stimulus is not None else None
+        return LoadedTrial(name=f"example {name}", raw=raw, model=model, stimulus=stim)
+
+    def example_trial(self, name: str) -> LoadedTrial:
+        if not name:
+            raise ValueError("No example chosen: pick one of the example trials first.")
+        key = Path(str(name)).stem  # accept "x" and "x.npz"
+        if key not in self.examples:
+            choices = ", ".join(repr(n) for n in list(self.examples)[:5]) or "none are installed"
+            raise ValueError(f"Unknown example {name!r}: expected one of the shipped example names "
+                             f"({choices}{', ...' if len(self.examples) > 5 else ''}).")
+        return self._example_trial(key)
+
+    def upload_trial(self, files) -> LoadedTrial:
+        """Read one uploaded trial; companions (``.eeg``/``.vmrk``/``.fdt``) are matched by file name."""
+        paths = [Path(f if isinstance(f, str | Path) else getattr(f, "name", f)) for f in _as_list(files)]
+        if not paths:
+            raise ValueError(f"No file uploaded: expected one EEG trial file ({', '.join(TRIAL_EXTENSIONS)}).")
+        unknown = [p.name for p in paths if p.suffix.lower() not in UPLOAD_EXTENSIONS]
+        if unknown:
+            raise ValueError(f"Unsupported file type: {', '.join(unknown)}. Expected one trial file "
+                             f"({', '.join(TRIAL_EXTENSIONS)}), with its .eeg and .vmrk for BrainVision "
+                             f"(.vhdr) or its .fdt for EEGLAB (.set).")
+        mains = [p for p in paths if p.suffix.lower() in TRIAL_EXTENSIONS]
+        if len(mains) != 1:
+            what = "none" if not mains else ", ".join(p.name for p in mains)
+            raise ValueError(f"Upload exactly one trial file ({', '.join(TRIAL_EXTENSIONS)}) with its companion "
+                             f"files, but got {what}.")
+        main = mains[0]
+        names = [p.name for p in paths]
+        if len(set(names)) != len(names):
+            raise ValueError(f"Got several files with the same name: {', '.join(sorted(names))}.")
+        if main.suffix.lower() == ".vhdr":
+            missing = [f for f in _brainvision_companions(main) if f not in names]
+            if missing:
+                raise ValueError(f"A BrainVision header needs its data and marker files uploaded with it: "
+                                 f"{main.name} names {', '.join(missing)}, which were not uploaded.")
+        # Gradio stores every upload in its own folder; readers find companions next to the main file.
+        with tempfile.TemporaryDirectory(prefix="neuroimagen-upload-") as tmp:
+            for p in paths:
+                (Path(tmp) / p.name).symlink_to(p.resolve())
+            raw, model = self._read(Path(tmp) / main.name)
+        return LoadedTrial(name=f"upload {main.name}", raw=raw, model=model,
+                           stimulus=self._known_stimulus(getattr(raw, "stimulus", None)))
+
+    def _known_stimulus(self, stimulus) -> PIL.Image.Image | None:
+        """The seen image of an uploaded trial: carried in the file, or found by name in the examples or
+        the stimulus folder."""
+        if isinstance(stimulus, np.ndarray) and stimulus.ndim == 3 and stimulus.shape[-1] == 3:
+            return PIL.Image.fromarray(np.clip(stimulus, 0, 255).astype(np.uint8))
+        if not isinstance(stimulus, str) or not re.fullmatch(r"[\w.-]+", stimulus):
+            return None
+        for ex in self.examples.values():
+            if ex.stimulus is not None and ex.stimulus.stem == stimulus:
+                return PIL.Image.open(ex.stimulus).convert("RGB")
+        path = self.stimuli_dir / f"{stimulus}.png"
+        return PIL.Image.open(path).convert("RGB") if path.is_file() else None
+
+    def _make_simulator(self, preset: str):
+        from neuroimagen.data.simulate import EEGSimulator
+
+        return EEGSimulator(preset, n_subjects=N_SUBJECTS, seed=0)
+
+    def _simulate(self, class_index: int, number: int, subject: int, preset: str) -> LoadedTrial:
+        from neuroimagen.data import EEGTrial, preprocess
+        from neuroimagen.data.montage import model_ch_names
+
+        image = stimulus_image(class_index, number, self.stimuli_dir)
+        rng = np.random.default_rng([class_index, number, subject, NOISE_PRESETS.index(preset)])
+        pixels = np.asarray(image)
+        volts = self._simulator(preset).simulate(pixels[None], [class_index], [subject], rng, raw=True)[0]
+        raw = EEGTrial(data=volts, sfreq=SFREQ, ch_names=list(model_ch_names()), subject=subject, label=class_index,
+                       stimulus=pixels)
+        return LoadedTrial(name=f"simulated {CLASS_NAMES[class_index]} #{number}, subject {subject}, {preset} noise",
+                           raw=raw, model=preprocess(raw), stimulus=image)
+
+    def simulated_trial(self, sim_class: str, sim_image, sim_subject, sim_noise: str) -> LoadedTrial:
+        from neuroimagen._check import check_option
+
+        check_option("sim_noise", sim_noise, NOISE_PRESETS)
+        return self._simulated_trial(_class_index(sim_class), _int_in("sim_image", sim_image, 1, IMAGES_PER_CLASS),
+                                     _int_in("sim_subject", sim_subject, 1, N_SUBJECTS), sim_noise)
+
+    def trial(self, source: str, example: str | None, files, sim_class: str, sim_image, sim_subject,
+              sim_noise: str) -> LoadedTrial:
+        """The trial the widgets describe."""
+        from neuroimagen._check import check_option
+
+        check_option("source", source, SOURCES)
+        if source == "example":
+            return self.example_trial(example)
+        if source == "upload":
+            return self.upload_trial(files)
+        return self.simulated_trial(sim_class, sim_image, sim_subject, sim_noise)
+
+    # ---------------------------------------------------------------------------------------------
+    # Views of the EEG
+    def eeg_views(self, trial: LoadedTrial, time_ms: float) -> tuple:
+        """(facts markdown, butterfly image, topomap image, channel report markdown, stimulus)."""
+        from neuroimagen.viz import plot_eeg
+
+        m = trial.model
+        butterfly = figure_to_image(plot_eeg(m.data, m.sfreq, list(m.ch_names), tmin=TMIN, units="z (a.u.)",
+                                             time_s=time_ms / 1000, title="Model input (band-passed, z-scored)"))
+        return (trial_facts(trial), butterfly, self.topomap_image(trial, time_ms), channel_report(m),
+                trial.stimulus)
+
+    def topomap_image(self, trial: LoadedTrial, time_ms: float) -> PIL.Image.Image:
+        from neuroimagen.viz import plot_topomap
+
+        m = trial.model
+        t = float(np.clip(float(time_ms) / 1000, TMIN, TMIN + (m.data.shape[1] - 1) / m.sfreq))
+        return figure_to_image(plot_topomap(m.data, m.sfreq, list(m.ch_names), t, tmin=TMIN, units="z (a.u.)"))
+
+    # ---------------------------------------------------------------------------------------------
+    # Events (the names of their parameters are the API's)
+    def pick_example(self, evt: gr.SelectData) -> str:
+        """The example name of the clicked gallery image."""
+        return self.gallery[evt.index].name
+
+    @user_errors
+    def load_example(self, example: str | None = None, time_ms: float = DEFAULT_LATENCY_MS):
+        """Load a shipped example: (source, facts, butterfly, topomap, channels, stimulus, state)."""
+        trial = self.example_trial(example)
+        return ("example", *self.eeg_views(trial, time_ms), trial)
+
+    @user_errors
+    def load_upload(self, files=None, time_ms: float = DEFAULT_LATENCY_MS):
+        """Load an uploaded trial: (source, facts, butterfly, topomap, channels, stimulus, state)."""
+        if not _as_list(files):  # the upload widget was cleared
+            return ("upload", "", None, None, "", None, None)
+        trial = self.upload_trial(files)
+        return ("upload", *self.eeg_views(trial, time_ms), trial)
+
+    @user_errors
+    def simulate(self, sim_class: str = CLASS_NAMES[8], sim_image: int = 1, sim_subject: int = 1,
+                 sim_noise: str = "demo", time_ms: float = DEFAULT_LATENCY_MS):
+        """Simulate a trial: (source, facts, butterfly, topomap, channels, stimulus, state)."""
+        trial = self.simulated_trial(sim_class, sim_image, sim_subject, sim_noise)
+        return ("simulate", *self.eeg_views(trial, time_ms), trial)
+
+    @staticmethod
+    def show_ablation(ablation: bool):
+        """Show the ablation gallery only while its checkbox is ticked."""
+        return gr.Gallery(visible=bool(ablation))
+
+    @user_errors
+    def topomap(self, time_ms: float, state: LoadedTrial | None):
+        """Redraw the topomap of the loaded trial at ``time_ms``."""
+        return None if state is None else self.topomap_image(state, time_ms)
+
+    @user_errors
+    def reconstruct(self, source: str = "example", example: str | None = None, files=None,
+                    sim_class: str = CLASS_NAMES[8], sim_image: int = 1, sim_subject: int = 1,
+                    sim_noise: str = "demo", strength: float = 0.75, guidance_scale: float = 5.0,
+                    num_inference_steps: int = 25, seed: int = 0, randomize_seed: bool = False,
+                    caption_source: str = "predicted", ablation: bool = False,
+                    progress=gr.Progress(track_tqdm=True)):  # noqa: B008 (Gradio's documented idiom)
+        """Reconstruct the seen image from the chosen trial.
+
+        Returns (reconstruction, saliency map, caption, class probabilities, seed used, top-5 captions,
+        true stimulus, ablation gallery, notes).
+        """
+        t0 = time.perf_counter()
+        progress(0, desc="Reading the trial")
+        trial = self.trial(source, example, files, sim_class, sim_image, sim_subject, sim_noise)
+        if randomize_seed:
+            seed = int(np.random.default_rng().integers(0, MAX_SEED))
+        seed = _int_in("seed", seed, 0, MAX_SEED)
+        steps = _int_in("num_inference_steps", num_inference_steps, 1, 1000)
+        kwargs = dict(strength=float(strength), guidance_scale=float(guidance_scale), num_inference_steps=steps,
+                      caption_source=caption_source, output_type="pil")
+        progress(0.05, desc="Decoding the EEG and denoising")
+        out = self.pipe(trial.model, generator=torch.Generator().manual_seed(seed), mode="both", **kwargs)
+        gallery = None
+        if ablation:
+            # The paper's ablation: same trial, same seed, one condition left out at a time.
+            gallery = []
+            for mode, label in (("saliency_only", "saliency map only"), ("caption_only", "caption only")):
+                alt = self.pipe(trial.model, generator=torch.Generator().manual_seed(seed), mode=mode, **kwargs)
+                gallery.append((alt.images[0], label))
+            gallery.append((out.images[0], "saliency map + caption"))
+        probs = {name: float(p) for name, p in zip(CLASS_NAMES, out.class_probs[0])}
+        caption = out.caption_used[0] if out.caption_used else out.captions[0][0][0]
+        notes = list(out.notes) + [f"Seed {seed}; {steps} steps at strength {strength:g} (img2img runs "
+                                   f"{int(steps * float(strength))}), guidance {float(guidance_scale):g}; "
+                                   f"{time.perf_counter() - t0:.2f} s on {self.pipe.device}."]
+        return (out.images[0], out.saliency_maps[0], caption, probs, seed, captions_table(out), trial.stimulus,
+                gallery, "\n".join(f"- {n}" for n in notes))
+
+
+# --------------------------------------------------------------------------------------------------
+# Text views
+def _as_list(files) -> list:
+    if files is None:
+        return []
+    return list(files) if isinstance(files, list | tuple) else [files]
+
+
+def _brainvision_companions(vhdr: Path) -> list[str]:
+    """The data and marker file names a BrainVision header refers to (``DataFile=``, ``MarkerFile=``)."""
+    text = vhdr.read_bytes()[:65536].decode("latin-1")
+    return [m.strip() for m in re.findall(r"^\s*(?:DataFile|MarkerFile)\s*=\s*(.+?)\s*$", text, flags=re.M)]
+
+
+def trial_facts(trial: LoadedTrial) -> str:
+    """A markdown table: the trial as read and as the model sees it."""
+    r, m = trial.raw, trial.model
+    label = trial.label
+    rows = [
+        ("channels", f"{len(r.ch_names)}", f"{len(m.ch_names)}"),
+        ("sampling rate", f"{r.sfreq:g} Hz", f"{m.sfreq:g} Hz"),
+        ("duration", f"{1000 * r.data.shape[-1] / r.sfreq:.0f} ms", f"{1000 * m.data.shape[-1] / m.sfreq:.0f} ms"),
+    ]
+    lines = [f"**{trial.name}**", "", "| | as read | model input |", "|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    subject = getattr(r, "subject", None)
+    lines += ["", f"subject: **{subject if subject is not None else 'unknown'}** · true class: "
+                  f"**{CLASS_NAMES[label] if label is not None else 'unknown'}**"]
+    notes = [info.get(k) for info in (r.info, m.info) if isinstance(info, dict)
+             for k in ("assumed", "note", "resampled", "cropped")]
+    lines += [f"\n*{n}*" for n in dict.fromkeys(n for n in notes if n)]
+    return "\n".join(lines)
+
+
+def channel_report(trial) -> str:
+    """Which channels were mapped onto the model montage, interpolated or dropped (``info["channels"]``)."""
+    rep = trial.info.get("channels") if isinstance(trial.info, dict) else None
+    if not rep:
+        return "Channel mapping: not reported."
+    lines = []
+    for key in ("mapped", "interpolated", "dropped"):
+        items = rep.get(key, [])
+        if isinstance(items, dict):  # e.g. interpolated: {"Oz": "flat"}
+            names = [f"{k} ({v})" for k, v in items.items()]
+        else:
+            names = [str(x) for x in items]
+        shown = ", ".join(names[:12]) + (f", … (+{len(names) - 12})" if len(names) > 12 else "")
+        lines.append(f"- **{key}** ({len(names)}): {shown or '—'}")
+    return "\n".join(lines)
+
+
+def captions_table(out) -> str:
+    """Top-5 label captions (probability) and detailed captions (similarity) as markdown."""
+    lines = ["| decoded caption | p |", "|---|---|"]
+    lines += [f"| {text} | {score:.3f} |" for text, score in out.captions[0]]
+    if getattr(out, "detailed_captions", None):
+        lines += ["", "| nearest detailed caption | similarity |", "|---|---|"]
+        lines += [f"| {text} | {score:.3f} |" for text, score in out.detailed_captions[0]]
+    return "\n".join(lines)
+
+
+def model_summary(pipe) -> str:
+    """Device, diffusion model and sizes of the loaded pipeline, one line."""
+    try:
+        d = pipe.describe()
+    except AttributeError:
+        return f"Running on **{pipe.device}**."
+    name = Path(str(d.get("name_or_path") or "")).name or "in-memory pipeline"
+    return (f"Running on **{d['device']}** · model **{name}** · diffusion: {d['diffusion']} "
+            f"(U-Net {d['unet_params_M']} M parameters) · EEG models {d['eeg_params_M']} M parameters")
+
+
+def model_card(pipe) -> str | None:
+    """The checkpoint's model card (README.md) text, when the pipeline was loaded from a folder."""
+    path = Path(str(pipe.config.get("_name_or_path", "") or "")) / "README.md"
+    return path.read_text() if path.is_file() else None

@@ -1,0 +1,239 @@
+"""Evaluate a NeuroImagen checkpoint as the paper does, and beyond: ``python -m neuroimagen.evaluate``.
+
+    python -m neuroimagen.evaluate --checkpoint checkpoints/neuroimagen-tiny --data data/sim_demo.pth \\
+        --splits data/sim_demo_splits.pth --stimuli data/stimuli --out reports/demo --preset demo --limit 80
+    # the block-design effect too (LDA only): add the same data simulated with --block-drift
+    python -m neuroimagen.evaluate ... --drift-data data/sim_demo_drift.pth --drift-splits data/sim_demo_drift_splits.pth
+    # the real EEG-ImageNet and Stable Diffusion: the same command, other paths
+    python -m neuroimagen.evaluate --checkpoint runs/eeg-imagenet/pipeline --sd-model stable-diffusion-v1-5/stable-diffusion-v1-5 \\
+        --data eeg_5_95_std.pth --splits block_splits_by_image_all.pth --stimuli imagenet_stimuli/ \\
+        --classifier my_imagenet40_classifier/ --out reports/eeg-imagenet
+    # an index of several reports
+    python -m neuroimagen.evaluate --index reports/demo reports/realistic --out reports
+
+Writes into ``--out``: ``metrics.json`` (every number), ``report.md`` (tables, protocol, caveats) and figures:
+
+1. **Reconstructions** (needs ``--checkpoint``): held-out test trials reconstructed ``--samples-per-trial``
+   times each, scored with the paper's ACC (N-way top-1), IS, SSIM and pixel correlation, for all subjects and
+   per subject, under the paper's five ablation rows (:mod:`neuroimagen.evaluation.ablation`).
+2. **EEG decoding baselines** on the same split: shrinkage LDA, xDAWN + tangent space, an EEGNet-style CNN,
+   and our semantic readout and encoder probe (:mod:`neuroimagen.evaluation.baselines`).
+3. **Block design** (with ``--drift-data``): LDA with and without block drift, by image vs held-out blocks.
+
+Nothing here assumes the simulated data: class names come from the data file's ``labels``, stimuli are
+``--stimuli/<images entry>.png|.jpg|.JPEG``, the evaluation classifier is any
+:class:`~neuroimagen.models.ImageClassifier` folder with one output per class (default: the checkpoint's
+``eval_classifier/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+PARTS = ("reconstruction", "baselines", "block")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m neuroimagen.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default=None, help="pipeline folder (needed for reconstructions and our "
+                   "decoders; without it only the baselines and the block-design part run)")
+    p.add_argument("--data", help="EEG-ImageNet-format .pth data file")
+    p.add_argument("--splits", help="its splits file (split 0 is used)")
+    p.add_argument("--stimuli", help="folder of the stimulus images (<images entry>.png/.jpg/.JPEG)")
+    p.add_argument("--out", required=True, help="output folder (created)")
+    p.add_argument("--preset", default=None, help="a name for this data set in the report (default: the data file's stem)")
+    p.add_argument("--limit", type=int, default=None, help="reconstruct at most N test trials, spread over the "
+                   "classes (default: all); the baselines always use the whole test split")
+    p.add_argument("--seed", type=int, default=0, help="seeds trial selection, diffusion noise and the CNN (default: 0)")
+    p.add_argument("--samples-per-trial", type=int, default=3, help="reconstructions per trial (default: 3)")
+    p.add_argument("--classifier", default=None, help="ImageClassifier folder for ACC and IS "
+                   "(default: CHECKPOINT/eval_classifier)")
+    p.add_argument("--steps", type=int, default=25, help="num_inference_steps (default: 25)")
+    p.add_argument("--strength", type=float, default=0.75, help="img2img strength (default: 0.75)")
+    p.add_argument("--guidance", type=float, default=5.0, help="guidance_scale (default: 5.0)")
+    p.add_argument("--batch-size", type=int, default=16, help="trials per pipeline call (default: 16)")
+    p.add_argument("--rows", default="paper", help="ablation rows: 'paper' (the five of Table 3), 'all' (plus the "
+                   "snapped-label rows L* only, L* + I), or a comma list of row names (default: paper)")
+    p.add_argument("--sd-model", default=None, help="Stable Diffusion hub id or folder for the last stage")
+    p.add_argument("--parts", default=",".join(PARTS), help=f"comma list among {', '.join(PARTS)} (default: all "
+                   "that the arguments allow)")
+    p.add_argument("--baselines", default="lda,xdawn,eegnet", help="baselines to run (default: lda,xdawn,eegnet)")
+    p.add_argument("--xdawn-nfilter", type=int, default=1, help="xDAWN filters per class (default: 1)")
+    p.add_argument("--eegnet-epochs", type=int, default=30, help="CNN epochs at most, early stopping on val "
+                   "(default: 30)")
+    p.add_argument("--drift-data", default=None, help="the same data simulated with --block-drift (block part)")
+    p.add_argument("--drift-splits", default=None, help="its splits file")
+    p.add_argument("--block-folds", type=int, default=None, help="leave-one-subject-out folds in the block part "
+                   "(default: every subject)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
+    p.add_argument("--device", default="cpu", help="torch device of the pipeline (default: cpu)")
+    p.add_argument("--index", nargs="+", default=None, metavar="REPORT_DIR",
+                   help="only write OUT/README.md indexing these report folders")
+    return p
+
+
+def _versions() -> dict:
+    import diffusers
+    import sklearn
+    import torch
+
+    out = {"torch": torch.__version__, "diffusers": diffusers.__version__, "scikit-learn": sklearn.__version__}
+    try:
+        import pyriemann
+
+        out["pyriemann"] = pyriemann.__version__
+    except ImportError:  # only the xDAWN baseline needs it
+        pass
+    return out
+
+
+def _rows(spec: str) -> dict[str, tuple[str, str]]:
+    from .evaluation.ablation import EXTRA_ROWS, ROWS
+
+    if spec == "paper":
+        return dict(ROWS)
+    known = {**ROWS, **EXTRA_ROWS}
+    if spec == "all":
+        return known
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit(f"Unknown ablation rows {unknown}: allowed 'paper', 'all' or names among {list(known)}.")
+    return {n: known[n] for n in names}
+
+
+def load_classifier(path: str | Path, device: str = "cpu"):
+    """The evaluation classifier (:class:`~neuroimagen.models.ImageClassifier` folder), in eval mode."""
+    from .models import ImageClassifier
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"No evaluation classifier at {path}: pass --classifier DIR (an ImageClassifier "
+                                f"folder, made by 'python -m neuroimagen.train classifier').")
+    return ImageClassifier.from_pretrained(path).to(device).eval()
+
+
+def run(args: argparse.Namespace, argv: list[str] | None = None, log=print) -> dict:
+    """Run the parts the arguments ask for and write the report; return the metrics."""
+    import torch
+
+    from .evaluation.report import write_report
+
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    parts = {s.strip() for s in args.parts.split(",") if s.strip()}
+    bad = parts - set(PARTS)
+    if bad:
+        raise SystemExit(f"Unknown parts {sorted(bad)}: allowed {', '.join(PARTS)}.")
+    if ("reconstruction" in parts or "baselines" in parts) and not (args.data and args.splits):
+        raise SystemExit("--data and --splits are needed (or restrict --parts to 'block').")
+    preset = args.preset or (Path(args.data).stem if args.data else "data")
+    pipe = None
+    if args.checkpoint is not None:
+        if not Path(args.checkpoint).is_dir():
+            raise SystemExit(f"No checkpoint folder at {args.checkpoint}.")
+        from .pipelines import NeuroImagenPipeline
+
+        pipe = NeuroImagenPipeline.from_pretrained(args.checkpoint, sd_model=args.sd_model).to(args.device)
+        pipe.set_progress_bar_config(disable=True)
+    metrics: dict = {"command": "python -m neuroimagen.evaluate " + shlex.join(argv or sys.argv[1:]),
+                     "preset": preset, "checkpoint": args.checkpoint, "data": args.data, "splits": args.splits,
+                     "stimuli": args.stimuli, "threads": torch.get_num_threads(), "versions": _versions(),
+                     "caveats": []}
+    arrays = None
+
+    # 1. Reconstructions and the ablation
+    if "reconstruction" in parts and pipe is not None:
+        from .evaluation.ablation import run_reconstruction_eval
+
+        if not args.stimuli:
+            raise SystemExit("--stimuli is needed for the reconstruction part.")
+        clf_dir = args.classifier or str(Path(args.checkpoint) / "eval_classifier")
+        metrics["classifier"] = clf_dir
+        rec, arrays = run_reconstruction_eval(
+            pipe, load_classifier(clf_dir, args.device), args.data, args.splits, args.stimuli, rows=_rows(args.rows),
+            limit=args.limit, seed=args.seed, samples_per_trial=args.samples_per_trial, batch_size=args.batch_size,
+            num_inference_steps=args.steps, strength=args.strength, guidance_scale=args.guidance, log=log)
+        metrics["reconstruction"] = rec
+        if args.limit and rec["setup"]["n_trials"] < rec["setup"]["n_test_trials"]:
+            metrics["caveats"].append(f"Reconstructions were scored on {rec['setup']['n_trials']} of the "
+                                      f"{rec['setup']['n_test_trials']} test trials (--limit {args.limit}), for time; "
+                                      f"per-subject numbers rest on few trials each.")
+    elif "reconstruction" in parts:
+        log("no --checkpoint: skipping the reconstruction part")
+
+    # 2. EEG decoding baselines (and ours)
+    if "baselines" in parts:
+        from .evaluation.baselines import run_baselines
+
+        methods = tuple(m.strip() for m in args.baselines.split(",") if m.strip())
+        metrics["baselines"] = run_baselines(args.data, args.splits, pipe=pipe, methods=methods, seed=args.seed,
+                                             xdawn_nfilter=args.xdawn_nfilter, eegnet_epochs=args.eegnet_epochs,
+                                             log=log)
+        if pipe is None:
+            metrics["caveats"].append("No checkpoint was given: our decoders are missing from the baseline table.")
+
+    # 3. The block-design effect
+    if "block" in parts and args.drift_data:
+        from .evaluation.baselines import block_design_effect
+
+        if not (args.data and args.splits and args.drift_splits):
+            raise SystemExit("The block part needs --data/--splits (no drift) and --drift-data/--drift-splits.")
+        metrics["block_design"] = block_design_effect(
+            {"no drift": (args.data, args.splits), "block drift": (args.drift_data, args.drift_splits)},
+            log=log, max_folds=args.block_folds)
+
+    metrics["wall_s"] = round(time.perf_counter() - t0, 1)
+    files = write_report(args.out, metrics, arrays)
+    log(f"wrote {', '.join(str(f) for f in files)} in {metrics['wall_s']} s")
+    return metrics
+
+
+def write_index(report_dirs: list[str], out: str | Path) -> Path:
+    """``OUT/README.md``: each report's command, headline numbers and a link."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    lines = ["# Evaluation reports", "", "Each folder holds `report.md` (tables, protocol, caveats), `metrics.json` "
+             "(every number) and the figures. Regenerate with the commands below (then this index with "
+             "`python -m neuroimagen.evaluate --index " + " ".join(report_dirs) + f" --out {out}`).", ""]
+    for d in report_dirs:
+        m = json.loads((Path(d) / "metrics.json").read_text())
+        rel = Path(d).resolve().relative_to(out.resolve()) if Path(d).resolve().is_relative_to(out.resolve()) else d
+        lines += [f"## [{m['preset']}]({rel}/report.md)", "", "```bash", m["command"], "```", ""]
+        rec = m.get("reconstruction")
+        if rec:
+            full = rec["rows"]["L + I"]
+            lines.append(f"- Full model on {rec['setup']['n_trials']} test trials x {rec['setup']['samples_per_trial']}: "
+                         f"ACC {100 * full['acc']:.1f} % ({rec['setup']['n_classes']}-way top-1), IS {full['is']:.2f}, "
+                         f"SSIM {full['ssim']['mean']:.3f}, pixel corr. {full['pixcorr']['mean']:.3f}.")
+        base = m.get("baselines")
+        if base:
+            lines.append("- EEG decoding top-1 on the whole test split: " + ", ".join(
+                f"{k} {100 * v['top1']:.1f} %" for k, v in base["methods"].items()) + ".")
+        block = m.get("block_design")
+        if block:
+            lines.append("- Block design (LDA top-1, by image / held-out blocks): " + ", ".join(
+                f"{k} {100 * v['by_image']:.1f} / {100 * v['held_out_blocks']:.1f} %" for k, v in block.items()) + ".")
+        lines.append(f"- Wall time {m['wall_s']} s.")
+        lines.append("")
+    (out / "README.md").write_text("\n".join(lines))
+    return out / "README.md"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.index:
+        print(write_index(args.index, args.out))
+        return 0
+    run(args, argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

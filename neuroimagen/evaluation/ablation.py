@@ -1,0 +1,288 @@
+"""Reconstructions of held-out trials, scored as the paper: the full model, per subject, and its ablation.
+
+The paper's Table 3 rows map onto the pipeline's arguments (I = saliency map, L = label caption,
+B = BLIP caption, here the detailed caption):
+
+=====================  ===================  ==================
+row                    ``mode``             ``caption_source``
+=====================  ===================  ==================
+I only                 ``saliency_only``    (none)
+L only                 ``caption_only``     ``predicted``
+B only                 ``caption_only``     ``detailed``
+B + I                  ``both``             ``detailed``
+L + I (full model)     ``both``             ``predicted``
+=====================  ===================  ==================
+
+Every row sees the same trials with the same per-trial, per-sample generators (so the rows differ only
+by the ablated part). Each trial gets ``samples_per_trial`` reconstructions; ACC and IS pool them, SSIM
+and pixel correlation are averaged over them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .metrics import (
+    EVAL_SIZE,
+    classify_images,
+    inception_score,
+    mean_sem,
+    n_way_accuracy,
+    per_class_accuracy,
+    pixel_correlation,
+    ssim,
+    to_eval_images,
+)
+
+# Row -> (mode, caption_source), in the paper's Table 3 order; FULL is the paper's full model.
+ROWS: dict[str, tuple[str, str]] = {
+    "I only": ("saliency_only", "predicted"),
+    "L only": ("caption_only", "predicted"),
+    "B only": ("caption_only", "detailed"),
+    "B + I": ("both", "detailed"),
+    "L + I": ("both", "predicted"),
+}
+# Beyond the paper: the label caption snapped to the caption bank's exact states of the decoded class.
+EXTRA_ROWS: dict[str, tuple[str, str]] = {
+    "L* only": ("caption_only", "label"),
+    "L* + I": ("both", "label"),
+}
+FULL = "L + I"
+N_WAYS = (2, 5, 10)  # the EEG-to-image literature's N-way top-1, besides N = n_classes
+
+# Lan et al. 2023 (PAPER.md): ACC % (50-way top-1, ImageNet classifier), IS (Inception-v3), SSIM.
+PAPER_TABLE3 = {
+    "I only": (4.5, 16.31, 0.234),
+    "L only": (85.9, 34.12, 0.180),
+    "B only": (74.1, 29.87, 0.157),
+    "B + I": (65.3, 25.86, 0.235),
+    "L + I": (85.6, 33.50, 0.249),
+}
+PAPER_PER_SUBJECT_ACC = (83.84, 84.26, 86.66, 86.48, 87.62, 85.25)
+
+
+def select_trials(labels: np.ndarray, limit: int | None, rng: np.random.Generator) -> np.ndarray:
+    """Positions of ``limit`` trials, spread over the classes: one of each class in random order, then a
+    second of each, and so on (all trials when ``limit`` is None), sorted."""
+    labels = np.asarray(labels)
+    order = rng.permutation(len(labels))
+    if limit is None or limit >= len(labels):
+        return np.sort(order)
+    rank = np.empty(len(labels), int)  # rank of each trial within its class, in the random order
+    seen: dict[int, int] = {}
+    for i in order:
+        rank[i] = seen.get(int(labels[i]), 0)
+        seen[int(labels[i])] = rank[i] + 1
+    picked = order[np.argsort(rank[order], kind="stable")][:limit]
+    return np.sort(picked)
+
+
+def trial_generators(seed: int, trial_ids, sample: int) -> list[torch.Generator]:
+    """One generator per trial for reconstruction number ``sample``, seeded by (seed, trial, sample).
+
+    The same trial and sample get the same noise in every row of the ablation and in every run.
+    """
+    return [torch.Generator().manual_seed(int(np.random.SeedSequence([seed, int(t), sample]).generate_state(1)[0]))
+            for t in trial_ids]
+
+
+def reconstruct(pipe, eeg: torch.Tensor, trial_ids, mode: str, caption_source: str, samples_per_trial: int = 3,
+                seed: int = 0, batch_size: int = 16, keep_full: int = 0, **call_kwargs) -> dict:
+    """Run the pipeline ``samples_per_trial`` times over the trials, in batches.
+
+    Parameters
+    ----------
+    pipe : NeuroImagenPipeline
+    eeg : Tensor, shape (n, n_chans, n_times)
+    trial_ids : array-like of int, shape (n,)
+        Stable ids of the trials (their indices into the data file), for the generators.
+    mode, caption_source : str
+        As :class:`~neuroimagen.pipelines.NeuroImagenPipeline`.
+    keep_full : int
+        Keep the first ``keep_full`` trials' sample-0 outputs at full resolution (for figures).
+    **call_kwargs
+        ``strength``, ``guidance_scale``, ``num_inference_steps``.
+
+    Returns
+    -------
+    out : dict
+        ``images`` (n, K, 64, 64, 3) and ``saliency`` (n, K, 64, 64, 3) float in [0, 1] at the evaluation
+        size; ``class_probs`` (n, n_classes) of the semantic readout; ``captions`` (n,) sample 0's caption;
+        ``full_images`` / ``full_saliency`` (keep_full, H, W, 3); ``seconds``.
+    """
+    n = len(eeg)
+    t0 = time.perf_counter()
+    images = np.empty((n, samples_per_trial, EVAL_SIZE, EVAL_SIZE, 3), np.float32)
+    saliency = np.empty_like(images)
+    class_probs, captions, full_images, full_saliency = None, [""] * n, [], []
+    for k in range(samples_per_trial):
+        for start in range(0, n, batch_size):
+            sl = slice(start, min(n, start + batch_size))
+            out = pipe(eeg[sl], generator=trial_generators(seed, trial_ids[sl], k), mode=mode,
+                       caption_source=caption_source, output_type="np", **call_kwargs)
+            images[sl, k] = to_eval_images(out.images)
+            saliency[sl, k] = to_eval_images(out.saliency_maps)
+            if class_probs is None:
+                class_probs = np.empty((n, out.class_probs.shape[1]), np.float32)
+            class_probs[sl] = out.class_probs
+            if k == 0:
+                captions[sl] = out.caption_used
+                for j in range(max(0, min(keep_full, sl.stop) - sl.start)):
+                    full_images.append(out.images[j])
+                    full_saliency.append(out.saliency_maps[j])
+    return {"images": images, "saliency": saliency, "class_probs": class_probs, "captions": captions,
+            "full_images": full_images, "full_saliency": full_saliency,
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def score_images(probs: np.ndarray, images: np.ndarray, stimuli: np.ndarray, labels: np.ndarray,
+                 stimulus_pred: np.ndarray | None = None) -> dict:
+    """The paper's metrics for images (n, K, 64, 64, 3) of trials with stimuli (n, 64, 64, 3) and classes (n,).
+
+    Parameters
+    ----------
+    probs : ndarray, shape (n, K, n_classes)
+        The evaluation classifier's probabilities of each image.
+    stimulus_pred : ndarray, shape (n,) | None
+        The classifier's class for each stimulus (the paper's ACC target); adds ``acc_vs_stimulus_class``.
+
+    Returns
+    -------
+    metrics : dict
+        ``acc`` (N = n_classes, top-1), ``acc_top5``, ``acc_nway`` {N: top-1 for N in 2, 5, 10},
+        ``is`` / ``is_std``, ``ssim`` / ``pixcorr`` as ``{"mean", "sem", "n"}`` (means over each trial's
+        samples, then over trials), ``n_trials``, ``n_images``.
+    """
+    n, k, n_classes = probs.shape
+    flat = probs.reshape(n * k, n_classes)
+    y = np.repeat(labels, k)
+    out = {
+        "acc": n_way_accuracy(flat, y, n_classes, 1),
+        "acc_top5": n_way_accuracy(flat, y, n_classes, min(5, n_classes)),
+        "acc_nway": {int(w): n_way_accuracy(flat, y, w, 1) for w in N_WAYS if w < n_classes},
+        "n_trials": int(n), "n_images": int(n * k),
+    }
+    out["is"], out["is_std"] = inception_score(flat)
+    pairs_a = images.reshape(n * k, *images.shape[2:])
+    pairs_b = np.repeat(stimuli, k, axis=0)
+    out["ssim"] = mean_sem(ssim(pairs_a, pairs_b).reshape(n, k).mean(1))
+    out["pixcorr"] = mean_sem(np.nanmean(pixel_correlation(pairs_a, pairs_b).reshape(n, k), axis=1))
+    if stimulus_pred is not None:
+        out["acc_vs_stimulus_class"] = n_way_accuracy(flat, np.repeat(stimulus_pred, k), n_classes, 1)
+    return out
+
+
+def shuffled_reference(images: np.ndarray, stimuli: np.ndarray, labels: np.ndarray, rng: np.random.Generator
+                       ) -> dict:
+    """SSIM and pixel correlation of each reconstruction against another trial's stimulus of another class.
+
+    The level that layout-free similarity (shared backgrounds, a centred blob) reaches by itself: the
+    paper reports SSIM without it.
+    """
+    n, k = images.shape[:2]
+    other = np.empty(n, int)
+    for i in range(n):
+        candidates = np.flatnonzero(labels != labels[i])
+        other[i] = rng.choice(candidates) if len(candidates) else (i + 1) % n
+    a = images.reshape(n * k, *images.shape[2:])
+    b = np.repeat(stimuli[other], k, axis=0)
+    return {"ssim": mean_sem(ssim(a, b).reshape(n, k).mean(1)),
+            "pixcorr": mean_sem(np.nanmean(pixel_correlation(a, b).reshape(n, k), axis=1))}
+
+
+def run_reconstruction_eval(pipe, classifier, data: str | Path, splits: str | Path, stimuli_dir: str | Path,
+                            rows: dict[str, tuple[str, str]] | None = None, limit: int | None = None, seed: int = 0,
+                            samples_per_trial: int = 3, batch_size: int = 16, num_inference_steps: int = 25,
+                            strength: float = 0.75, guidance_scale: float = 5.0, n_figure_trials: int = 8,
+                            log: Callable[[str], None] = print) -> tuple[dict, dict]:
+    """Reconstruct test trials under every ablation row and score them.
+
+    Returns
+    -------
+    results : dict
+        JSON-ready: the setup, ``rows`` (metrics per row), ``per_subject`` (the full model per subject),
+        ``references`` (the stimuli themselves, the raw saliency maps, shuffled pairs, chance),
+        ``per_class_acc`` of the full model and ``timing``.
+    arrays : dict
+        For figures: ``stimuli``, ``labels``, per-row ``images``, ``full_images``/``full_saliency`` of the
+        first trials, ``captions``, ``class_names``, per-row classifier ``pred``.
+    """
+    from ..data.eeg_imagenet import load_eeg_imagenet
+
+    rows = dict(ROWS if rows is None else rows)
+    if FULL not in rows:
+        raise ValueError(f"The rows must include the full model {FULL!r}: got {list(rows)}.")
+    rng = np.random.default_rng([seed, 5])
+    t0 = time.perf_counter()
+
+    # 1. The test trials, their stimuli and the evaluation classifier's view of the stimuli
+    ds = load_eeg_imagenet(data, splits, split="test", stimuli_dir=stimuli_dir)
+    eeg_all, labels_all, images_all, subjects_all = ds.arrays()
+    pick = select_trials(labels_all, limit, rng)
+    eeg = torch.from_numpy(eeg_all[pick])
+    del eeg_all
+    labels, images_idx, subjects = labels_all[pick], images_all[pick], subjects_all[pick]
+    trial_ids = ds.indices[pick]
+    stim = np.stack([(ds.stimulus(int(i)).permute(1, 2, 0).numpy() + 1) / 2 for i in images_idx])
+    stimuli = to_eval_images(stim)
+    n_classes = len(ds.labels)
+    stim_probs = classify_images(classifier, stimuli)
+    if stim_probs.shape[1] != n_classes:
+        raise ValueError(f"The evaluation classifier has {stim_probs.shape[1]} outputs but the data file has "
+                         f"{n_classes} classes: pass a classifier trained on these classes (--classifier).")
+    stimulus_pred = stim_probs.argmax(1)
+    log(f"{len(pick)} of {len(labels_all)} test trials; the classifier gets {np.mean(stimulus_pred == labels):.3f} "
+        f"of their stimuli right")
+    call = {"num_inference_steps": num_inference_steps, "strength": strength, "guidance_scale": guidance_scale}
+
+    # 2. Every row: reconstruct and score
+    results: dict = {
+        "setup": {"data": str(data), "splits": str(splits), "stimuli": str(stimuli_dir), "limit": limit,
+                  "n_test_trials": int(len(labels_all)), "n_trials": int(len(pick)), "seed": seed,
+                  "samples_per_trial": samples_per_trial, **call, "eval_size": EVAL_SIZE, "n_classes": n_classes,
+                  "class_names": ds.class_names, "rows": {r: {"mode": m, "caption_source": c} for r, (m, c) in
+                                                          rows.items()}},
+        "rows": {}, "timing": {},
+    }
+    arrays: dict = {"stimuli": stimuli, "labels": labels, "subjects": subjects, "class_names": ds.class_names,
+                    "stimuli_full": list(stim[:n_figure_trials]), "images": {}, "pred": {}}
+    for row, (mode, source) in rows.items():
+        rec = reconstruct(pipe, eeg, trial_ids, mode, source, samples_per_trial, seed, batch_size,
+                          keep_full=n_figure_trials if row == FULL else 0, **call)
+        n, k = rec["images"].shape[:2]
+        probs = classify_images(classifier, rec["images"].reshape(n * k, *rec["images"].shape[2:])).reshape(n, k, -1)
+        results["rows"][row] = score_images(probs, rec["images"], stimuli, labels, stimulus_pred)
+        results["timing"][row] = {"seconds": rec["seconds"], "seconds_per_image": round(rec["seconds"] / (n * k), 3)}
+        arrays["images"][row] = rec["images"]
+        arrays["pred"][row] = probs.argmax(-1)
+        if row == FULL:
+            full, full_probs = rec, probs
+        m = results["rows"][row]
+        log(f"{row}: ACC {m['acc']:.3f} IS {m['is']:.2f} SSIM {m['ssim']['mean']:.3f} pixcorr "
+            f"{m['pixcorr']['mean']:.3f} ({rec['seconds']} s)")
+
+    # 3. The full model per subject, per class; references
+    results["per_subject"] = {
+        int(s): score_images(full_probs[subjects == s], full["images"][subjects == s], stimuli[subjects == s],
+                             labels[subjects == s], stimulus_pred[subjects == s]) for s in np.unique(subjects)}
+    kf = full_probs.shape[1]
+    results["per_class_acc"] = per_class_accuracy(full_probs.argmax(-1).ravel(), np.repeat(labels, kf),
+                                                  n_classes).tolist()
+    sal = full["saliency"]
+    sal_probs = classify_images(classifier, sal.reshape(-1, *sal.shape[2:])).reshape(*sal.shape[:2], -1)
+    results["references"] = {
+        "stimuli": score_images(stim_probs[:, None], stimuli[:, None], stimuli, labels),
+        "saliency_maps": score_images(sal_probs, sal, stimuli, labels, stimulus_pred),
+        "shuffled_pairs": shuffled_reference(full["images"], stimuli, labels, rng),
+        "chance_acc": 1.0 / n_classes,
+    }
+    results["semantic_readout_top1_on_these_trials"] = float(np.mean(full["class_probs"].argmax(1) == labels))
+    results["timing"]["total_s"] = round(time.perf_counter() - t0, 1)
+    arrays.update(full_images=full["full_images"], full_saliency=full["full_saliency"], captions=full["captions"],
+                  readout_pred=full["class_probs"].argmax(1))
+    return results, arrays

@@ -1,0 +1,253 @@
+"""Write the bad-input corpus: small files that ``read_trial`` + ``preprocess`` must refuse (or accept) with a
+clear message, plus ``manifest.json`` with the message each one must give.
+
+    python scripts/make_bad_inputs.py                 # -> tests/data/bad/
+    python scripts/make_bad_inputs.py --out DIR
+
+``tests/test_io.py`` feeds every file through ``preprocess(read_trial(path))`` and checks the manifest:
+``{"file": {"ok": false, "message": "..."}}`` (a substring of the ValueError) or ``{"ok": true, "info": "..."}``
+(a substring of ``repr(trial.info)`` after preprocessing). The malicious pickle is not in the corpus: the
+test builds it in a temporary folder. Deterministic (seeded); the folder stays well under 2 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+OUT = Path(__file__).resolve().parents[1] / "tests" / "data" / "bad"
+SEED = 0
+
+
+def smooth_eeg(n_times: int = 500, sfreq: float = 1000.0, seed: int = SEED) -> np.ndarray:
+    """(128, n_times) spatially smooth signals in microvolts (sinusoids weighted by electrode position)."""
+    from neuroimagen.data.montage import make_info
+
+    pos = np.array([ch["loc"][:3] for ch in make_info()["chs"]])
+    pos = (pos - pos.mean(0)) / pos.std(0)
+    t = np.arange(n_times) / sfreq
+    rng = np.random.default_rng(seed)
+    waves = np.stack([np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi)) for f in (7.0, 11.0, 23.0)])
+    return 10.0 * (pos @ waves) + 0.5 * rng.standard_normal((128, n_times))
+
+
+def names() -> list[str]:
+    from neuroimagen.data.montage import model_ch_names
+
+    return list(model_ch_names())
+
+
+def save_npz(path: Path, data: np.ndarray, ch_names=None, sfreq=1000.0, **extra) -> None:
+    """A trial as users save it; float16 in microvolts keeps the corpus small."""
+    fields = {"data": data.astype(np.float16) if data.dtype.kind == "f" else data, **extra}
+    if ch_names is not None:
+        fields["ch_names"] = np.array(ch_names)
+    if sfreq is not None:
+        fields["sfreq"] = sfreq
+    np.savez_compressed(path, **fields)
+
+
+def tiled(n_times: int = 500) -> np.ndarray:
+    """Cheap (128, n_times) signal (compresses to nothing) for files refused before their values matter."""
+    return np.tile(np.sin(np.arange(n_times) / 7.0), (128, 1))
+
+
+def _write_mne(path: Path, data_uv: np.ndarray, ch_names: list[str], sfreq: float) -> None:
+    from neuroimagen.data import EEGTrial, write_trial
+
+    write_trial(EEGTrial(data_uv * 1e-6, sfreq, ch_names), path)
+
+
+# ------------------------------------------------------------------------------------------------ the cases
+def _bytes(content: bytes) -> Callable[[Path], None]:
+    return lambda p: p.write_bytes(content)
+
+
+def _truncated(ext: str, keep: int) -> Callable[[Path], None]:
+    def make(p: Path) -> None:
+        _write_mne(p, smooth_eeg()[:, :500], names(), 1000.0)
+        p.write_bytes(p.read_bytes()[:keep])
+
+    return make
+
+
+def _npy(arr: np.ndarray) -> Callable[[Path], None]:
+    return lambda p: np.save(p, arr)
+
+
+def _nan(p: Path) -> None:
+    d = tiled()
+    d[3, 10] = np.nan  # F7
+    save_npz(p, d, names())
+
+
+def _inf(p: Path) -> None:
+    d = tiled()
+    d[[0, 1], 5:8] = np.inf
+    save_npz(p, d, names())
+
+
+def _flat(n_flat: int) -> Callable[[Path], None]:
+    def make(p: Path) -> None:
+        d = smooth_eeg() if n_flat < 17 else tiled()
+        d[:n_flat] = 0.0
+        save_npz(p, d, names())
+
+    return make
+
+
+def _subset(drop: list[str]) -> Callable[[Path], None]:
+    def make(p: Path) -> None:
+        keep = [k for k, n in enumerate(names()) if n not in drop]
+        save_npz(p, smooth_eeg()[keep], [names()[k] for k in keep])
+
+    return make
+
+
+def _too_few(p: Path) -> None:
+    ch = [f"E{k + 1}" for k in range(116)] + ["Cz", "Pz", *names()[:10]]
+    save_npz(p, tiled(), ch)
+
+
+def _no_eeg(p: Path) -> None:
+    import mne
+
+    info = mne.create_info(["ECG", "STI 014"], 1000.0, ["ecg", "stim"])
+    mne.io.RawArray(np.zeros((2, 500)), info, verbose="error").save(p, overwrite=True, verbose="error")
+
+
+def _whole_dataset(p: Path) -> None:
+    from neuroimagen.data import save_eeg_imagenet
+
+    save_eeg_imagenet(p, [np.zeros((128, 4), np.float16)] * 2, [0, 1], [0, 1], [1, 1], images=["a_1", "b_1"])
+
+
+def _torch_obj(obj) -> Callable[[Path], None]:
+    def make(p: Path) -> None:
+        import torch
+
+        torch.save(obj, p)
+
+    return make
+
+
+def _object_npy(p: Path) -> None:
+    np.save(p, np.array([{"data": [1, 2, 3]}], dtype=object), allow_pickle=True)
+
+
+def _lonely_vhdr(p: Path) -> None:
+    p.write_text("Brain Vision Data Exchange Header File Version 1.0\n[Common Infos]\nCodepage=UTF-8\n"
+                 f"DataFile={p.stem}.eeg\nMarkerFile={p.stem}.vmrk\nDataFormat=BINARY\nNumberOfChannels=1\n"
+                 "SamplingInterval=1000\n[Binary Infos]\nBinaryFormat=IEEE_FLOAT_32\n[Channel Infos]\nCh1=Cz,,0.1,uV\n")
+
+
+def cases() -> dict[str, tuple[Callable[[Path], None], dict]]:
+    """file name -> (writer, expectation)."""
+    rng = np.random.default_rng(SEED)
+    junk = rng.integers(0, 256, 4096, dtype=np.uint8).tobytes()
+    allowed = "Allowed: .npz, .npy, .pth, .fif, .edf, .bdf, .set, .vhdr"
+
+    def bad(message: str) -> dict:
+        return {"ok": False, "message": message}
+
+    def good(info: str) -> dict:
+        return {"ok": True, "info": info}
+
+    n = names()
+    return {
+        # -- files that cannot be read
+        "notes.txt": (_bytes(b"Fp1,Fz\n1,2\n"), bad(f"Unsupported file type '.txt' for 'notes.txt'. {allowed}")),
+        "table.csv": (_bytes(b"1,2,3\n"), bad(f"Unsupported file type '.csv' for 'table.csv'. {allowed}")),
+        "trial": (_bytes(b"\x00" * 16), bad("Unsupported file type '(none)' for 'trial'.")),
+        "empty.edf": (_bytes(b""), bad("'empty.edf' is empty (0 bytes): expected one EEG trial in EDF format.")),
+        "empty.npz": (_bytes(b""), bad("'empty.npz' is empty (0 bytes)")),
+        "truncated.edf": (_truncated(".edf", 3000), bad("Could not read 'truncated.edf' as EDF: ")),
+        "truncated.fif": (_truncated(".fif", 20000), bad("Could not read 'truncated.fif' as FIF: ")),
+        "corrupt.fif": (_bytes(junk), bad("Could not read 'corrupt.fif' as FIF: ")),
+        "corrupt.edf": (_bytes(b"0 " * 600), bad("Could not read 'corrupt.edf' as EDF: ")),
+        "corrupt.bdf": (_bytes(b"\xff" + junk), bad("Could not read 'corrupt.bdf' as BDF: ")),
+        "corrupt.set": (_bytes(junk), bad("Could not read 'corrupt.set' as EEGLAB: ")),
+        "corrupt.npz": (_bytes(b"PK\x03\x04" + junk), bad("Could not read 'corrupt.npz' as NumPy archive: ")),
+        "corrupt.npy": (_bytes(b"\x93NUMPY" + junk), bad("Could not read 'corrupt.npy' as NumPy array: ")),
+        "corrupt.pth": (_bytes(junk), bad("Could not read 'corrupt.pth' as PyTorch: not a file of plain tensors")),
+        "lonely.vhdr": (_lonely_vhdr, bad("'lonely.vhdr' is a BrainVision header whose 'lonely.eeg' and 'lonely.vmrk' "
+                                          "are not beside it")),
+        "object_array.npy": (_object_npy, bad("Refused to load 'object_array.npy': the file carries Python objects")),
+        # -- readable files that are not one trial
+        "one_d.npy": (_npy(np.zeros(500, np.int8)), bad("expected 2 dimensions (n_chans, n_times), got shape (500,)")),
+        "three_d.npy": (_npy(np.zeros((2, 128, 50), np.int8)),
+                        bad("got shape (2, 128, 50). A batch of 2 trials? Save one trial per file.")),
+        "transposed.npy": (_npy(np.zeros((500, 128), np.int8)), bad("It looks transposed.")),
+        "unnamed_64ch.npy": (_npy(np.zeros((64, 500), np.int8)),
+                             bad("'unnamed_64ch.npy' holds an array of shape (64, 500) without channel names")),
+        "wrong_keys.npz": (lambda p: np.savez(p, x=np.zeros(3)),
+                           bad("'wrong_keys.npz' has no EEG: expected a key 'data' or 'eeg', found ['x'].")),
+        "names_mismatch.npz": (lambda p: save_npz(p, tiled(), n[:100]),
+                               bad("'names_mismatch.npz' has 100 channel names for 128 channels of data")),
+        "bad_sfreq.npz": (lambda p: save_npz(p, tiled(), n, sfreq=-5.0),
+                          bad("Invalid 'sfreq' in 'bad_sfreq.npz': expected one positive number of Hz, got -5.0.")),
+        "text_data.npz": (lambda p: np.savez(p, data=np.array([["a", "b"]])),
+                          bad("Invalid EEG array in 'text_data.npz': expected numbers, got dtype <U1.")),
+        "whole_dataset.pth": (_whole_dataset, bad("'whole_dataset.pth' is a whole EEG-ImageNet data set (2 trials), "
+                                                  "not one trial: use neuroimagen.data.load_eeg_imagenet")),
+        "list.pth": (_torch_obj([1, 2, 3]), bad("'list.pth' holds a list: expected a tensor (n_chans, n_times)")),
+        "no_eeg.fif": (_no_eeg, bad("'no_eeg.fif' has no EEG channels: expected channels of type 'eeg', "
+                                    "found ['ecg', 'stim'].")),
+        # -- trials that preprocess refuses
+        "too_short.npz": (lambda p: save_npz(p, tiled(300), n),
+                          bad("The trial is too short: 300 samples at 1000 Hz (300 ms); expected at least 460 ms")),
+        "nan.npz": (_nan, bad("The EEG contains 1 NaN or infinite values in 1 channels ('F7')")),
+        "inf.npz": (_inf, bad("The EEG contains 6 NaN or infinite values in 2 channels ('Fp1', 'Fz')")),
+        "flat_all.npz": (lambda p: save_npz(p, np.zeros((128, 500)), n),
+                         bad("The EEG is flat: all 128 model channels in the file are constant")),
+        "flat_many.npz": (_flat(20), bad("20 of the 128 model channels are missing (0) or flat (20); at most 16 "
+                                         "can be interpolated.")),
+        "unknown_names.npz": (lambda p: save_npz(p, tiled(), [f"E{k + 1}" for k in range(128)]),
+                              bad("Only 0 of the 128 model channels were found in the file; expected the actiCAP "
+                                  "128 names of brainproducts-RNP-BA-128, e.g. 'Fp1', 'Fz', 'F3', 'F7', ...")),
+        "too_few_match.npz": (_too_few, bad("Only 12 of the 128 model channels were found in the file (e.g. 'Fp1', "
+                                            "'Fz', 'F3', ...); expected the actiCAP 128 names")),
+        "missing_20.npz": (_subset(n[-20:]), bad("Only 108 of the 128 model channels were found in the file")),
+        # -- unusual but accepted
+        "rate_512hz.edf": (lambda p: _write_mne(p, smooth_eeg(256, 512.0), n, 512.0), good("512 Hz -> 1000 Hz")),
+        "rate_250hz.npz": (lambda p: save_npz(p, smooth_eeg(125, 250.0), n, sfreq=250.0), good("250 Hz -> 1000 Hz")),
+        "already_cropped.npz": (lambda p: save_npz(p, smooth_eeg(440), n), good("already 440 samples")),
+        "flat_two.npz": (_flat(2), good("'interpolated': {'Fp1': 'flat', 'Fz': 'flat'}")),
+        "missing_five.npz": (_subset(["Oz", "Pz", "Cz", "C3", "C4"]), good("'Cz': 'missing'")),
+        "bare_128.npy": (_npy(smooth_eeg().astype(np.float16)),
+                         good("taken as the model's 128 channels at 1000 Hz")),
+        "renamed_channels.npz": (lambda p: save_npz(p, smooth_eeg(), [f"EEG {c.upper()}-Ref" for c in n]),
+                                 good("'dropped': []")),
+    }
+
+
+def make_bad_inputs(out: str | Path = OUT) -> dict[str, dict]:
+    """Write every case into ``out`` and ``out/manifest.json``; return the manifest."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = {}
+    for name, (write, expect) in cases().items():
+        write(out / name)
+        manifest[name] = expect
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(OUT), help="folder to write (default: tests/data/bad)")
+    args = parser.parse_args(argv)
+    manifest = make_bad_inputs(args.out)
+    size = sum(f.stat().st_size for f in Path(args.out).iterdir())
+    print(f"wrote {len(manifest)} files to {args.out} ({size / 1024:.0f} KB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""Start ``python app.py`` in a subprocess on a free loopback port, for the app tests.
+
+The server runs ``$NEUROIMAGEN_TEST_CHECKPOINT`` if set, else the embedded checkpoint when it is present,
+else a tiny random pipeline (``neuroimagen.pipelines.testing.make_tiny_pipeline``) saved to a temporary
+folder, so the whole
+``app.py`` path (argument parsing, loading, queue, launch) is what the tests drive. Example trials
+come from ``examples/`` when they are there, else a few are written to a temporary folder.
+
+One server per test session, shared by the test modules (import the ``app_server`` fixture):
+it reports its start-up time and, when stopped, its peak resident memory (VmHWM).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHECKPOINT = ROOT / "checkpoints" / "neuroimagen-tiny"
+EXAMPLES = ROOT / "examples"
+START_TIMEOUT_S = 120
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def has_checkpoint() -> bool:
+    return (CHECKPOINT / "model_index.json").is_file()
+
+
+def has_examples() -> bool:
+    return (EXAMPLES / "index.json").is_file() or any(EXAMPLES.glob("*.npz"))
+
+
+def write_tiny_checkpoint(out: Path) -> Path:
+    from neuroimagen.pipelines.testing import make_tiny_pipeline
+
+    make_tiny_pipeline(seed=0).save_pretrained(out)
+    return out
+
+
+def write_examples(out: Path, classes=(8, 32, 19), subject: int = 1) -> Path:
+    """A few example trials written like ``scripts/make_examples.py`` writes them (``write_trial`` .npz +
+    stimulus PNG + ``index.json``), for when ``examples/`` is not there yet.
+
+    The EEG is noise plus a channel-specific evoked burst: enough to exercise every view of the app.
+    """
+    from neuroimagen.data import EEGTrial, write_trial
+    from neuroimagen.data.classes import CLASSES
+    from neuroimagen.data.montage import SFREQ, model_ch_names
+    from neuroimagen.data.stimuli import draw_stimulus
+
+    out.mkdir(parents=True, exist_ok=True)
+    names = list(model_ch_names())
+    t = np.arange(500) / SFREQ
+    burst = np.sin(2 * np.pi * 8 * t) * np.exp(-(((t - 0.15) / 0.05) ** 2))
+    index = []
+    for k, c in enumerate(classes):
+        image = f"{CLASSES[c].synset}_{k + 1:04d}"
+        img, _ = draw_stimulus(c, np.random.default_rng([0, c, k]), size=64)
+        img.save(out / f"{image}.png")
+        rng = np.random.default_rng(100 + k)
+        data = 5e-6 * (np.outer(rng.standard_normal(len(names)), burst) + 0.3 * rng.standard_normal((len(names), len(t))))
+        file = f"{image}_s{subject}.npz"
+        write_trial(EEGTrial(data=data, sfreq=SFREQ, ch_names=names, subject=subject, label=c,
+                             stimulus=np.asarray(img)), out / file)
+        index.append({"file": file, "label": c, "class_name": CLASSES[c].name, "subject": subject,
+                      "stimulus": f"{image}.png", "image": image})
+    (out / "index.json").write_text(json.dumps({"examples": index}, indent=1))
+    return out
+
+
+@dataclass
+class AppServer:
+    url: str
+    proc: subprocess.Popen
+    checkpoint: Path
+    examples: Path
+    startup_s: float
+    log: Path
+    peak_rss_mb: float | None = None
+    _tmp: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
+
+    def rss_mb(self) -> dict[str, float]:
+        """Current (VmRSS) and peak (VmHWM) resident memory of the app process, in MB."""
+        status = Path(f"/proc/{self.proc.pid}/status").read_text().splitlines()
+        vals = {ln.split(":")[0]: float(ln.split()[1]) / 1024 for ln in status if ln.startswith(("VmRSS", "VmHWM"))}
+        return {"rss_mb": round(vals["VmRSS"], 1), "peak_rss_mb": round(vals["VmHWM"], 1)}
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.alive():
+            try:
+                self.peak_rss_mb = self.rss_mb()["peak_rss_mb"]
+            except (OSError, KeyError):
+                pass
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
+def start_app(checkpoint: Path | None = None, examples: Path | None = None) -> AppServer:
+    """Run ``app.py`` on a free port and wait until it serves its page."""
+    tmp = tempfile.TemporaryDirectory(prefix="neuroimagen-app-test-")
+    if checkpoint is None and os.environ.get("NEUROIMAGEN_TEST_CHECKPOINT"):
+        checkpoint = Path(os.environ["NEUROIMAGEN_TEST_CHECKPOINT"])
+    if checkpoint is None:
+        checkpoint = CHECKPOINT if has_checkpoint() else write_tiny_checkpoint(Path(tmp.name) / "tiny")
+    if examples is None:
+        examples = EXAMPLES if has_examples() else write_examples(Path(tmp.name) / "examples")
+    port = free_port()
+    log = Path(tmp.name) / "app.log"
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_SERVER_NAME": "127.0.0.1",
+           "GRADIO_TEMP_DIR": str(Path(tmp.name) / "gradio"), "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, str(ROOT / "app.py"), "--checkpoint", str(checkpoint), "--port", str(port),
+           "--examples", str(examples)]
+    t0 = time.perf_counter()
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    server = AppServer(url=url, proc=proc, checkpoint=checkpoint, examples=examples, startup_s=float("nan"),
+                       log=log, _tmp=tmp)
+    while True:
+        if not server.alive():
+            text = log.read_text()
+            server.stop()
+            raise RuntimeError(f"app.py exited with code {proc.returncode} before serving:\n{text[-4000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if time.perf_counter() - t0 > START_TIMEOUT_S:
+            server.stop()
+            raise RuntimeError(f"app.py did not serve within {START_TIMEOUT_S} s:\n{log.read_text()[-4000:]}")
+        time.sleep(0.2)
+    server.startup_s = round(time.perf_counter() - t0, 2)
+    return server
+
+
+_SERVER: AppServer | None = None
+
+
+@pytest.fixture(scope="session")
+def app_server(request) -> AppServer:
+    """The shared app server of this test session (started on first use, stopped at the end)."""
+    global _SERVER
+    if _SERVER is None or not _SERVER.alive():
+        _SERVER = start_app()
+        print(f"\n[app] serving {_SERVER.url} after {_SERVER.startup_s} s "
+              f"(checkpoint {_SERVER.checkpoint}, "
+              f"examples from {_SERVER.examples})")
+        server = _SERVER
+
+        def _stop():
+            server.stop()
+            print(f"\n[app] peak RSS {server.peak_rss_mb} MB")
+
+        request.session.config.add_cleanup(_stop)
+    return _SERVER

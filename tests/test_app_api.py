@@ -1,0 +1,199 @@
+"""The app's API through gradio_client, against ``python app.py`` running in a subprocess.
+
+``/reconstruct`` takes plain values (an example name, or uploaded files with ``handle_file``) and
+returns (reconstruction, saliency map, caption, class probabilities, seed, top captions, seen image,
+ablation gallery, notes). Bad files must come back as a clear ``AppError`` while the app keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from app_server import app_server  # noqa: F401 (the shared server fixture)
+from PIL import Image
+
+from neuroimagen.data.classes import CLASS_NAMES, label_caption
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+GENERIC_ERROR = "has not enabled verbose error reporting"  # what users see when an exception is not explained
+
+
+@pytest.fixture(scope="module")
+def client(app_server, tmp_path_factory):  # noqa: F811
+    return Client(app_server.url, verbose=False, download_files=str(tmp_path_factory.mktemp("client-downloads")))
+
+
+@pytest.fixture(scope="module")
+def example(app_server):  # noqa: F811
+    """(name, label, npz path) of the first example the app offers."""
+    root = app_server.examples
+    index = root / "index.json"
+    if index.is_file():
+        entries = json.loads(index.read_text())
+        entries = entries.get("examples", entries) if isinstance(entries, dict) else entries
+        e = next(e for e in entries if e["file"].endswith(".npz"))
+        return Path(e["file"]).stem, e.get("label"), root / e["file"]
+    path = sorted(root.glob("*.npz"))[0]
+    return path.stem, int(np.load(path)["label"]), path
+
+
+def _pixels(path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.float64)
+
+
+def _assert_not_blank(path) -> None:
+    px = _pixels(path)
+    assert px.shape[0] >= 16 and px.shape[1] >= 16
+    assert px.std() > 2.0, f"{path} is (nearly) uniform"
+
+
+def _reconstruct(client, **kwargs):
+    kwargs.setdefault("num_inference_steps", 10)  # keep CPU time low; the defaults are covered once below
+    return client.predict(api_name="/reconstruct", **kwargs)
+
+
+def _raw_from_example(npz_path):
+    import mne
+
+    with np.load(npz_path, allow_pickle=False) as z:
+        data, sfreq, names = z["data"], float(z["sfreq"]), [str(n) for n in z["ch_names"]]
+    info = mne.create_info(names, sfreq, ch_types="eeg")
+    return mne.io.RawArray(data, info, verbose="error")
+
+
+def test_reconstruct_example(client, example):
+    name, label, _ = example
+    recon, sal, caption, probs, seed, captions, stimulus, ablation, notes = client.predict(
+        source="example", example=name, seed=123, api_name="/reconstruct")  # every other input at its default
+    _assert_not_blank(recon)
+    _assert_not_blank(sal)
+    _assert_not_blank(stimulus)  # the example's true stimulus is shown beside the reconstruction
+    assert caption in {label_caption(i) for i in range(len(CLASS_NAMES))}
+    assert seed == 123
+    confidences = probs["confidences"]
+    assert len(confidences) == 5 and {c["label"] for c in confidences} <= set(CLASS_NAMES)
+    assert probs["label"] == confidences[0]["label"]
+    assert sorted((c["confidence"] for c in confidences), reverse=True) == [c["confidence"] for c in confidences]
+    assert caption in captions  # the caption is among the top captions listed
+    assert "Seed 123" in notes and "25 steps" in notes
+    assert not ablation  # only with the checkbox
+
+
+def test_seed_reproduces_and_randomize_returns_the_seed_used(client, example):
+    name = example[0]
+    a = _reconstruct(client, source="example", example=name, seed=7)
+    b = _reconstruct(client, source="example", example=name, seed=7)
+    assert np.array_equal(_pixels(a[0]), _pixels(b[0]))
+    r = _reconstruct(client, source="example", example=name, seed=7, randomize_seed=True)
+    used = r[4]
+    assert isinstance(used, int) and 0 <= used < 2**31
+    again = _reconstruct(client, source="example", example=name, seed=used)
+    assert np.array_equal(_pixels(r[0]), _pixels(again[0]))
+
+
+def test_ablation_shows_three_conditions(client, example):
+    out = _reconstruct(client, source="example", example=example[0], seed=1, ablation=True)
+    gallery = out[7]
+    assert [g["caption"] for g in gallery] == ["saliency map only", "caption only", "saliency map + caption"]
+    images = [_pixels(g["image"]) for g in gallery]
+    assert np.array_equal(images[2], _pixels(out[0]))  # "both" is the main reconstruction
+    assert not np.array_equal(images[0], images[1])
+
+
+def test_upload_fif(client, example, tmp_path):
+    path = tmp_path / "trial_raw.fif"
+    _raw_from_example(example[2]).save(path, verbose="error")
+    out = _reconstruct(client, source="upload", files=[handle_file(str(path))], seed=3)
+    _assert_not_blank(out[0])
+    _assert_not_blank(out[1])
+    assert out[2].startswith("an image of")
+
+
+def test_upload_edf_shows_the_trial(client, example, tmp_path):
+    import mne
+
+    path = tmp_path / "trial.edf"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mne.export.export_raw(path, _raw_from_example(example[2]), fmt="edf", verbose="error")
+    source, facts, butterfly, topomap, channels, _ = client.predict(files=[handle_file(str(path))], time_ms=170,
+                                                                    api_name="/show_upload")
+    assert source == "upload"
+    assert "trial.edf" in facts and "as read" in facts
+    assert "mapped" in channels
+    _assert_not_blank(butterfly)
+    _assert_not_blank(topomap)
+    out = _reconstruct(client, source="upload", files=[handle_file(str(path))], seed=3)
+    _assert_not_blank(out[0])
+
+
+def test_upload_brainvision_with_companions(client, example, tmp_path):
+    import mne
+
+    pytest.importorskip("pybv")
+    path = tmp_path / "trial.vhdr"
+    mne.export.export_raw(path, _raw_from_example(example[2]), fmt="brainvision", verbose="error")
+    files = [handle_file(str(tmp_path / f"trial{ext}")) for ext in (".vhdr", ".eeg", ".vmrk")]
+    out = _reconstruct(client, source="upload", files=files, seed=3)
+    _assert_not_blank(out[0])
+
+
+def test_bad_files_get_clear_errors_and_the_app_keeps_serving(client, example, tmp_path):
+    name = example[0]
+    txt = tmp_path / "notes.txt"
+    txt.write_text("not EEG")
+    with pytest.raises(AppError, match="Invalid file type") as err:
+        _reconstruct(client, source="upload", files=[handle_file(str(txt))])
+    assert ".edf" in str(err.value)  # says what is accepted
+
+    corrupt = tmp_path / "broken.edf"
+    corrupt.write_bytes(b"0       " + bytes(np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8)))
+    with pytest.raises(AppError) as err:
+        _reconstruct(client, source="upload", files=[handle_file(str(corrupt))])
+    assert GENERIC_ERROR not in str(err.value) and "edf" in str(err.value).lower(), str(err.value)
+
+    fif = tmp_path / "a_raw.fif"
+    _raw_from_example(example[2]).save(fif, verbose="error")
+    with pytest.raises(AppError, match="exactly one trial file"):
+        _reconstruct(client, source="upload", files=[handle_file(str(fif)), handle_file(str(corrupt))])
+    with pytest.raises(AppError, match="No file uploaded"):
+        _reconstruct(client, source="upload")
+
+    # Still serving, and the next good request works.
+    out = _reconstruct(client, source="example", example=name, seed=5)
+    _assert_not_blank(out[0])
+
+
+def test_out_of_range_settings_are_explained(client, example):
+    with pytest.raises(AppError, match="0.05") as err:  # names the allowed minimum
+        _reconstruct(client, source="example", example=example[0], strength=0.0)
+    assert GENERIC_ERROR not in str(err.value)
+    with pytest.raises(AppError, match="detailed"):  # lists the allowed caption sources
+        _reconstruct(client, source="example", example=example[0], caption_source="blip")
+
+
+def test_topomap_follows_the_latency(client, example):
+    client.predict(example=example[0], time_ms=170, api_name="/show_example")  # loads the session's trial
+    early = _pixels(client.predict(time_ms=60, api_name="/topomap"))
+    late = _pixels(client.predict(time_ms=300, api_name="/topomap"))
+    assert early.shape == late.shape and not np.array_equal(early, late)
+
+
+def test_simulated_trial(client):
+    pytest.importorskip("neuroimagen.data.simulate")
+    source, facts, butterfly, _, _, stimulus = client.predict(sim_class="banana", sim_image=3, sim_subject=2,
+                                                              sim_noise="demo", api_name="/simulate")
+    assert source == "simulate" and "banana" in facts
+    _assert_not_blank(butterfly)
+    _assert_not_blank(stimulus)
+    out = _reconstruct(client, source="simulate", sim_class="banana", sim_image=3, sim_subject=2, seed=0)
+    _assert_not_blank(out[0])
+    assert np.array_equal(_pixels(out[6]), _pixels(stimulus))  # the simulated trial's own stimulus

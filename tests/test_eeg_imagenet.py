@@ -1,0 +1,162 @@
+"""The EEG-ImageNet loader follows the reference loaders on a small file in the published layout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from neuroimagen.data import EEGImageNetDataset, load_eeg_imagenet, save_eeg_imagenet, save_splits
+from neuroimagen.data.classes import CLASSES, SYNSETS
+from neuroimagen.data.preprocessing import standardize
+
+# 36 trials, 3 subjects; L varies as in the published files, some outside the kept 450..600
+LENGTHS = [500, 449, 601, 450, 600, 512, 460, 499, 440, 700, 505, 480] * 3
+SUBJECTS = [1 + k // 12 for k in range(36)]
+SPLIT = {"train": list(range(0, 28)), "val": [28, 29, 30, 31], "test": [32, 33, 34, 35]}
+
+
+def _reference_indices(lengths, subjects, idx, subject=None):
+    """The reference Splitter's filter (450 <= L <= 600), with the subject filter on the same indices."""
+    return [i for i in idx if 450 <= lengths[i] <= 600 and (subject is None or subjects[i] == subject)]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    tmp = tmp_path_factory.mktemp("eeg_imagenet")
+    dtypes = [np.float16, np.float32, np.float64]  # the published files hold float16 or float32
+    eeg = [rng.standard_normal((128, n)).astype(dtypes[k % 3]) for k, n in enumerate(LENGTHS)]
+    images = [f"{SYNSETS[k % 40]}_{k}" for k in range(36)]
+    save_eeg_imagenet(tmp / "eeg.pth", eeg, list(range(36)), [k % 40 for k in range(36)], SUBJECTS, images=images)
+    save_splits(tmp / "splits.pth", [SPLIT, {"train": [0], "val": [1], "test": [2]}])
+    return tmp / "eeg.pth", tmp / "splits.pth", eeg
+
+
+def test_written_file_has_the_published_layout(files):
+    data_path, splits_path, eeg = files
+    obj = torch.load(data_path, weights_only=True)  # what the reference loaders (and anyone) read
+    assert set(obj) == {"dataset", "labels", "images"} and obj["labels"] == list(SYNSETS)
+    assert len(obj["dataset"]) == 36 and set(obj["dataset"][0]) == {"eeg", "image", "label", "subject"}
+    assert obj["dataset"][0]["eeg"].dtype == torch.float16 and obj["dataset"][1]["eeg"].shape == (128, 449)
+    assert torch.load(splits_path, weights_only=True)["splits"][0] == SPLIT
+
+
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+def test_split_indices_are_filtered_by_length_as_the_reference(files, split):
+    data_path, splits_path, _ = files
+    ds = load_eeg_imagenet(data_path, splits_path, split)
+    assert list(ds.indices) == _reference_indices(LENGTHS, SUBJECTS, SPLIT[split])
+    assert len(ds) == len(ds.indices) and isinstance(ds, EEGImageNetDataset)
+
+
+def test_items_are_the_stored_tensors_cropped_20_460(files):
+    data_path, splits_path, eeg = files
+    ds = load_eeg_imagenet(data_path, splits_path, "train")
+    for i, k in enumerate(ds.indices):
+        item = ds[i]
+        assert item["eeg"].dtype == torch.float32 and item["eeg"].shape == (128, 440)
+        assert (item["label"], item["image"], item["subject"]) == (k % 40, k, SUBJECTS[k])
+        stored = eeg[k][:, 20:460].astype(np.float32)
+        if LENGTHS[k] >= 460:
+            np.testing.assert_allclose(item["eeg"].numpy(), standardize(stored), atol=1e-5)
+    short = ds[list(ds.indices).index(3)]["eeg"].numpy()  # L = 450: samples 20..449, then the last one repeated
+    np.testing.assert_allclose(short[:, :430], standardize(np.pad(eeg[3][:, 20:].astype(np.float32),
+                                                                   ((0, 0), (0, 10)), mode="edge"))[:, :430], atol=1e-5)
+    assert np.all(short[:, 430:] == short[:, 429:430])
+
+
+def test_arrays_match_the_items(files):
+    data_path, splits_path, _ = files
+    ds = load_eeg_imagenet(data_path, splits_path, "train")
+    x, labels, images, subjects = ds.arrays()
+    assert x.dtype == np.float32 and x.shape == (len(ds), 128, 440)
+    np.testing.assert_allclose(x, np.stack([ds[i]["eeg"].numpy() for i in range(len(ds))]), atol=1e-5)
+    assert list(labels) == [k % 40 for k in ds.indices]
+    assert list(images) == list(ds.indices) and list(subjects) == [SUBJECTS[k] for k in ds.indices]
+    np.testing.assert_array_equal(subjects, ds.subjects)
+
+
+def test_subject_selection(files):
+    data_path, splits_path, _ = files
+    for subject in (1, 2, 3):
+        ds = load_eeg_imagenet(data_path, splits_path, "train", subject=subject)
+        assert list(ds.indices) == _reference_indices(LENGTHS, SUBJECTS, SPLIT["train"], subject)
+        assert set(ds.subjects) <= {subject}
+    everything = load_eeg_imagenet(data_path, split=None)
+    assert list(everything.indices) == _reference_indices(LENGTHS, SUBJECTS, range(36))
+    assert len(load_eeg_imagenet(data_path, splits_path, "train", split_index=1)) == 1
+    with pytest.raises(ValueError, match="No subject 7 in 'eeg.pth': it has subjects \\[1, 2, 3\\]."):
+        load_eeg_imagenet(data_path, splits_path, "train", subject=7)
+
+
+def test_names_and_stimuli(files, tmp_path):
+    from PIL import Image
+
+    data_path, splits_path, _ = files
+    ds = load_eeg_imagenet(data_path, splits_path, "test", stimuli_dir=tmp_path)
+    assert ds.labels == list(SYNSETS) and ds.class_names == [c.name for c in CLASSES] and len(ds.images) == 36
+    k = int(ds.indices[0])  # this file's trial k shows image k
+    pixels = np.zeros((64, 64, 3), np.uint8)
+    pixels[:, :32] = 255
+    Image.fromarray(pixels).save(tmp_path / f"{ds.images[k]}.png")
+    stim = ds[0]["stimulus"]
+    assert stim.shape == (3, 64, 64) and stim.dtype == torch.float32
+    assert stim[:, :, :32].eq(1).all() and stim[:, :, 32:].eq(-1).all()
+    with pytest.raises(FileNotFoundError, match=f"No stimulus image {ds.images[int(ds.indices[1])]}.png"):
+        ds[1]
+
+
+def test_1996_trials_of_a_subject(tmp_path):
+    """The published files miss a few trials for some subjects (1,996 instead of 2,000)."""
+    eeg = [torch.zeros(128, 500, dtype=torch.float16)] * 1996
+    save_eeg_imagenet(tmp_path / "d.pth", eeg, [k % 2000 for k in range(1996)], [k % 40 for k in range(1996)],
+                      [4] * 1996, images=[f"n0_{k}" for k in range(2000)])
+    ds = load_eeg_imagenet(tmp_path / "d.pth", split=None, subject=4)
+    assert len(ds) == 1996 and len(ds.images) == 2000
+
+
+def test_wrong_files_and_arguments_are_refused(files, tmp_path):
+    data_path, splits_path, _ = files
+    with pytest.raises(ValueError, match="Allowed values are 'train', 'val', 'test' and None, but got 'holdout'"):
+        load_eeg_imagenet(data_path, splits_path, "holdout")
+    with pytest.raises(ValueError, match="split='train' needs a splits file"):
+        load_eeg_imagenet(data_path)
+    with pytest.raises(ValueError, match="'splits.pth' has 2 splits \\(0..1\\), but got 5"):
+        load_eeg_imagenet(data_path, splits_path, "train", split_index=5)
+    save_splits(tmp_path / "no_val.pth", {"train": [0], "test": [1]})
+    with pytest.raises(ValueError, match="Split 0 of 'no_val.pth' has no 'val' part: expected 'train', 'val' and "
+                                         "'test', got \\['test', 'train'\\]"):
+        load_eeg_imagenet(data_path, tmp_path / "no_val.pth", "val")
+    save_splits(tmp_path / "far.pth", {"train": [0, 99], "val": [], "test": []})
+    with pytest.raises(ValueError, match="'far.pth' indexes trial 99, but 'eeg.pth' has 36 trials"):
+        load_eeg_imagenet(data_path, tmp_path / "far.pth", "train")
+    torch.save({"data": [], "labels": []}, tmp_path / "x.pth")
+    with pytest.raises(ValueError, match="expected a dict with 'dataset', 'labels' and 'images', got "
+                                         "\\['data', 'labels'\\]"):
+        load_eeg_imagenet(tmp_path / "x.pth", split=None)
+    torch.save({"dataset": [{"data": torch.zeros(128, 500), "label": 0}], "labels": [], "images": []},
+               tmp_path / "y.pth")
+    with pytest.raises(ValueError, match="trial 0 must be a dict with 'eeg', 'label', 'image' and 'subject', got "
+                                         "\\['data', 'label'\\]"):
+        load_eeg_imagenet(tmp_path / "y.pth", split=None)
+    with pytest.raises(FileNotFoundError, match="No EEG-ImageNet data file at"):
+        load_eeg_imagenet(tmp_path / "missing.pth", split=None)
+
+
+class _Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_splits_file_with_code_is_refused_and_never_run(files, tmp_path):
+    data_path, _, _ = files
+    marker = tmp_path / "pwned.txt"
+    torch.save({"splits": [{"train": [0], "val": [], "test": []}], "x": _Exploit(marker)}, tmp_path / "evil.pth")
+    with pytest.raises(ValueError, match="Refused to load the splits file 'evil.pth': it carries Python objects "
+                                         "other than tensors"):
+        load_eeg_imagenet(data_path, tmp_path / "evil.pth", "train")
+    assert not marker.exists()

@@ -1,0 +1,201 @@
+"""EEG models, caption bank and evaluation classifier: shapes, save/load round trips, config rebuilds, readout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from neuroimagen.data.classes import CLASSES, label_caption
+from neuroimagen.data.montage import model_ch_names
+from neuroimagen.models import (
+    CaptionBank,
+    EEGEncoder,
+    ImageClassifier,
+    SaliencyDiscriminator,
+    SaliencyGenerator,
+    SemanticDecoder,
+)
+
+N_CHANS, N_TIMES = 128, 440
+
+
+def _seeded(build, seed: int = 0):
+    """Build a model with its initialisers drawing from a local seeded stream (no global state leaks)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return build().eval()
+
+
+@pytest.fixture(scope="module")
+def eeg() -> torch.Tensor:
+    return torch.randn(3, N_CHANS, N_TIMES, generator=torch.Generator().manual_seed(0))
+
+
+def _tiny_models():
+    names = list(model_ch_names())
+    return {
+        "encoder_conv": (lambda: EEGEncoder(ch_names=names, arch="conv", embed_dim=16)),
+        "encoder_lstm": (lambda: EEGEncoder(ch_names=names, arch="lstm", embed_dim=16, hidden_size=8)),
+        "semantic": (lambda: SemanticDecoder(ch_names=names, seq_len=6, hidden_dim=12, rank=4, hidden=16)),
+    }
+
+
+@pytest.mark.parametrize("name", ["encoder_conv", "encoder_lstm", "semantic"])
+def test_eeg_model_contract_and_round_trip(name, eeg, tmp_path):
+    model = _seeded(_tiny_models()[name])
+    assert model.config.n_chans == N_CHANS and model.config.n_times == N_TIMES and model.config.sfreq == 1000.0
+    assert model.config.ch_names == list(model_ch_names())
+    assert hasattr(model, "final_layer")
+    with torch.no_grad():
+        out = model(eeg)
+    if name.startswith("encoder"):
+        assert out.shape == (3, 16)
+        np.testing.assert_allclose(out.norm(dim=1).numpy(), 1.0, atol=1e-5)  # L2-normalised features
+    else:
+        assert out.shape == (3, 2, 6, 12) and list(model.config.targets) == ["label", "detailed"]
+    # Different trials give different outputs (the model reads its input).
+    assert (out[0] - out[1]).abs().max() > 1e-4
+
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "config.json").is_file() and (tmp_path / "diffusion_pytorch_model.safetensors").is_file()
+    loaded = type(model).from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(eeg), out, rtol=0, atol=0)
+
+    rebuilt = type(model).from_config(model.config).eval()
+    rebuilt.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(eeg), out, rtol=0, atol=0)
+
+
+def test_eeg_models_refuse_wrong_input_shape():
+    model = _seeded(_tiny_models()["encoder_conv"])
+    with pytest.raises(ValueError, match=r"expects EEG of shape \(batch, n_chans=128, n_times=440\), got \(2, 64, 440\)"):
+        model(torch.zeros(2, 64, 440))
+    with pytest.raises(ValueError, match="Allowed values are 'lstm' and 'conv', but got 'gru'"):
+        EEGEncoder(arch="gru")
+    with pytest.raises(ValueError, match="ch_names has 2 names but n_chans is 128"):
+        EEGEncoder(ch_names=["Cz", "Pz"])
+    with pytest.raises(ValueError, match="targets"):
+        SemanticDecoder(targets=("label", "blip"))
+
+
+def test_saliency_generator_and_discriminator(tmp_path):
+    gen = _seeded(lambda: SaliencyGenerator(feature_dim=16, noise_dim=8, image_size=64, base_channels=32))
+    disc = _seeded(lambda: SaliencyDiscriminator(feature_dim=16, image_size=64, base_channels=8))
+    g = torch.Generator().manual_seed(0)
+    f = torch.nn.functional.normalize(torch.randn(4, 16, generator=g), dim=1)
+    z = torch.randn(4, 8, generator=g)
+    with torch.no_grad():
+        maps = gen(f, z)
+        scores = disc(maps, f)
+    assert maps.shape == (4, 3, 64, 64) and maps.min() >= -1 and maps.max() <= 1
+    assert scores.shape == (4,)
+    with torch.no_grad():  # the noise changes the map, and so do the features
+        assert (gen(f, torch.randn(4, 8, generator=g)) - maps).abs().max() > 1e-4
+        assert (gen(f.flip(0), z) - maps).abs().max() > 1e-4
+    # The discriminator's spectral norm recomputes sigma on every call: equal up to float rounding.
+    for model, args, atol in ((gen, (f, z), 0.0), (disc, (maps, f), 1e-6)):
+        d = tmp_path / type(model).__name__
+        model.save_pretrained(d)
+        with torch.no_grad():
+            torch.testing.assert_close(type(model).from_pretrained(d).eval()(*args), model(*args), rtol=0, atol=atol)
+        rebuilt = type(model).from_config(model.config).eval()
+        rebuilt.load_state_dict(model.state_dict())
+        with torch.no_grad():
+            torch.testing.assert_close(rebuilt(*args), model(*args), rtol=0, atol=atol)
+
+
+def test_saliency_generator_other_size():
+    gen = _seeded(lambda: SaliencyGenerator(feature_dim=4, noise_dim=2, image_size=32, base_channels=16))
+    with torch.no_grad():
+        assert gen(torch.zeros(1, 4), torch.zeros(1, 2)).shape == (1, 3, 32, 32)
+
+
+def test_image_classifier(tmp_path):
+    clf = _seeded(lambda: ImageClassifier(n_outputs=40, base_channels=8))
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        logits = clf(x)
+    assert logits.shape == (2, 40)
+    assert not torch.allclose(logits.softmax(1).sum(1), logits.sum(1))  # logits, not probabilities
+    clf.save_pretrained(tmp_path)
+    with torch.no_grad():
+        torch.testing.assert_close(ImageClassifier.from_pretrained(tmp_path).eval()(x), logits, rtol=0, atol=0)
+
+
+@pytest.fixture(scope="module")
+def bank() -> CaptionBank:
+    g = torch.Generator().manual_seed(0)
+    n_classes, n_detailed, seq_len, dim = len(CLASSES), 120, 6, 24
+    label_states = torch.randn(n_classes, seq_len, dim, generator=g)
+    detailed_states = torch.randn(n_detailed, seq_len, dim, generator=g)
+    return CaptionBank.build(
+        [label_caption(c.index) for c in CLASSES], label_states, torch.randn(1, seq_len, dim, generator=g),
+        [f"detailed caption {k}" for k in range(n_detailed)], detailed_states,
+        [k % n_classes for k in range(n_detailed)], temperature=0.05), label_states, detailed_states
+
+
+def test_caption_readout_ranks_the_true_caption_first(bank):
+    bank, label_states, detailed_states = bank
+    classes = torch.tensor([3, 17, 39, 0])
+    states = torch.stack([label_states[classes], detailed_states[[5, 60, 119, 0]]], dim=1)  # (4, 2, L, D)
+    out = bank.readout(states, k=5)
+    assert out["class_probs"].shape == (4, 40)
+    torch.testing.assert_close(out["class_probs"].sum(1), torch.ones(4))
+    assert out["class_probs"].argmax(1).tolist() == classes.tolist()
+    for i, c in enumerate(classes.tolist()):
+        assert len(out["captions"][i]) == 5
+        assert out["captions"][i][0][0] == label_caption(c)
+        probs = [p for _, p in out["captions"][i]]
+        assert probs == sorted(probs, reverse=True)
+    assert [d[0][0] for d in out["detailed_captions"]] == [f"detailed caption {k}" for k in (5, 60, 119, 0)]
+    assert all(abs(d[0][1] - 1.0) < 1e-4 for d in out["detailed_captions"])  # cosine of a caption with itself
+    # A wrong class's states do not read out as the true class.
+    other = bank.readout(torch.stack([label_states[[4]], detailed_states[[0]]], dim=1), k=1)
+    assert other["captions"][0][0][0] != label_caption(3)
+
+
+def test_caption_bank_round_trip_and_helpers(bank, tmp_path):
+    bank, label_states, detailed_states = bank
+    torch.testing.assert_close(bank.label_states(torch.tensor([2, 7])), label_states[[2, 7]])
+    torch.testing.assert_close(bank.label_states(5), label_states[5])
+    assert bank.empty_states(3).shape == (3, 6, 24) and bank.hidden_dim == 24 and bank.n_classes == 40
+    bank.save_pretrained(tmp_path)
+    loaded = CaptionBank.from_pretrained(tmp_path)
+    assert loaded.config.label_texts == bank.config.label_texts
+    assert loaded.config.detailed_texts == bank.config.detailed_texts
+    assert loaded.config.detailed_classes == bank.config.detailed_classes
+    states = torch.stack([label_states[[1]], detailed_states[[2]]], dim=1)
+    a, b = bank.readout(states, k=3), loaded.readout(states, k=3)
+    torch.testing.assert_close(a["class_probs"], b["class_probs"])
+    assert a["captions"] == b["captions"] and a["detailed_captions"] == b["detailed_captions"]
+    # A label-only decoder's output (one target) reads out too, without detailed captions.
+    only_label = bank.readout(label_states[[1]][:, None], k=2)
+    assert only_label["captions"][0][0][0] == label_caption(1) and only_label["detailed_captions"] == [[]]
+    with pytest.raises(ValueError, match=r"states must have shape \(batch, n_targets, 6, 24\)"):
+        bank.readout(torch.zeros(1, 2, 5, 24))
+
+
+def test_temperature_sharpens_class_probs(bank):
+    bank, label_states, _ = bank
+    noisy = label_states[[8]] + 0.5 * torch.randn(1, *label_states.shape[1:], generator=torch.Generator().manual_seed(1))
+    sharp = CaptionBank.from_config({**bank.config, "temperature": 0.01})
+    sharp.load_state_dict(bank.state_dict())
+    p_soft = bank.readout(noisy[:, None], k=1)["class_probs"].max()
+    p_sharp = sharp.readout(noisy[:, None], k=1)["class_probs"].max()
+    assert p_sharp > p_soft
+
+
+def test_semantic_decoder_init_basis_starts_at_the_targets_mean():
+    dec = _seeded(lambda: SemanticDecoder(seq_len=4, hidden_dim=8, rank=3, hidden=8))
+    g = torch.Generator().manual_seed(0)
+    targets = [torch.randn(50, 4, 8, generator=g) + 3.0, torch.randn(50, 4, 8, generator=g) - 1.0]
+    dec.init_basis(targets)
+    with torch.no_grad():
+        dec.final_layer.weight.zero_()
+        dec.final_layer.bias.zero_()
+        out = dec(torch.randn(2, N_CHANS, N_TIMES, generator=g))
+    torch.testing.assert_close(out[0, 0], targets[0].mean(0))
+    torch.testing.assert_close(out[1, 1], targets[1].mean(0))

@@ -1,0 +1,127 @@
+"""preprocess(): any reasonable trial lands in the models' space; unusable ones are refused with a reason."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import smooth_eeg
+
+from neuroimagen.data import EEGTrial, preprocess
+from neuroimagen.data.preprocessing import bandpass, standardize
+
+
+def test_model_montage_trial_is_filtered_cropped_and_standardized(smooth_trial, model_names, monkeypatch):
+    import neuroimagen.data.preprocessing as pp
+
+    monkeypatch.setattr(pp, "_interpolate", lambda *a: pytest.fail("the fast path made MNE objects"))
+    out = preprocess(smooth_trial)
+    assert out.data.shape == (128, 440) and out.data.dtype == np.float32 and out.sfreq == 1000.0
+    expected = standardize(bandpass(smooth_trial.data, 1000.0, 5.0, 95.0)[:, 20:460])
+    np.testing.assert_allclose(out.data, expected, atol=1e-5)
+    np.testing.assert_allclose(out.data.mean(axis=1), 0, atol=1e-5)
+    assert abs(out.data.std() - 1) < 1e-4
+    assert out.info["preprocessed"] is True
+    assert out.info["channels"] == {"mapped": model_names, "interpolated": {}, "dropped": []}
+    assert (out.subject, out.label) == (2, 8)
+    assert smooth_trial.data.shape == (128, 500), "the input trial was changed"
+
+
+def test_channels_map_by_name_in_any_order_and_case(smooth_trial, model_names):
+    order = np.random.default_rng(1).permutation(128)
+    names = [f"EEG {model_names[i].upper()}" for i in order]
+    extra = np.vstack([smooth_trial.data[order], np.ones((2, 500))])
+    out = preprocess(EEGTrial(extra, 1000.0, [*names, "ECG", "Status"]))
+    np.testing.assert_allclose(out.data, preprocess(smooth_trial).data, atol=1e-5)
+    assert out.info["channels"]["dropped"] == ["ECG", "Status"] and len(out.info["channels"]["mapped"]) == 128
+
+
+def test_five_missing_channels_are_interpolated(smooth_trial, model_names):
+    gone = ["Oz", "Pz", "Cz", "C3", "C4"]
+    keep = [k for k, n in enumerate(model_names) if n not in gone]
+    out = preprocess(EEGTrial(smooth_trial.data[keep], 1000.0, [model_names[k] for k in keep]))
+    assert out.info["channels"]["interpolated"] == {n: "missing" for n in model_names if n in gone}
+    assert out.data.shape == (128, 440) and out.ch_names == model_names
+    ref = preprocess(smooth_trial).data
+    for name in gone:
+        k = model_names.index(name)
+        assert np.corrcoef(out.data[k], ref[k])[0, 1] > 0.8, name
+
+
+def test_a_few_flat_channels_are_interpolated(smooth_trial, model_names):
+    d = smooth_trial.data.copy()
+    d[[5, 40]] = 3e-6  # constant (a disconnected electrode with an offset)
+    out = preprocess(EEGTrial(d, 1000.0, model_names))
+    assert out.info["channels"]["interpolated"] == {model_names[5]: "flat", model_names[40]: "flat"}
+    assert model_names[5] not in out.info["channels"]["mapped"]
+    ref = preprocess(smooth_trial).data
+    assert np.corrcoef(out.data[5], ref[5])[0, 1] > 0.8
+
+
+@pytest.mark.parametrize("sfreq", [250.0, 512.0, 2048.0])
+def test_other_rates_are_resampled(model_names, sfreq):
+    n = int(round(0.5 * sfreq))
+    out = preprocess(EEGTrial(smooth_eeg(n, sfreq), sfreq, model_names))
+    assert out.data.shape == (128, 440) and out.info["resampled"] == f"{sfreq:g} Hz -> 1000 Hz"
+    truth = preprocess(EEGTrial(smooth_eeg(500, 1000.0), 1000.0, model_names)).data
+    assert np.corrcoef(out.data.ravel(), truth.ravel())[0, 1] > 0.95
+
+
+def test_an_already_cropped_trial_is_not_cropped_again(smooth_trial, model_names):
+    out = preprocess(EEGTrial(smooth_trial.data[:, 20:460], 1000.0, model_names))
+    assert out.data.shape == (128, 440) and "already 440 samples" in out.info["cropped"]
+
+
+@pytest.mark.parametrize("n_times", [300, 441, 459])
+def test_too_short(smooth_trial, model_names, n_times):
+    with pytest.raises(ValueError, match=f"too short: {n_times} samples at 1000 Hz \\({n_times} ms\\); expected at "
+                                         f"least 460 ms from stimulus onset"):
+        preprocess(EEGTrial(smooth_trial.data[:, :n_times], 1000.0, model_names))
+
+
+def test_nan_and_inf_are_refused_with_the_channels(smooth_trial, model_names):
+    d = smooth_trial.data.copy()
+    d[3, 10], d[3, 11], d[100, 0] = np.nan, np.inf, -np.inf
+    with pytest.raises(ValueError, match=f"3 NaN or infinite values in 2 channels \\('F7', '{model_names[100]}'\\)"):
+        preprocess(EEGTrial(d, 1000.0, model_names))
+
+
+def test_nan_in_an_unused_channel_does_not_matter(smooth_trial, model_names):
+    d = np.vstack([smooth_trial.data, np.full((1, 500), np.nan)])
+    assert preprocess(EEGTrial(d, 1000.0, [*model_names, "Trigger"])).info["channels"]["dropped"] == ["Trigger"]
+
+
+def test_too_many_missing_or_flat_channels_are_refused(smooth_trial, model_names):
+    d = smooth_trial.data.copy()
+    d[:10] = 0.0
+    keep = list(range(120))  # 8 missing + 10 flat = 18 > 16
+    with pytest.raises(ValueError, match="18 of the 128 model channels are missing \\(8\\) or flat \\(10\\); at most "
+                                         "16 can be interpolated"):
+        preprocess(EEGTrial(d[keep], 1000.0, [model_names[k] for k in keep]))
+    out = preprocess(EEGTrial(d[keep], 1000.0, [model_names[k] for k in keep]), max_interpolated=18)
+    assert len(out.info["channels"]["interpolated"]) == 18
+
+
+def test_unknown_channel_names_are_refused(smooth_trial, model_names):
+    names = [f"E{k}" for k in range(116)] + ["Cz", "Pz", *model_names[:10]]
+    with pytest.raises(ValueError, match="Only 12 of the 128 model channels were found in the file \\(e.g. 'Fp1', "
+                                         "'Fz', 'F3', ...\\); expected the actiCAP 128 names of "
+                                         "brainproducts-RNP-BA-128, e.g. 'Fp1', 'Fz', 'F3', 'F7', ..."):
+        preprocess(EEGTrial(smooth_trial.data, 1000.0, names))
+
+
+def test_a_custom_channel_set(smooth_trial, model_names):
+    out = preprocess(smooth_trial, ch_names=model_names[:32])
+    assert out.data.shape == (32, 440) and out.info["channels"]["dropped"] == model_names[32:]
+
+
+def test_invalid_arguments(smooth_trial, model_names):
+    with pytest.raises(TypeError, match="trial must be an instance of EEGTrial, got ndarray instead"):
+        preprocess(smooth_trial.data)
+    with pytest.raises(ValueError, match="expected 2 dimensions \\(n_chans, n_times\\), got \\(2, 128, 500\\)"):
+        preprocess(EEGTrial(np.zeros((2, 128, 500)), 1000.0, model_names))
+    with pytest.raises(ValueError, match="3 channel names for 128 channels of data"):
+        preprocess(EEGTrial(smooth_trial.data, 1000.0, model_names[:3]))
+    with pytest.raises(ValueError, match="Invalid value for the 'crop' parameter"):
+        preprocess(smooth_trial, crop=(460, 20))
+    with pytest.raises(ValueError, match="Invalid sampling rate: expected a positive number of Hz, got 0.0"):
+        preprocess(EEGTrial(smooth_trial.data, 0.0, model_names))

@@ -1,0 +1,225 @@
+"""Training of the EEG stages: losses and mining, and a debug-config run of each stage on a tiny simulation."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from neuroimagen.training.eeg_data import balanced_batches
+from neuroimagen.training.losses import (
+    diff_augment,
+    mine_batch_hard,
+    mine_semi_hard,
+    mode_seeking,
+    pairwise_sq_dists,
+    ssim,
+    triplet_loss,
+)
+
+
+@pytest.fixture
+def batch():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(6).repeat_interleave(4)  # 6 classes x 4 trials, as a P x K batch
+    emb = torch.nn.functional.normalize(torch.randn(24, 8, generator=g), dim=1)
+    return emb, labels
+
+
+def test_batch_hard_mining_picks_valid_and_hardest_triplets(batch):
+    emb, labels = batch
+    d = pairwise_sq_dists(emb)
+    torch.testing.assert_close(d, torch.cdist(emb, emb) ** 2, atol=1e-5, rtol=0)
+    a, p, n = mine_batch_hard(labels, d)
+    assert len(a) == 24
+    assert (labels[a] == labels[p]).all() and (a != p).all() and (labels[a] != labels[n]).all()
+    for i, j, k in zip(a.tolist(), p.tolist(), n.tolist()):
+        same = (labels == labels[i]) & (torch.arange(24) != i)
+        assert d[i, j] == d[i][same].max()  # the farthest positive
+        assert d[i, k] == d[i][labels != labels[i]].min()  # the nearest negative
+
+
+def test_semi_hard_mining_picks_valid_triplets(batch):
+    emb, labels = batch
+    d = pairwise_sq_dists(emb)
+    a, p, n = mine_semi_hard(labels, d, margin=0.2)
+    assert len(a) == 24 * 3  # every anchor-positive pair
+    assert (labels[a] == labels[p]).all() and (a != p).all() and (labels[a] != labels[n]).all()
+    for i, j, k in zip(a.tolist(), p.tolist(), n.tolist()):
+        farther = d[i][(labels != labels[i]) & (d[i] > d[i, j])]
+        if len(farther):  # the nearest negative farther than the positive
+            assert d[i, k] == farther.min()
+        else:  # none: the easiest negative
+            assert d[i, k] == d[i][labels != labels[i]].max()
+
+
+def test_mining_skips_anchors_without_positive_or_negative():
+    labels = torch.tensor([0, 0, 1])  # the class-1 trial has no positive
+    d = pairwise_sq_dists(torch.eye(3))
+    for a, p, n in (mine_batch_hard(labels, d), mine_semi_hard(labels, d, 0.2)):
+        assert a.tolist() == [0, 1] and p.tolist() == [1, 0] and n.tolist() == [2, 2]
+    one_class = torch.zeros(4, dtype=torch.long)
+    emb = torch.randn(4, 3, requires_grad=True)
+    loss = triplet_loss(emb, one_class)
+    assert loss.item() == 0.0 and loss.requires_grad
+
+
+@pytest.mark.parametrize("mining", ["batch_hard", "semi_hard"])
+def test_triplet_loss_is_zero_for_separated_classes_and_positive_for_mixed(mining, batch):
+    emb, labels = batch
+    separated = torch.nn.functional.one_hot(labels, 8).float()  # classes at distance^2 2, trials at 0
+    assert triplet_loss(separated, labels, margin=0.2, mining=mining).item() == 0.0
+    assert triplet_loss(emb, labels, margin=0.2, mining=mining).item() > 0.0
+    with pytest.raises(ValueError, match="Allowed values are 'batch_hard' and 'semi_hard'"):
+        triplet_loss(emb, labels, mining="hardest")
+
+
+def test_balanced_batches_are_p_by_k():
+    labels = np.repeat(np.arange(10), 7)
+    batches = list(balanced_batches(labels, n_classes=4, per_class=3, rng=np.random.default_rng(0)))
+    assert len(batches) == 70 // 12
+    for b in batches:
+        classes, counts = np.unique(labels[b], return_counts=True)
+        assert len(classes) == 4 and (counts == 3).all() and len(set(b.tolist())) == 12
+    again = list(balanced_batches(labels, n_classes=4, per_class=3, rng=np.random.default_rng(0)))
+    assert all((x == y).all() for x, y in zip(batches, again))  # seeded by the rng passed in
+
+
+def test_ssim():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 32, 32, generator=g) * 2 - 1
+    noise = torch.rand(2, 3, 32, 32, generator=g) * 2 - 1
+    assert abs(ssim(x, x).item() - 1.0) < 1e-5
+    assert ssim(x, noise).item() < 0.1
+    assert ssim(x, -x).item() < 0
+    torch.testing.assert_close(ssim(x, noise), ssim(noise, x))
+    per_image = ssim(x, torch.cat([x[:1], noise[1:]]), reduce=False)
+    assert per_image.shape == (2,) and per_image[0] > 0.99 > per_image[1]
+    # As scikit-image on the images mapped to [0, 1], with the same window (Gaussian sigma 1.5, 7 x 7).
+    from skimage.metrics import structural_similarity
+
+    a, b = x[:1], 0.7 * x[:1] + 0.3 * noise[:1] + 0.1
+    ref = structural_similarity(((a[0] + 1) / 2).permute(1, 2, 0).numpy(), ((b[0] + 1) / 2).permute(1, 2, 0).numpy(),
+                                data_range=1.0, channel_axis=2, gaussian_weights=True, sigma=1.5, win_size=7,
+                                use_sample_covariance=False)
+    assert abs(ssim(a, b).item() - ref) < 0.01
+
+
+def test_diff_augment_is_seeded_and_differentiable():
+    x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0)).mul(2).sub(1).requires_grad_()
+    a = diff_augment(x, torch.Generator().manual_seed(1))
+    b = diff_augment(x, torch.Generator().manual_seed(1))
+    c = diff_augment(x, torch.Generator().manual_seed(2))
+    assert a.shape == x.shape
+    torch.testing.assert_close(a, b)
+    assert (a - c).abs().max() > 1e-3
+    a.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    # The cutout zeroes a square of half the side in every image.
+    zero_frac = (diff_augment(torch.ones(8, 3, 16, 16) * 5, torch.Generator().manual_seed(3)) == 0).float().mean()
+    assert 0.2 < zero_frac < 0.6
+
+
+def test_mode_seeking_rewards_diverse_outputs():
+    g = torch.Generator().manual_seed(0)
+    z1, z2 = torch.randn(4, 8, generator=g), torch.randn(4, 8, generator=g)
+    img = torch.rand(4, 3, 8, 8, generator=g)
+    similar = mode_seeking(img, img + 0.01, z1, z2)
+    diverse = mode_seeking(img, -img, z1, z2)
+    assert diverse < similar
+
+
+# ------------------------------------------------------------------------------------------------
+# Every stage with configs/debug.json on a tiny simulated data set (2 subjects x 400 images).
+
+
+@pytest.fixture(scope="module")
+def debug_run(tmp_path_factory, stimuli_dir, sim_files):
+    """Run the four EEG stages once, in order, as ``python -m neuroimagen.train STAGE --config configs/debug.json``."""
+    from pathlib import Path
+
+    from neuroimagen.train import main
+
+    data, splits = sim_files
+    out = tmp_path_factory.mktemp("run")
+    config = Path(__file__).resolve().parents[1] / "configs" / "debug.json"
+    args = ["--config", str(config), "--data", str(data), "--splits", str(splits), "--stimuli", str(stimuli_dir),
+            "--out", str(out)]
+    for stage in ("encoder", "saliency", "semantic", "classifier"):
+        assert main([stage, *args]) == 0
+    return out, args
+
+
+def _metrics(out, stage):
+    return json.loads((out / stage / "metrics.json").read_text())
+
+
+def test_debug_encoder_stage(debug_run):
+    from neuroimagen.models import EEGEncoder
+
+    out, _ = debug_run
+    m = _metrics(out, "encoder")
+    assert m["history"][-1]["loss"] < m["history"][0]["loss"]
+    assert m["best_val_top1"] > 1 / 40  # above chance on held-out trials, after seconds of training
+    assert {"test_centroid_top1", "test_logreg_top1", "test_logreg_top5", "test_thumbnail_r2", "inference_ms",
+            "cpu_time_s"} <= set(m)
+    enc = EEGEncoder.from_pretrained(out / "encoder")
+    assert enc.config.n_chans == 128 and enc.config.n_times == 440 and len(enc.config.ch_names) == 128
+
+
+def test_debug_saliency_stage(debug_run):
+    from neuroimagen.models import SaliencyGenerator
+
+    out, _ = debug_run
+    m = _metrics(out, "saliency")
+    assert m["history"][-1]["train_ssim"] > m["history"][0]["train_ssim"]
+    assert -1 <= m["test_ssim"] <= 1 and "cpu_time_s" in m
+    gen = SaliencyGenerator.from_pretrained(out / "saliency" / "generator")
+    assert gen.config.image_size == 64
+    assert (out / "saliency" / "discriminator" / "config.json").is_file()
+
+
+def test_debug_semantic_stage(debug_run):
+    from neuroimagen.models import CaptionBank, SemanticDecoder
+
+    out, _ = debug_run
+    m = _metrics(out, "semantic")
+    assert m["history"][-1]["loss"] < m["history"][0]["loss"]
+    assert {"test_top1", "test_top5", "test_cosine_label", "test_cosine_detailed", "temperature"} <= set(m)
+    dec = SemanticDecoder.from_pretrained(out / "semantic" / "decoder")
+    bank = CaptionBank.from_pretrained(out / "semantic" / "caption_bank")
+    assert len(bank.config.label_texts) == 40 and len(bank.config.detailed_texts) == 400
+    assert bank.config.temperature == m["temperature"]
+    with torch.no_grad():
+        states = dec(torch.zeros(2, 128, 440))
+    assert states.shape == (2, 2, 32, 384)
+    assert bank.readout(states, k=3)["class_probs"].shape == (2, 40)
+
+
+def test_debug_classifier_stage(debug_run):
+    from neuroimagen.models import ImageClassifier
+
+    out, _ = debug_run
+    m = _metrics(out, "classifier")
+    assert m["history"][-1]["loss"] < m["history"][0]["loss"]
+    assert 0 <= m["test_stimuli_acc"] <= 1
+    assert ImageClassifier.from_pretrained(out / "classifier").config.n_outputs == 40
+
+
+def test_resume_continues_where_it_stopped(debug_run):
+    """A finished stage resumed with more epochs continues from its last epoch (not from scratch)."""
+    from neuroimagen.training import encoder
+    from neuroimagen.training.config import load_config
+
+    out, args = debug_run
+    paths, cfgs = load_config(args[1], overrides={"data": args[3], "splits": args[5], "stimuli": args[7],
+                                                  "out": str(out)})
+    cfg = encoder.Config(**cfgs["encoder"])
+    before = _metrics(out, "encoder")["history"]
+    encoder.train(replace(cfg, epochs=cfg.epochs + 1, patience=100), paths, resume=True)
+    after = _metrics(out, "encoder")["history"]
+    assert [h["epoch"] for h in after] == [h["epoch"] for h in before] + [before[-1]["epoch"] + 1]
+    assert after[:len(before)] == before
