@@ -17,5 +17,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'neuroimagen.data' has no attribute {name!r}")
 
 
-__all__ = ["EEGTrial", "TrialFileError", "read_trial", "write_trial", "preprocess", "bandpass", "standardize", "load_eeg_imagenet",
-           "EEGImageNetDataset", "save_eeg_imagenet", "save_splits"]
+__all__ = ["EEGTrial", "TrialFileError", "read_trial", "write_trial", "preprocess", "bandpass", "standardize",
+           "load_eeg_imagenet", "EEGImageNetDataset", "save_eeg_imagenet", "save_splits"]

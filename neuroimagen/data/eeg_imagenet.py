@@ -5,11 +5,14 @@ A data file (``eeg_5_95_std.pth`` and its siblings, or our simulator's output) i
     {"dataset": [{"eeg": FloatTensor(128, L), "image": int, "label": int, "subject": int}, ...],
      "labels": [40 synset ids], "images": [image names such as "n02951358_31190"]}
 
-with L about 500 and not constant. A splits file is ``{"splits": [{"train": [...], "val": [...],
-"test": [...]}, ...]}`` of indices into ``dataset``. As the reference loaders (the authors'
-``EEGDataset`` + ``Splitter``), segments with 450 <= L <= 600 are kept, a split's indices are filtered
-by that and by subject, and samples 20:460 are used. Both files are read with
-``torch.load(..., weights_only=True)``: nothing in them can run code.
+with L about 500 and not constant (the published files hold 11,964 trials; some subjects have 1,996), stored
+as float16 or float32. A splits file is ``{"splits": [{"train": [...], "val": [...], "test": [...]}, ...]}``
+of indices into ``dataset``. As the reference loaders (the authors' ``EEGDataset`` + ``Splitter`` in
+perceivelab/eeg_visual_classification), a split's indices are kept when 450 <= L <= 600 and samples 20:460
+are used (a kept segment of 450-459 samples is padded with its last value to 440). One subject is selected
+by filtering the same indices by the trial's ``subject`` (the reference instead filters ``dataset`` first and
+indexes the shorter list with the split's indices, which only lines up with a per-subject splits file). Both
+files are read with ``torch.load(..., weights_only=True)``: nothing in them can run code.
 """
 
 from __future__ import annotations
@@ -245,7 +248,7 @@ def load_eeg_imagenet(data_path: str | Path, splits_path: str | Path | None = No
 
 
 def _check_trials(trials, name: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """Lengths L and subjects of every trial; refuse items that are not ``{eeg (n_chans, L), label, image, subject}``."""
+    """Lengths L, subjects and n_chans of the trials; refuse items other than ``{eeg, label, image, subject}``."""
     if not isinstance(trials, list | tuple):
         raise ValueError(f"{name!r}: 'dataset' must be a list of trial dicts, got a {type(trials).__name__}.")
     lengths = np.empty(len(trials), dtype=int)

@@ -103,7 +103,8 @@ def _model_montage_trial(data, name: str, sfreq: float | None = None, **kw) -> E
     if data.shape[0] != n:
         hint = " It looks transposed." if data.shape[1] == n else ""
         raise TrialFileError(f"{name!r} holds an array of shape {data.shape} without channel names: expected "
-                             f"({n}, n_times) in the model's montage order, or a file with 'ch_names' (and 'sfreq').{hint}")
+                             f"({n}, n_times) in the model's montage order, or a file with 'ch_names' (and "
+                             f"'sfreq').{hint}")
     rate = SFREQ if sfreq is None else sfreq
     what = "channel names" if sfreq is not None else "channel names or rate"
     info = {"assumed": f"no {what} in the file: taken as the model's {n} channels at {rate:g} Hz"}
@@ -222,9 +223,10 @@ def _companions(path: Path) -> list[Path]:
         out.append(path.parent / Path(m.group(1).replace("\\", "/")).name)  # names only: never leave the folder
     missing = [p.name for p in out if not p.is_file()]
     if missing:
-        raise TrialFileError(f"{path.name!r} is a BrainVision header whose "
-                             f"{' and '.join(repr(m) for m in missing)} {'is' if len(missing) == 1 else 'are'} not beside "
-                             f"it: a BrainVision recording is three files (.vhdr, .vmrk, .eeg); give all three.")
+        verb = "is" if len(missing) == 1 else "are"
+        raise TrialFileError(f"{path.name!r} is a BrainVision header whose {' and '.join(map(repr, missing))} {verb} "
+                             f"not beside it: a BrainVision recording is three files (.vhdr, .vmrk, .eeg); give all "
+                             f"three.")
     return out
 
 
@@ -350,7 +352,8 @@ def _corrupt(path: Path, err: BaseException | str) -> str:
     reason = reason.replace(str(path.parent) + "/", "").replace(str(path.parent), "").rstrip(". ")
     if isinstance(err, FileNotFoundError):
         reason = f"a file it refers to is missing ({Path(str(err.filename or reason)).name}); give it too"
-    return f"Could not read {path.name!r} as {READERS[path.suffix.lower()]}: {reason}. The file may be truncated or corrupt."
+    fmt = READERS[path.suffix.lower()]
+    return f"Could not read {path.name!r} as {fmt}: {reason}. The file may be truncated or corrupt."
 
 
 # ------------------------------------------------------------------------------------------------- writing

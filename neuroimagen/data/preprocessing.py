@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .montage import CROP  # samples after stimulus onset the models see
+
 L_FREQ = 5.0  # Hz, as the published eeg_5_95_std.pth
 H_FREQ = 95.0
 
@@ -57,7 +59,6 @@ def standardize(data: np.ndarray, eps: float = 1e-12) -> np.ndarray:
 
 FLAT_STD = 1e-15  # a channel whose std is below this (in the file's units) carries no signal ...
 FLAT_REL = 1e-6  # ... nor does one a million times quieter than the median channel
-CROP = (20, 460)  # samples after stimulus onset the models see (as montage.CROP)
 
 
 def _norm_name(name: str) -> str:

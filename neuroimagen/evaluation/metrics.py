@@ -181,8 +181,10 @@ def to_eval_images(images, size: int = EVAL_SIZE) -> np.ndarray:
         if (h, w) != (size, size):
             s = min(h, w)
             arr = arr[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
-            pil = Image.fromarray((arr * 255).round().astype(np.uint8)).resize((size, size), Image.Resampling.BICUBIC)
-            arr = np.asarray(pil, dtype=np.float64) / 255.0
+            # Area averaging to shrink (SD's 512 px, photos), bicubic to enlarge; per channel in float, unquantised.
+            method = Image.Resampling.BOX if s >= size else Image.Resampling.BICUBIC
+            arr = np.clip(np.stack([np.asarray(Image.fromarray(arr[..., c].astype(np.float32), mode="F").resize(
+                (size, size), method), dtype=np.float64) for c in range(3)], axis=-1), 0, 1)
         out.append(arr)
     return np.stack(out)
 

@@ -1,0 +1,235 @@
+"""Evaluation: the metrics against hand-computed values, and ``python -m neuroimagen.evaluate`` end to end
+on a tiny synthetic data set, a tiny stimulus set and the tiny random pipeline."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from neuroimagen.evaluation.metrics import (
+    classify_images,
+    inception_score,
+    n_way_accuracy,
+    pixel_correlation,
+    ssim,
+    top_k_accuracy,
+)
+
+N_CLASSES = 40
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+def test_ssim_identical_is_one_and_different_is_less():
+    rng = np.random.default_rng(0)
+    img = rng.random((3, 64, 64, 3))
+    np.testing.assert_allclose(ssim(img, img), 1.0)
+    other = rng.random((3, 64, 64, 3))
+    assert np.all(ssim(img, other) < 0.2)
+    # Another size is brought to 64 x 64 first: an upscaled copy still matches its source closely.
+    big = np.repeat(np.repeat(img, 4, axis=1), 4, axis=2)
+    assert np.all(ssim(big, img) > 0.95)
+
+
+def test_pixel_correlation_of_self_and_negative():
+    rng = np.random.default_rng(1)
+    img = rng.random((2, 64, 64, 3))
+    np.testing.assert_allclose(pixel_correlation(img, img), 1.0)
+    np.testing.assert_allclose(pixel_correlation(img, 1.0 - img), -1.0)
+    assert np.isnan(pixel_correlation(np.full((64, 64, 3), 0.5), img[0])).all()  # constant image: undefined
+
+
+def test_inception_score_bounds():
+    assert inception_score(np.full((10, N_CLASSES), 1 / N_CLASSES))[0] == pytest.approx(1.0)
+    # Perfectly confident over K evenly used classes: exactly K.
+    for k in (2, 7):
+        probs = np.eye(N_CLASSES)[np.arange(5 * k) % k]
+        assert inception_score(probs)[0] == pytest.approx(k)
+    # Confident but all on one class: 1 again (no diversity).
+    assert inception_score(np.eye(N_CLASSES)[np.zeros(8, int)])[0] == pytest.approx(1.0)
+    # Half the mass confident on 4 classes: exp(KL) by hand.
+    p = np.full((4, 4), 0.5 / 3)
+    np.fill_diagonal(p, 0.5)
+    kl = 0.5 * np.log(0.5 / 0.25) + 3 * (0.5 / 3) * np.log((0.5 / 3) / 0.25)
+    assert inception_score(p)[0] == pytest.approx(np.exp(kl))
+
+
+def test_n_way_accuracy_matches_hand_calculation():
+    # One sample per row; scores over 4 classes.
+    probs = np.array([[0.1, 0.4, 0.3, 0.2],   # true 0: lowest, three classes above it
+                      [0.1, 0.4, 0.3, 0.2],   # true 2: one class (1) above it
+                      [0.1, 0.4, 0.3, 0.2]])  # true 1: the highest
+    labels = np.array([0, 2, 1])
+    # 2-way: one distractor of three. Row 0 never; row 1 unless class 1 drawn (2/3); row 2 always.
+    assert n_way_accuracy(probs, labels, 2) == pytest.approx((0 + 2 / 3 + 1) / 3)
+    # 3-way: two distractors of three. Row 1 wins only with {0, 3}: 1 of C(3, 2) = 3 draws.
+    assert n_way_accuracy(probs, labels, 3) == pytest.approx((0 + 1 / 3 + 1) / 3)
+    # 3-way top-2: row 1 is at worst second; row 0 is third whenever two of {1, 2, 3} are drawn (always).
+    assert n_way_accuracy(probs, labels, 3, k=2) == pytest.approx((0 + 1 + 1) / 3)
+    # N = all classes: plain top-1.
+    assert n_way_accuracy(probs, labels, 4) == pytest.approx(1 / 3) == top_k_accuracy(probs, labels, 1)
+    # The sampled protocol converges to the exact expectation.
+    mc = n_way_accuracy(probs, labels, 2, n_repeats=3000, rng=np.random.default_rng(0))
+    assert mc == pytest.approx((2 / 3 + 1) / 3, abs=0.02)
+    # Ties are split at random: a uniform classifier is at chance k / N.
+    uniform = np.full((6, N_CLASSES), 1 / N_CLASSES)
+    for n, k in ((2, 1), (10, 1), (10, 3), (N_CLASSES, 5)):
+        assert n_way_accuracy(uniform, np.arange(6), n, k) == pytest.approx(k / n)
+    with pytest.raises(ValueError, match="n_way"):
+        n_way_accuracy(probs, labels, 5)
+    with pytest.raises(ValueError, match="rng"):
+        n_way_accuracy(probs, labels, 2, n_repeats=10)
+
+
+class _ColourOracle(torch.nn.Module):
+    """Classifies an image by its mean colour, nearest of a palette: perfect on the palette's solid images."""
+
+    def __init__(self, palette: np.ndarray):
+        super().__init__()
+        self.palette = torch.nn.Parameter(torch.as_tensor(palette, dtype=torch.float32) * 2 - 1, requires_grad=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        mean = images.mean(dim=(2, 3))
+        return -20 * torch.cdist(mean, self.palette)
+
+
+def test_perfect_reconstruction_scores_perfectly():
+    from neuroimagen.evaluation.ablation import score_images
+
+    rng = np.random.default_rng(2)
+    palette = rng.random((N_CLASSES, 3))
+    labels = np.arange(N_CLASSES)
+    stimuli = np.broadcast_to(palette[:, None, None, :], (N_CLASSES, 64, 64, 3)).copy()
+    stimuli += rng.normal(0, 0.01, stimuli.shape)  # texture, so the correlation is defined
+    oracle = _ColourOracle(palette)
+    probs = classify_images(oracle, stimuli)
+    assert top_k_accuracy(probs, labels) == 1.0
+    # Reconstructions equal to the stimuli, two samples each: ACC, SSIM and pixel correlation 1, IS near 40.
+    images = np.repeat(stimuli[:, None], 2, axis=1)
+    m = score_images(np.repeat(probs[:, None], 2, axis=1), images, stimuli, labels, probs.argmax(1))
+    assert m["acc"] == 1.0 and m["acc_vs_stimulus_class"] == 1.0
+    assert all(v == 1.0 for v in m["acc_nway"].values())
+    assert m["ssim"]["mean"] == pytest.approx(1.0) and m["pixcorr"]["mean"] == pytest.approx(1.0)
+    assert m["is"] > 0.9 * N_CLASSES
+    # Reconstructions of the wrong class (shifted by one): ACC 0.
+    wrong = score_images(np.repeat(probs[np.roll(labels, 1)][:, None], 2, axis=1), images, stimuli, labels)
+    assert wrong["acc"] == 0.0
+
+
+def test_trial_selection_spreads_over_classes_and_generators_are_reproducible():
+    from neuroimagen.evaluation.ablation import select_trials, trial_generators
+
+    labels = np.repeat(np.arange(10), 7)
+    pick = select_trials(labels, 20, np.random.default_rng(0))
+    assert len(pick) == 20 and np.all(np.bincount(labels[pick], minlength=10) == 2)
+    assert np.array_equal(pick, select_trials(labels, 20, np.random.default_rng(0)))
+    a = [torch.randn(3, generator=g) for g in trial_generators(0, [5, 9], 0)]
+    b = [torch.randn(3, generator=g) for g in trial_generators(0, [5, 9], 0)]
+    c = [torch.randn(3, generator=g) for g in trial_generators(0, [5, 9], 1)]
+    assert torch.equal(a[0], b[0]) and not torch.equal(a[0], a[1]) and not torch.equal(a[0], c[0])
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+def _synthetic(path, stim_records, n_subjects: int, class_signal: float, drift: float, seed: int):
+    """An EEG-ImageNet-format file: per-class evoked patterns (+ optional per-(subject, class) block drift)
+    and noise; splits by image (per class: 2 train, 1 val, 1 test images)."""
+    from neuroimagen.data.eeg_imagenet import save_eeg_imagenet, save_splits
+
+    rng = np.random.default_rng(seed)
+    n_times = 470
+    patterns = rng.standard_normal((N_CLASSES, 128, 1)) * np.sin(np.linspace(0, 6 * np.pi, n_times))[None, None]
+    classes = np.array([r.class_index for r in stim_records])
+    eeg, images, labels, subjects = [], [], [], []
+    for s in range(1, n_subjects + 1):
+        for c in range(N_CLASSES):
+            block = rng.standard_normal((128, 1))  # one recording block per class and subject
+            for i in np.flatnonzero(classes == c):
+                x = class_signal * patterns[c] + drift * block + rng.standard_normal((128, n_times))
+                eeg.append(x.astype(np.float32))
+                images.append(int(i))
+                labels.append(c)
+                subjects.append(s)
+    save_eeg_imagenet(path, eeg, images, labels, subjects, images=[r.image for r in stim_records])
+    rank = np.array([int(r.image.split("_")[-1]) for r in stim_records])  # 1..per_class within a class
+    part = {"train": rank <= 2, "val": rank == 3, "test": rank == 4}
+    save_splits(path.with_name(path.stem + "_splits.pth"),
+                {k: [n for n, i in enumerate(images) if v[i]] for k, v in part.items()})
+    return path, path.with_name(path.stem + "_splits.pth")
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tmp_path_factory):
+    from neuroimagen.data.stimuli import load_stimulus_metadata, make_stimulus_set
+    from neuroimagen.models import ImageClassifier
+    from neuroimagen.pipelines.testing import make_tiny_pipeline
+
+    root = tmp_path_factory.mktemp("evaluation")
+    make_stimulus_set(root / "stimuli", per_class=4, seed=0)
+    recs = load_stimulus_metadata(root / "stimuli")
+    data = _synthetic(root / "eeg.pth", recs, n_subjects=2, class_signal=0.5, drift=0.0, seed=0)
+    drift = _synthetic(root / "eeg_drift.pth", recs, n_subjects=2, class_signal=0.0, drift=1.0, seed=1)
+    make_tiny_pipeline(seed=0).save_pretrained(root / "pipe")
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        ImageClassifier(n_outputs=N_CLASSES, base_channels=4).save_pretrained(root / "pipe" / "eval_classifier")
+    return {"root": root, "data": data, "drift": drift}
+
+
+def test_evaluate_end_to_end(tiny_setup):
+    from neuroimagen.evaluate import main
+
+    s = tiny_setup
+    out = s["root"] / "report"
+    argv = ["--checkpoint", str(s["root"] / "pipe"), "--data", str(s["data"][0]), "--splits", str(s["data"][1]),
+            "--stimuli", str(s["root"] / "stimuli"), "--out", str(out), "--preset", "tiny", "--limit", "6",
+            "--samples-per-trial", "2", "--steps", "2", "--batch-size", "4", "--eegnet-epochs", "2",
+            "--drift-data", str(s["drift"][0]), "--drift-splits", str(s["drift"][1]), "--block-folds", "1"]
+    assert main(argv) == 0
+    for f in ("metrics.json", "report.md", "reconstructions.png", "ablation.png", "per_class_accuracy.png",
+              "confusion.png", "baselines.png", "block_design.png"):
+        assert (out / f).is_file() and (out / f).stat().st_size > 0, f
+    m = json.loads((out / "metrics.json").read_text())
+    rec = m["reconstruction"]
+    assert list(rec["rows"]) == ["I only", "L only", "B only", "B + I", "L + I"]
+    assert rec["setup"]["n_trials"] == 6 and rec["setup"]["samples_per_trial"] == 2
+    for row in rec["rows"].values():
+        assert {"acc", "acc_top5", "acc_nway", "is", "ssim", "pixcorr"} <= set(row)
+        assert row["n_images"] == 12 and 0 <= row["acc"] <= 1 and 1 - 1e-6 <= row["is"] <= N_CLASSES
+        assert set(row["acc_nway"]) == {"2", "5", "10"}
+        assert -1 <= row["ssim"]["mean"] <= 1
+    assert set(rec["per_subject"]) <= {"1", "2"} and sum(v["n_trials"] for v in rec["per_subject"].values()) == 6
+    # The stimuli themselves are the SSIM / correlation ceiling.
+    assert rec["references"]["stimuli"]["ssim"]["mean"] == pytest.approx(1.0)
+    base = m["baselines"]
+    assert set(base["methods"]) == {"lda", "xdawn", "eegnet", "ours_semantic", "ours_probe"}
+    assert base["sizes"] == {"train": 160, "val": 80, "test": 80}
+    # The synthetic classes are separable: LDA must decode them far above chance (2.5 %).
+    assert base["methods"]["lda"]["top1"] > 0.5
+    for r in base["methods"].values():
+        assert 0 <= r["top1"] <= r["top5"] <= 1 and len(r["confusion"]) == N_CLASSES
+    # Drift-only data: the block is the only class information, so the by-image split is fooled and the
+    # held-out-blocks split is not.
+    block = m["block_design"]
+    assert block["block drift"]["by_image"] > 0.5 > 0.15 > block["block drift"]["held_out_blocks"]
+    report = (out / "report.md").read_text()
+    for heading in ("the paper's metrics", "Ablation (the paper's Table 3)", "baselines beside our models",
+                    "block-design effect", "N-way top-1"):
+        assert heading in report
+    # The index of reports.
+    assert main(["--index", str(out), "--out", str(s["root"])]) == 0
+    assert "tiny" in (s["root"] / "README.md").read_text()
+
+
+def test_evaluate_refuses_a_classifier_of_other_classes(tiny_setup, tmp_path):
+    from neuroimagen.evaluate import main
+    from neuroimagen.models import ImageClassifier
+
+    ImageClassifier(n_outputs=10, base_channels=4).save_pretrained(tmp_path / "clf10")
+    s = tiny_setup
+    with pytest.raises(ValueError, match="10 outputs but the data file has 40 classes"):
+        main(["--checkpoint", str(s["root"] / "pipe"), "--data", str(s["data"][0]), "--splits", str(s["data"][1]),
+              "--stimuli", str(s["root"] / "stimuli"), "--out", str(tmp_path / "r"), "--limit", "2",
+              "--samples-per-trial", "1", "--steps", "2", "--parts", "reconstruction",
+              "--classifier", str(tmp_path / "clf10")])
