@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "that the arguments allow)")
     p.add_argument("--baselines", default="lda,xdawn,eegnet", help="baselines to run (default: lda,xdawn,eegnet)")
     p.add_argument("--xdawn-nfilter", type=int, default=1, help="xDAWN filters per class (default: 1)")
+    p.add_argument("--lda-bin-ms", type=int, default=40, help="LDA time bins in ms (multiple of 4; default: 40)")
+    p.add_argument("--xdawn-bin-ms", type=int, default=8, help="xDAWN time bins in ms (multiple of 4; default: 8)")
     p.add_argument("--eegnet-epochs", type=int, default=30, help="CNN epochs at most, early stopping on val "
                    "(default: 30)")
     p.add_argument("--drift-data", default=None, help="the same data simulated with --block-drift (block part)")
@@ -122,10 +124,27 @@ def load_classifier(path: str | Path, device: str = "cpu"):
 def run(args: argparse.Namespace, argv: list[str] | None = None, log=print) -> dict:
     """Run the parts the arguments ask for and write the report; return the metrics."""
     import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(args.threads)
+    # numpy's BLAS too: many threads on small matrices (xDAWN, tangent space) thrash a shared machine.
+    with threadpool_limits(args.threads):
+        return _run(args, argv, log)
+
+
+def _bins(ms: int, name: str) -> int:
+    from .evaluation.baselines import DECIM
+
+    if ms < DECIM or ms % DECIM:
+        raise SystemExit(f"--{name} must be a positive multiple of {DECIM} ms (the loaded data's step), got {ms}.")
+    return ms // DECIM
+
+
+def _run(args: argparse.Namespace, argv: list[str] | None, log) -> dict:
+    import torch
 
     from .evaluation.report import write_report
 
-    torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     parts = {s.strip() for s in args.parts.split(",") if s.strip()}
     bad = parts - set(PARTS)
@@ -175,7 +194,8 @@ def run(args: argparse.Namespace, argv: list[str] | None = None, log=print) -> d
         methods = tuple(m.strip() for m in args.baselines.split(",") if m.strip())
         metrics["baselines"] = run_baselines(args.data, args.splits, pipe=pipe, methods=methods, seed=args.seed,
                                              xdawn_nfilter=args.xdawn_nfilter, eegnet_epochs=args.eegnet_epochs,
-                                             log=log)
+                                             lda_bin=_bins(args.lda_bin_ms, "lda-bin-ms"),
+                                             xdawn_bin=_bins(args.xdawn_bin_ms, "xdawn-bin-ms"), log=log)
         if pipe is None:
             metrics["caveats"].append("No checkpoint was given: our decoders are missing from the baseline table.")
 
@@ -187,7 +207,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None, log=print) -> d
             raise SystemExit("The block part needs --data/--splits (no drift) and --drift-data/--drift-splits.")
         metrics["block_design"] = block_design_effect(
             {"no drift": (args.data, args.splits), "block drift": (args.drift_data, args.drift_splits)},
-            log=log, max_folds=args.block_folds)
+            log=log, max_folds=args.block_folds, lda_bin=_bins(args.lda_bin_ms, "lda-bin-ms"))
 
     metrics["wall_s"] = round(time.perf_counter() - t0, 1)
     files = write_report(args.out, metrics, arrays)

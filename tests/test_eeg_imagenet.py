@@ -160,3 +160,37 @@ def test_a_splits_file_with_code_is_refused_and_never_run(files, tmp_path):
                                          "other than tensors"):
         load_eeg_imagenet(data_path, tmp_path / "evil.pth", "train")
     assert not marker.exists()
+
+
+def test_a_per_subject_splits_file_counts_the_subjects_own_trials(tmp_path):
+    """As the reference EEGDataset(subject=k) + Splitter read block_splits_by_image_single.pth: the indices
+    count subject k's trials in file order; a subject with fewer trials (1,996 of 2,000) loses the last ones."""
+    subjects = [1, 2, 3] * 12  # interleaved, so the two readings of an index differ
+    del subjects[-3::3]  # subject 1 has 11 trials, the others 12
+    lengths = [500 if k % 7 else 449 for k in range(len(subjects))]
+    eeg = [np.full((128, n), k, np.float16) for k, n in enumerate(lengths)]
+    save_eeg_imagenet(tmp_path / "d.pth", eeg, list(range(len(eeg))), [0] * len(eeg), subjects,
+                      images=[f"i{k}" for k in range(len(eeg))])
+    single = {"train": list(range(0, 8)), "val": [8, 9], "test": [10, 11]}
+    save_splits(tmp_path / "single.pth", single)
+
+    def reference(subject, part):
+        data = [k for k, s in enumerate(subjects) if s == subject]  # EEGDataset(subject=k).data
+        return [data[i] for i in single[part] if i < len(data) and 450 <= lengths[data[i]] <= 600]
+
+    for subject in (1, 2, 3):
+        for part in ("train", "test"):
+            ds = load_eeg_imagenet(tmp_path / "d.pth", tmp_path / "single.pth", part, subject=subject)
+            assert ds.split_indexing == "subject" and list(ds.indices) == reference(subject, part)
+            assert set(ds.subjects) == {subject}
+    one = load_eeg_imagenet(tmp_path / "d.pth", tmp_path / "single.pth", "test", subject=1)
+    assert list(one.indices) == [30]  # index 10 is subject 1's last trial (file trial 30); 11 is past it
+    ds = load_eeg_imagenet(tmp_path / "d.pth", tmp_path / "single.pth", "train", subject=2, split_indexing="file")
+    assert ds.split_indexing == "file" and list(ds.indices) == [1, 4]  # 7 has L = 449
+    with pytest.raises(ValueError, match="split_indexing='subject' needs a subject"):
+        load_eeg_imagenet(tmp_path / "d.pth", tmp_path / "single.pth", "train", split_indexing="subject")
+    save_splits(tmp_path / "all.pth", {"train": list(range(len(eeg))), "val": [], "test": []})
+    assert load_eeg_imagenet(tmp_path / "d.pth", tmp_path / "all.pth", "train", subject=2).split_indexing == "file"
+    with pytest.raises(ValueError, match="'all.pth' indexes trial 34, but with split_indexing='subject' the "
+                                         "indices count one subject's trials \\(at most 12 in 'd.pth'\\)"):
+        load_eeg_imagenet(tmp_path / "d.pth", tmp_path / "all.pth", "train", subject=2, split_indexing="subject")

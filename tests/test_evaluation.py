@@ -133,20 +133,22 @@ def test_trial_selection_spreads_over_classes_and_generators_are_reproducible():
 
 # ------------------------------------------------------------------------------------------------ end to end
 def _synthetic(path, stim_records, n_subjects: int, class_signal: float, drift: float, seed: int):
-    """An EEG-ImageNet-format file: per-class evoked patterns (+ optional per-(subject, class) block drift)
-    and noise; splits by image (per class: 2 train, 1 val, 1 test images)."""
+    """An EEG-ImageNet-format file: per-class evoked topographies (+ optional per-(subject, class) block drift, a
+    slow ramp with its own topography) and noise; splits by image (per class: 2 train, 1 val, 1 test images)."""
     from neuroimagen.data.eeg_imagenet import save_eeg_imagenet, save_splits
 
     rng = np.random.default_rng(seed)
     n_times = 470
-    patterns = rng.standard_normal((N_CLASSES, 128, 1)) * np.sin(np.linspace(0, 6 * np.pi, n_times))[None, None]
+    t = np.linspace(0, 1, n_times)
+    evoked = np.exp(-0.5 * ((t - 0.3) / 0.1) ** 2)  # one slow component: survives any time binning
+    topographies = rng.standard_normal((N_CLASSES, 128, 1))
     classes = np.array([r.class_index for r in stim_records])
     eeg, images, labels, subjects = [], [], [], []
     for s in range(1, n_subjects + 1):
         for c in range(N_CLASSES):
-            block = rng.standard_normal((128, 1))  # one recording block per class and subject
+            block = rng.standard_normal((128, 1)) * (t - 0.5)  # one recording block per class and subject
             for i in np.flatnonzero(classes == c):
-                x = class_signal * patterns[c] + drift * block + rng.standard_normal((128, n_times))
+                x = class_signal * topographies[c] * evoked + drift * block + rng.standard_normal((128, n_times))
                 eeg.append(x.astype(np.float32))
                 images.append(int(i))
                 labels.append(c)
@@ -168,8 +170,9 @@ def tiny_setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("evaluation")
     make_stimulus_set(root / "stimuli", per_class=4, seed=0)
     recs = load_stimulus_metadata(root / "stimuli")
-    data = _synthetic(root / "eeg.pth", recs, n_subjects=2, class_signal=0.5, drift=0.0, seed=0)
-    drift = _synthetic(root / "eeg_drift.pth", recs, n_subjects=2, class_signal=0.0, drift=1.0, seed=1)
+    data = _synthetic(root / "eeg.pth", recs, n_subjects=3, class_signal=0.3, drift=0.0, seed=0)
+    # Drift only, no class signal. Three subjects each, so a held-out subject leaves 4 training trials per class.
+    drift = _synthetic(root / "eeg_drift.pth", recs, n_subjects=3, class_signal=0.0, drift=0.5, seed=1)
     make_tiny_pipeline(seed=0).save_pretrained(root / "pipe")
     with torch.random.fork_rng():
         torch.manual_seed(0)
@@ -185,6 +188,7 @@ def test_evaluate_end_to_end(tiny_setup):
     argv = ["--checkpoint", str(s["root"] / "pipe"), "--data", str(s["data"][0]), "--splits", str(s["data"][1]),
             "--stimuli", str(s["root"] / "stimuli"), "--out", str(out), "--preset", "tiny", "--limit", "6",
             "--samples-per-trial", "2", "--steps", "2", "--batch-size", "4", "--eegnet-epochs", "2",
+            "--lda-bin-ms", "100", "--xdawn-bin-ms", "40",
             "--drift-data", str(s["drift"][0]), "--drift-splits", str(s["drift"][1]), "--block-folds", "1"]
     assert main(argv) == 0
     for f in ("metrics.json", "report.md", "reconstructions.png", "ablation.png", "per_class_accuracy.png",
@@ -199,12 +203,12 @@ def test_evaluate_end_to_end(tiny_setup):
         assert row["n_images"] == 12 and 0 <= row["acc"] <= 1 and 1 - 1e-6 <= row["is"] <= N_CLASSES
         assert set(row["acc_nway"]) == {"2", "5", "10"}
         assert -1 <= row["ssim"]["mean"] <= 1
-    assert set(rec["per_subject"]) <= {"1", "2"} and sum(v["n_trials"] for v in rec["per_subject"].values()) == 6
+    assert set(rec["per_subject"]) <= {"1", "2", "3"} and sum(v["n_trials"] for v in rec["per_subject"].values()) == 6
     # The stimuli themselves are the SSIM / correlation ceiling.
     assert rec["references"]["stimuli"]["ssim"]["mean"] == pytest.approx(1.0)
     base = m["baselines"]
     assert set(base["methods"]) == {"lda", "xdawn", "eegnet", "ours_semantic", "ours_probe"}
-    assert base["sizes"] == {"train": 160, "val": 80, "test": 80}
+    assert base["sizes"] == {"train": 240, "val": 120, "test": 120}
     # The synthetic classes are separable: LDA must decode them far above chance (2.5 %).
     assert base["methods"]["lda"]["top1"] > 0.5
     for r in base["methods"].values():
@@ -213,6 +217,7 @@ def test_evaluate_end_to_end(tiny_setup):
     # held-out-blocks split is not.
     block = m["block_design"]
     assert block["block drift"]["by_image"] > 0.5 > 0.15 > block["block drift"]["held_out_blocks"]
+    assert block["no drift"]["by_image"] > 0.5 and block["no drift"]["held_out_blocks"] > 0.5
     report = (out / "report.md").read_text()
     for heading in ("the paper's metrics", "Ablation (the paper's Table 3)", "baselines beside our models",
                     "block-design effect", "N-way top-1"):

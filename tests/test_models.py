@@ -111,6 +111,8 @@ def test_saliency_generator_other_size():
     gen = _seeded(lambda: SaliencyGenerator(feature_dim=4, noise_dim=2, image_size=32, base_channels=16))
     with torch.no_grad():
         assert gen(torch.zeros(1, 4), torch.zeros(1, 2)).shape == (1, 3, 32, 32)
+    with pytest.raises(ValueError, match="image_size must be a power of two >= 8, got 48"):
+        SaliencyGenerator(image_size=48)
 
 
 def test_image_classifier(tmp_path):

@@ -47,6 +47,23 @@ def test_five_missing_channels_are_interpolated(smooth_trial, model_names):
         assert np.corrcoef(out.data[k], ref[k])[0, 1] > 0.8, name
 
 
+def test_interpolation_is_mnes_spherical_splines(smooth_trial, model_names):
+    """The cached weights are MNE's interpolate_bads (linear in the data), applied without building a Raw."""
+    import mne
+
+    from neuroimagen.data.montage import make_info
+
+    gone = ["Oz", "Pz", "Cz", "C3", "C4"]
+    raw = mne.io.RawArray(smooth_trial.data.copy(), make_info(), verbose="error")
+    raw.info["bads"] = gone
+    raw.interpolate_bads(reset_bads=True, verbose="error")
+    expected = standardize(bandpass(raw.get_data(), 1000.0)[:, 20:460])
+    keep = [k for k, n in enumerate(model_names) if n not in gone]
+    for _ in range(2):  # computed, then from the cache
+        out = preprocess(EEGTrial(smooth_trial.data[keep], 1000.0, [model_names[k] for k in keep]))
+        np.testing.assert_allclose(out.data, expected, atol=1e-5)
+
+
 def test_a_few_flat_channels_are_interpolated(smooth_trial, model_names):
     d = smooth_trial.data.copy()
     d[[5, 40]] = 3e-6  # constant (a disconnected electrode with an offset)

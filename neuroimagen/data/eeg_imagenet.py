@@ -9,10 +9,13 @@ with L about 500 and not constant (the published files hold 11,964 trials; some 
 as float16 or float32. A splits file is ``{"splits": [{"train": [...], "val": [...], "test": [...]}, ...]}``
 of indices into ``dataset``. As the reference loaders (the authors' ``EEGDataset`` + ``Splitter`` in
 perceivelab/eeg_visual_classification), a split's indices are kept when 450 <= L <= 600 and samples 20:460
-are used (a kept segment of 450-459 samples is padded with its last value to 440). One subject is selected
-by filtering the same indices by the trial's ``subject`` (the reference instead filters ``dataset`` first and
-indexes the shorter list with the split's indices, which only lines up with a per-subject splits file). Both
-files are read with ``torch.load(..., weights_only=True)``: nothing in them can run code.
+are used (a kept segment of 450-459 samples is padded with its last value to 440). For one subject the
+reference filters ``dataset`` by subject first and indexes that shorter list with the split's indices: that
+is what the per-subject file ``block_splits_by_image_single.pth`` counts (669/167/164 indices below ~2,000).
+A splits file over all subjects (``block_splits_by_image_all.pth``, the simulator's) counts the whole file;
+there one subject is selected by filtering the same indices by the trial's ``subject``.
+``load_eeg_imagenet(split_indexing="auto")`` tells the two apart. Both files are read with
+``torch.load(..., weights_only=True)``: nothing in them can run code.
 """
 
 from __future__ import annotations
@@ -69,9 +72,10 @@ class EEGImageNetDataset(Dataset):
     """
 
     def __init__(self, trials: list[dict], indices: np.ndarray, labels: list[str], images: list[str],
-                 stimuli_dir: str | Path | None = None):
+                 stimuli_dir: str | Path | None = None, split_indexing: str = "file"):
         self._trials = trials
-        self.indices = np.asarray(indices, dtype=int)
+        self.indices = np.asarray(indices, dtype=int)  # into the file's ``dataset``
+        self.split_indexing = split_indexing  # what the splits file's indices counted (load_eeg_imagenet)
         self.labels = list(labels)
         self.images = list(images)
         self.stimuli_dir = None if stimuli_dir is None else Path(stimuli_dir)
@@ -169,12 +173,12 @@ def _standardize_inplace(x: np.ndarray, eps: float = 1e-12) -> None:
 
 def load_eeg_imagenet(data_path: str | Path, splits_path: str | Path | None = None, split: str | None = "train",
                       subject: int | None = None, stimuli_dir: str | Path | None = None,
-                      split_index: int = 0) -> EEGImageNetDataset:
+                      split_index: int = 0, *, split_indexing: str = "auto") -> EEGImageNetDataset:
     """Load an EEG-ImageNet-format file (the published one or the simulator's).
 
-    As the reference ``Splitter``, a split's indices are kept when 450 <= L <= 600; with ``subject``, they
-    are also filtered by the trial's subject (the indices always point into the whole ``dataset``).
-    Items are cropped to samples 20:460 and standardized.
+    As the reference ``Splitter``, a split's indices are kept when 450 <= L <= 600; with ``subject``, only
+    that subject's trials are kept (see ``split_indexing`` for what the indices count). Items are cropped
+    to samples 20:460 and standardized.
 
     Parameters
     ----------
@@ -190,6 +194,15 @@ def load_eeg_imagenet(data_path: str | Path, splits_path: str | Path | None = No
         Folder of the stimulus images (``images[image] + ".png"``); items then carry ``stimulus``.
     split_index : int
         Which split of the splits file (0, as the references).
+    split_indexing : str
+        What the split's indices count. ``"file"``: trials of the whole ``dataset``
+        (``block_splits_by_image_all.pth``, the simulator's splits); with ``subject`` they are then filtered
+        by the trial's subject. ``"subject"``: the chosen subject's own trials in file order, as the
+        reference ``EEGDataset(subject=k)`` + ``Splitter`` read ``block_splits_by_image_single.pth``;
+        indices past the subject's last trial are dropped (some subjects have 1,996 trials, as
+        DreamDiffusion's ``Splitter`` does). ``"auto"``: ``"subject"`` when a subject is chosen from a file of
+        several subjects and every index of the split is below the largest subject's trial count (the
+        per-subject layout), else ``"file"``. The choice is kept in ``dataset.split_indexing``.
 
     Returns
     -------
@@ -198,8 +211,12 @@ def load_eeg_imagenet(data_path: str | Path, splits_path: str | Path | None = No
     from .._check import check_option, validate_type
 
     check_option("split", split, ("train", "val", "test", None))
+    check_option("split_indexing", split_indexing, ("auto", "file", "subject"))
     if subject is not None:
         validate_type("subject", subject, (int, np.integer), "int or None")
+    elif split_indexing == "subject":
+        raise ValueError("split_indexing='subject' needs a subject: the split's indices then count that subject's "
+                         "trials. Pass subject=1..6, or split_indexing='file'.")
     validate_type("split_index", split_index, (int, np.integer), "int")
     name = Path(data_path).name
     obj = _safe_load(data_path, "EEG-ImageNet data")
@@ -209,8 +226,12 @@ def load_eeg_imagenet(data_path: str | Path, splits_path: str | Path | None = No
                          f"and 'images', got {found}.")
     trials = obj["dataset"]
     lengths, subjects, n_chans = _check_trials(trials, name)
+    present, counts = np.unique(subjects, return_counts=True)
+    if subject is not None and int(subject) not in present:
+        raise ValueError(f"No subject {subject} in {name!r}: it has subjects {present.tolist()}.")
 
     # 1. The split's indices (all trials without a split)
+    indexing = "file" if split_indexing == "auto" or split is None else split_indexing
     if split is None:
         idx = np.arange(len(trials))
     else:
@@ -232,19 +253,30 @@ def load_eeg_imagenet(data_path: str | Path, splits_path: str | Path | None = No
             raise ValueError(f"Split {split_index} of {sname!r} has no {split!r} part: expected 'train', 'val' and "
                              f"'test', got {found}.")
         idx = np.asarray(part[split], dtype=int).ravel()
-        if len(idx) and (idx.min() < 0 or idx.max() >= len(trials)):
-            bad = idx.max() if idx.max() >= len(trials) else idx.min()
-            raise ValueError(f"{sname!r} indexes trial {bad}, but {name!r} has {len(trials)} trials (0.."
-                             f"{len(trials) - 1}): the splits file belongs to another data file.")
+        whole = np.concatenate([np.asarray(v, dtype=int).ravel() for v in part.values()])
+        if split_indexing == "auto" and subject is not None and len(present) > 1 and len(whole) \
+                and whole.max() < counts.max():
+            indexing = "subject"  # the per-subject layout (block_splits_by_image_single.pth)
+        limit = len(trials) if indexing == "file" else int(counts.max())
+        if len(idx) and (idx.min() < 0 or idx.max() >= limit):
+            bad = idx.max() if idx.max() >= limit else idx.min()
+            if indexing == "file":
+                raise ValueError(f"{sname!r} indexes trial {bad}, but {name!r} has {len(trials)} trials (0.."
+                                 f"{len(trials) - 1}): the splits file belongs to another data file.")
+            raise ValueError(f"{sname!r} indexes trial {bad}, but with split_indexing='subject' the indices count "
+                             f"one subject's trials (at most {limit} in {name!r}): for a splits file over all "
+                             f"subjects, pass split_indexing='file'.")
 
-    # 2. The reference filter on L, then the subject
-    keep = (lengths[idx] >= MIN_LEN) & (lengths[idx] <= MAX_LEN)
-    if subject is not None:
-        present = sorted(set(subjects.tolist()))
-        if int(subject) not in present:
-            raise ValueError(f"No subject {subject} in {name!r}: it has subjects {present}.")
-        keep &= subjects[idx] == int(subject)
-    return EEGImageNetDataset(trials, idx[keep], obj["labels"], obj["images"], stimuli_dir)
+    # 2. Subject: the split's indices count the subject's own trials, or are filtered by subject
+    if indexing == "subject":
+        own = np.flatnonzero(subjects == int(subject))
+        idx = own[idx[idx < len(own)]]  # a subject with 1,996 trials has no trial 1,996..1,999
+    elif subject is not None:
+        idx = idx[subjects[idx] == int(subject)]
+
+    # 3. The reference filter on L
+    idx = idx[(lengths[idx] >= MIN_LEN) & (lengths[idx] <= MAX_LEN)]
+    return EEGImageNetDataset(trials, idx, obj["labels"], obj["images"], stimuli_dir, split_indexing=indexing)
 
 
 def _check_trials(trials, name: str) -> tuple[np.ndarray, np.ndarray, int]:

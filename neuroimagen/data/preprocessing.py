@@ -7,6 +7,8 @@ three land in the same space.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from .montage import CROP  # samples after stimulus onset the models see
@@ -225,15 +227,32 @@ def preprocess(trial, ch_names: tuple[str, ...] | list[str] | None = None, sfreq
 
 def _interpolate(x: np.ndarray, ch_names: tuple[str, ...], sfreq: float, bads: list[str]) -> np.ndarray:
     """Spherical-spline interpolation of ``bads`` from the other channels at their montage positions."""
+    bad = [k for k, n in enumerate(ch_names) if n in bads]
+    good = [k for k, n in enumerate(ch_names) if n not in bads]
+    out = np.array(x, dtype=np.float64)
+    out[bad] = _interpolation_matrix(tuple(ch_names), tuple(ch_names[k] for k in bad)) @ out[good]
+    return out
+
+
+@lru_cache(maxsize=64)
+def _interpolation_matrix(ch_names: tuple[str, ...], bads: tuple[str, ...]) -> np.ndarray:
+    """(n_bads, n_good) weights of MNE's ``interpolate_bads`` (spherical splines), which is linear in the data:
+    applied once to an identity it gives them. Cached, because the pseudo-inverse inside costs 0.1-1.5 s on
+    2 busy cores and uploads from one device miss the same channels."""
     import mne
 
     from .montage import make_info
 
-    info = make_info(ch_names, sfreq)
+    info = make_info(ch_names, 1000.0)  # positions only: the rate does not enter the weights
     no_pos = [ch["ch_name"] for ch in info["chs"] if not np.isfinite(ch["loc"][:3]).all() or not ch["loc"][:3].any()]
     if no_pos:
         raise ValueError(f"Cannot interpolate: channels {_names(no_pos)} have no position in the montage.")
-    raw = mne.io.RawArray(x, info, verbose="error")
+    good = [k for k, n in enumerate(ch_names) if n not in bads]
+    eye = np.zeros((len(ch_names), len(good)))
+    eye[good, np.arange(len(good))] = 1.0
+    raw = mne.io.RawArray(eye, info, verbose="error")
     raw.info["bads"] = list(bads)
     raw.interpolate_bads(reset_bads=True, verbose="error")
-    return raw.get_data()
+    weights = raw.get_data()[[ch_names.index(b) for b in bads]]
+    weights.setflags(write=False)  # shared by every caller through the cache
+    return weights

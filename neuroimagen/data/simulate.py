@@ -48,45 +48,37 @@ PAD = 150  # samples simulated before and after, so the band-pass has no edge ef
 GRID = 3  # retinotopic cells per side
 N_VENTRAL = 8
 N_NOISE_SOURCES = 40
-PINK_EXPONENT = 1.5  # background power ~ 1/f^1.5 (aperiodic EEG exponents are ~1-2: He 2014, Donoghue et al. 2020)
-CHUNK = 64  # trials simulated (and filtered) together: fast, and memory stays ~ CHUNK x 128 x 800 floats
 CLASS_EMBEDDINGS = Path(__file__).with_name("class_embeddings.npy")
 
 
 @dataclass(frozen=True)
 class Preset:
-    """Amplitudes in microvolts at the channel where a source projects most (docs/simulator.md)."""
+    """Amplitudes in volts at the sensor with the largest lead field of a source (see docs/simulator.md)."""
 
-    early_uv: float  # P1/N1 amplitude per unit of drive (a cell fully covered by a contrasting object ~ 1-3)
-    ventral_uv: float  # class-coded components, per unit of class code (code entries have unit std over classes)
-    late_uv: float  # class-independent late positive (P300-like) component at parietal sites
-    background_uv: float  # 1/f background, broadband RMS at a typical channel
-    alpha_uv: float  # posterior alpha amplitude (trial median)
+    early_uv: float  # P1/N1 amplitude per unit of cell contrast
+    ventral_uv: float  # class-coded components
+    background_uv: float  # 1/f background, RMS per channel
+    alpha_uv: float
     sensor_uv: float  # white sensor noise RMS
-    line_uv: float  # 50 Hz line noise amplitude
-    blink_prob: float  # probability of a blink within a trial
-    blink_uv: float  # blink peak at the frontal pole
+    line_uv: float
+    blink_prob: float
+    blink_uv: float
     trial_jitter: float  # relative trial-to-trial amplitude variability of the evoked components
 
 
 PRESETS = {
-    # A clean lab and an attentive subject: single trials carry the stimulus, a convincing demo.
-    "demo": Preset(early_uv=1.5, ventral_uv=1.2, late_uv=3.0, background_uv=8.0, alpha_uv=4.0, sensor_uv=1.0,
-                   line_uv=1.0, blink_prob=0.02, blink_uv=100.0, trial_jitter=0.3),
-    # Single-trial SNR of visual evoked potentials as published (docs/simulator.md): evoked peaks of a few
-    # microvolts under ~20 microvolts of background; the class is only modestly decodable from single trials.
-    "realistic": Preset(early_uv=1.5, ventral_uv=1.2, late_uv=3.0, background_uv=20.0, alpha_uv=10.0,
-                        sensor_uv=2.0, line_uv=3.0, blink_prob=0.1, blink_uv=100.0, trial_jitter=0.5),
+    # Clean enough that single trials carry the stimulus: a convincing demo of the method.
+    "demo": Preset(early_uv=6.0, ventral_uv=5.0, background_uv=6.0, alpha_uv=3.0, sensor_uv=1.0, line_uv=1.0,
+                   blink_prob=0.02, blink_uv=60.0, trial_jitter=0.2),
+    # Single-trial SNR of visual evoked potentials as published (about -10 to -20 dB per channel).
+    "realistic": Preset(early_uv=3.0, ventral_uv=2.5, background_uv=15.0, alpha_uv=10.0, sensor_uv=2.0,
+                        line_uv=3.0, blink_prob=0.1, blink_uv=100.0, trial_jitter=0.4),
 }
 
 
 @lru_cache(maxsize=1)
 def class_embeddings() -> np.ndarray:
-    """The 40 label captions' pooled MiniLM embeddings, shape (40, 384), cached in the package as float16.
-
-    Computed once with :class:`neuroimagen.data.captions.CaptionEncoder` (needs the MiniLM package) when the
-    cache file is missing, so the app never has to load the text encoder to simulate.
-    """
+    """The 40 label captions' pooled MiniLM embeddings, (40, 384), cached in the package (float16)."""
     if CLASS_EMBEDDINGS.is_file():
         return np.load(CLASS_EMBEDDINGS).astype(np.float64)
     from .captions import CaptionEncoder, pool
@@ -96,16 +88,13 @@ def class_embeddings() -> np.ndarray:
     return emb.astype(np.float64)
 
 
-def _wave(t: np.ndarray, latency, width: float, freq: float | None = None) -> np.ndarray:
-    """A Gaussian bump at ``latency`` s (``freq``: times a cosine, i.e. an oscillatory evoked burst).
-
-    ``latency`` may be an array of shape (n, 1) for one waveform per trial.
-    """
+def _wave(t: np.ndarray, latency: float, width: float, freq: float | None = None) -> np.ndarray:
+    """A Gaussian bump at ``latency`` s (``freq``: times a cosine, i.e. an oscillatory evoked burst)."""
     env = np.exp(-0.5 * ((t - latency) / width) ** 2)
     return env if freq is None else env * np.cos(2 * np.pi * freq * (t - latency))
 
 
-def _pink(rng: np.random.Generator, shape: tuple[int, ...], exponent: float = PINK_EXPONENT) -> np.ndarray:
+def _pink(rng: np.random.Generator, shape: tuple[int, ...], exponent: float = 1.0) -> np.ndarray:
     """Noise with a 1/f^exponent power spectrum along the last axis, unit RMS."""
     n = shape[-1]
     spec = rng.standard_normal(shape[:-1] + (n // 2 + 1,)) + 1j * rng.standard_normal(shape[:-1] + (n // 2 + 1,))
@@ -116,10 +105,10 @@ def _pink(rng: np.random.Generator, shape: tuple[int, ...], exponent: float = PI
 
 
 def stimulus_features(images: np.ndarray) -> np.ndarray:
-    """Per retinotopic cell: luminance contrast and two colour-opponent energies, shape (n, GRID*GRID, 3).
+    """Per retinotopic cell: luminance contrast and two colour-opponent energies, (n, GRID*GRID, 3).
 
     Contrast is measured against the image's border colour (the background), so a drawn object
-    drives the cells it covers. Cells run row by row from the upper left of the visual field.
+    drives the cells it covers.
     """
     x = images.astype(np.float64) / 255.0
     n, h, w, _ = x.shape
@@ -134,7 +123,7 @@ def stimulus_features(images: np.ndarray) -> np.ndarray:
 
 
 def global_features(images: np.ndarray) -> np.ndarray:
-    """Whole-field mean luminance and signed colour opponency (R-G, B-Y), centred, shape (n, 3).
+    """Whole-field mean luminance and signed colour opponency (R-G, B-Y), centred, (n, 3).
 
     Drives the full-field sources: a brighter or more saturated screen changes the early VEP amplitude.
     """
@@ -146,45 +135,34 @@ def global_features(images: np.ndarray) -> np.ndarray:
 
 
 class EEGSimulator:
-    """Simulate single EEG trials for stimulus images with an MNE forward model (docs/simulator.md).
+    """Simulate single EEG trials for stimulus images.
 
     Parameters
     ----------
     preset : str
-        ``"demo"`` or ``"realistic"`` (amplitude and noise settings, see :data:`PRESETS`).
+        ``"demo"`` or ``"realistic"`` (noise and amplitude settings, see :data:`PRESETS`).
     n_subjects : int
         Simulated subjects (their differences are fixed by ``seed``).
     seed : int
-        Fixes the sources, the class code and the subjects; trial noise comes from the ``rng`` given to
-        :meth:`simulate`.
+        Fixes the head model's sources, the class code and the subjects; trial noise comes from the
+        ``rng`` given to :meth:`simulate`.
     block_drift : bool
-        Add slow per-block drifts (see the ``blocks`` parameter of :meth:`simulate`).
-
-    Attributes
-    ----------
-    info : mne.Info
-        The 128 model channels with montage positions.
-    topographies : ndarray, shape (n_subjects, 128, n_sources)
-        Each source's scalp pattern per subject, scaled to a peak of 1 (times the subject's gains).
-    class_code : ndarray, shape (40, N_VENTRAL, 3)
-        Amplitudes of the three class-coded components on each ventral source, per class.
+        Add slow per-block drifts (see :meth:`simulate`'s ``blocks``).
     """
 
     def __init__(self, preset: str = "demo", n_subjects: int = 6, seed: int = 0, block_drift: bool = False):
         import mne
 
-        from .._check import check_option, check_range
+        from .._check import check_option
 
         check_option("preset", preset, PRESETS)
-        check_range("n_subjects", n_subjects, 1)
         self.preset_name, self.preset = preset, PRESETS[preset]
-        self.n_subjects, self.seed, self.block_drift = int(n_subjects), int(seed), bool(block_drift)
+        self.n_subjects, self.seed, self.block_drift = n_subjects, seed, block_drift
         rng = np.random.default_rng([seed, 7919])
         self.info = make_info()
         self.n_chans = len(self.info.ch_names)
 
-        # 1. Sources: early visual (retinotopic + full field), ventral (class), late (P300-like),
-        #    alpha (parieto-occipital) and 1/f background (random).
+        # Sources: early visual (retinotopic), ventral (class), noise (random), alpha (parieto-occipital).
         early, early_nn = [], []
         for r in range(GRID):  # rows top -> bottom of the visual field
             for c in range(GRID):  # columns left -> right
@@ -192,58 +170,50 @@ class EEGSimulator:
                 z = 0.012 * (r - 1)  # upper field -> lower bank of the calcarine sulcus
                 early.append([x, -0.078, 0.005 + z])
                 early_nn.append([0.25 * (1 - c), -1.0, -0.6 * (1 - r) + 0.2])  # polarity flips across the meridian
-        early += [[-0.015, -0.08, 0.02], [0.015, -0.08, 0.02], [0.0, -0.075, -0.01]]  # luminance, R-G, B-Y
-        early_nn += [[-0.2, -1.0, 0.3], [0.2, -1.0, 0.3], [0.0, -1.0, -0.4]]
         ventral = [[s * 0.045, -0.055 + 0.012 * k, -0.015 + 0.006 * k] for s in (-1, 1) for k in range(N_VENTRAL // 2)]
         ventral_nn = [[s * 0.6, -0.5, 0.3] for s in (-1, 1) for _ in range(N_VENTRAL // 2)]
-        late, late_nn = [[0.0, -0.04, 0.055]], [[0.0, -0.3, 1.0]]  # positive over Pz
+        full = [[-0.015, -0.08, 0.02], [0.015, -0.08, 0.02], [0.0, -0.075, -0.01]]  # luminance, R-G, B-Y
+        full_nn = [[-0.2, -1.0, 0.3], [0.2, -1.0, 0.3], [0.0, -1.0, -0.4]]
+        early, early_nn = early + full, early_nn + full_nn
         alpha = [[-0.03, -0.065, 0.035], [0.03, -0.065, 0.035]]
         alpha_nn = [[0.0, -0.6, 0.8], [0.0, -0.6, 0.8]]
         d = rng.standard_normal((N_NOISE_SOURCES, 3))
         noise_rr = d / np.linalg.norm(d, axis=1, keepdims=True) * rng.uniform(0.03, 0.07, (N_NOISE_SOURCES, 1))
         noise_nn = rng.standard_normal((N_NOISE_SOURCES, 3))
-        groups = {"early": (early, early_nn), "ventral": (ventral, ventral_nn), "late": (late, late_nn),
-                  "alpha": (alpha, alpha_nn), "noise": (noise_rr.tolist(), noise_nn.tolist())}
-        self._sl, k = {}, 0
-        for name, (pos, _) in groups.items():
-            self._sl[name] = slice(k, k + len(pos))
-            k += len(pos)
-        rr = np.concatenate([np.asarray(g[0], float) for g in groups.values()])
-        nn = np.concatenate([np.asarray(g[1], float) for g in groups.values()])
+        rr = np.array(early + ventral + alpha + noise_rr.tolist())
+        nn = np.array(early_nn + ventral_nn + alpha_nn + noise_nn.tolist())
         nn /= np.linalg.norm(nn, axis=1, keepdims=True)
+        n_early, n_ventral = len(early), len(ventral)
+        self._sl = {"early": slice(0, n_early), "ventral": slice(n_early, n_early + n_ventral),
+                    "alpha": slice(n_early + n_ventral, n_early + n_ventral + 2),
+                    "noise": slice(n_early + n_ventral + 2, len(rr))}
 
-        # 2. Head model: 4-shell sphere, free-orientation lead fields of the discrete dipoles.
         sphere = mne.make_sphere_model(r0=(0.0, 0.0, 0.0), head_radius=0.095, verbose=False)
         src = mne.setup_volume_source_space(pos=dict(rr=rr, nn=nn), sphere=sphere, verbose=False)
         fwd = mne.make_forward_solution(self.info, trans=None, src=src, bem=sphere, eeg=True, meg=False,
                                         verbose=False)
-        gain_free = fwd["sol"]["data"].reshape(self.n_chans, len(rr), 3)  # V per A m
+        self._gain_free = fwd["sol"]["data"].reshape(self.n_chans, len(rr), 3)  # V per A m, free orientation
         self._rr, self._nn = rr, nn
 
-        # 3. Subjects: orientation jitter, gains, latency shift, individual alpha frequency.
+        # Per subject: orientation jitter, gains, latency shift, and the resulting unit-peak topographies.
+        self.topographies = []  # per subject: (n_chans, n_sources), each column scaled to max |value| 1
         self.latency_shift = rng.uniform(-0.012, 0.012, n_subjects)
         self.gains = rng.lognormal(0.0, 0.15, (n_subjects, len(rr)))
-        self.alpha_freq = np.clip(rng.normal(10.0, 0.8, n_subjects), 8.5, 11.5)
-        topos = []
-        for s in range(n_subjects):
+        for _ in range(n_subjects):
             ori = nn + rng.normal(0.0, 0.25, nn.shape)
             ori /= np.linalg.norm(ori, axis=1, keepdims=True)
-            topo = np.einsum("csk,sk->cs", gain_free, ori)
-            topos.append(topo / np.abs(topo).max(axis=0, keepdims=True) * self.gains[s])
-        self.topographies = np.stack(topos)
-        # The 1/f sources are scaled so that their sum has ``background_uv`` RMS at a typical channel.
-        noise_topo = self.topographies[:, :, self._sl["noise"]]
-        self._noise_scale = 1.0 / np.sqrt(np.median((noise_topo ** 2).sum(axis=2), axis=1))  # per subject
+            topo = np.einsum("csk,sk->cs", self._gain_free, ori)
+            self.topographies.append(topo / np.abs(topo).max(axis=0, keepdims=True))
 
-        # 4. Class code: MiniLM embedding -> fixed random projection -> amplitudes of the ventral components.
+        # Class code: MiniLM embedding -> fixed random projection -> amplitudes of the ventral components.
         emb = class_embeddings()
         emb = emb - emb.mean(axis=0)
-        proj = rng.standard_normal((emb.shape[1], N_VENTRAL * 3))
+        proj = rng.standard_normal((emb.shape[1], n_ventral * 3))
         code = emb @ proj
-        self.class_code = (code / code.std(axis=0, keepdims=True)).reshape(len(CLASSES), N_VENTRAL, 3)
-        self.early_mix = rng.normal(1.0, 0.3, (len(early), 3))  # how luminance / colour drive each cell's dipole
-        pos = np.array([ch["loc"][:3] for ch in self.info["chs"]])
-        self.frontal = np.exp(-((pos - [0.0, 0.09, 0.02]) ** 2).sum(axis=1) / (2 * 0.035 ** 2))
+        self.class_code = (code / code.std(axis=0, keepdims=True)).reshape(len(CLASSES), n_ventral, 3)
+        self.early_mix = rng.normal(1.0, 0.3, (n_early, 3))  # how luminance / colour drive each cell's dipole
+        self.frontal = np.exp(-((np.array([self.info["chs"][i]["loc"][:3] for i in range(self.n_chans)])
+                                 - [0.0, 0.09, 0.02]) ** 2).sum(axis=1) / (2 * 0.035 ** 2))
 
     # ------------------------------------------------------------------------------------------
     def simulate(self, images: np.ndarray, class_indices, subjects, rng: np.random.Generator, raw: bool = False,
@@ -255,90 +225,73 @@ class EEGSimulator:
         images : ndarray, shape (n, H, W, 3), uint8
             The stimuli seen.
         class_indices : array-like of int, shape (n,)
-            Class (0..39) of each image: selects the ventral components' code.
         subjects : array-like of int, shape (n,)
             1-based subject numbers (<= ``n_subjects``).
         rng : np.random.Generator
-            Trial noise; the same generator state gives the same trials.
+            Trial noise.
         raw : bool
             ``False``: the published file's version (5-95 Hz band-pass, standardized). ``True``: broadband
             volts, as a recording would arrive.
         blocks : array-like of int, shape (n,) | None
-            Recording block of each trial; with ``block_drift`` trials of one (subject, block) share a drift.
+            Recording block of each trial; with ``block_drift`` trials of one block share a drift.
         n_samples : int
             Samples from stimulus onset at 1 kHz.
 
         Returns
         -------
         eeg : ndarray, shape (n, 128, n_samples), float32
-            Standardized (``raw=False``) or in volts (``raw=True``).
         """
-        from .._check import check_range
-
         images = np.asarray(images)
         if images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(f"Invalid images: expected shape (n, H, W, 3), got {images.shape}.")
-        cls = np.asarray(class_indices, dtype=int).reshape(-1)
-        subj = np.asarray(subjects, dtype=int).reshape(-1)
+            raise ValueError(f"images must have shape (n, H, W, 3), got {images.shape}.")
+        cls = np.asarray(class_indices, dtype=int)
+        subj = np.asarray(subjects, dtype=int)
         if len(cls) != len(images) or len(subj) != len(images):
             raise ValueError(f"Got {len(images)} images, {len(cls)} class indices and {len(subj)} subjects: "
                              f"expected one of each per trial.")
-        if len(cls) and (cls.min() < 0 or cls.max() >= len(CLASSES)):
-            raise ValueError(f"Invalid class indices: expected 0..{len(CLASSES) - 1}, got {sorted(set(cls.tolist()))}.")
-        if len(subj) and (subj.min() < 1 or subj.max() > self.n_subjects):
-            raise ValueError(f"Invalid subjects: expected 1..{self.n_subjects}, got {sorted(set(subj.tolist()))}.")
-        check_range("n_samples", n_samples, 1)
-        blk = None if blocks is None else np.asarray(blocks, dtype=int).reshape(-1)
-        if blk is not None and len(blk) != len(images):
-            raise ValueError(f"Got {len(blk)} blocks for {len(images)} images: expected one per trial.")
-        feats = np.concatenate([(stimulus_features(images) * self.early_mix[:GRID * GRID]).sum(axis=2),
-                                global_features(images) * self.early_mix[GRID * GRID:].mean(axis=1)], axis=1)
-        out = np.empty((len(images), self.n_chans, n_samples), dtype=np.float32)
-        for a in range(0, len(images), CHUNK):
-            sl = slice(a, a + CHUNK)
-            x = self._chunk(feats[sl], cls[sl], subj[sl] - 1, None if blk is None else blk[sl], rng, n_samples)
-            if not raw:
-                x = standardize(bandpass(x, SFREQ))
-            out[sl] = x[..., PAD:PAD + n_samples]
-        return out
-
-    def _chunk(self, drive: np.ndarray, cls: np.ndarray, s: np.ndarray, blocks, rng: np.random.Generator,
-               n_samples: int) -> np.ndarray:
-        """Broadband volts of a few trials, with the padding, shape (n, 128, n_samples + 2 * PAD)."""
-        p, uv, n = self.preset, 1e-6, len(cls)
+        if subj.min(initial=1) < 1 or subj.max(initial=1) > self.n_subjects:
+            raise ValueError(f"subjects must be in 1..{self.n_subjects}, got {sorted(set(subj.tolist()))}.")
+        p = self.preset
         n_tot = n_samples + 2 * PAD
         t = (np.arange(n_tot) - PAD) / SFREQ
-        lat = (self.latency_shift[s] + rng.normal(0.0, 0.004, n))[:, None]  # (n, 1) s
-        jit = np.clip(1.0 + p.trial_jitter * rng.standard_normal((n, 1, 1)), 0.0, None)
-        src = np.zeros((n, self.topographies.shape[2], n_tot))
-        # Early visual: P1 (100 ms) and N1 (170 ms) per retinotopic cell and full-field source.
-        early_wave = _wave(t, 0.100 + lat, 0.018) - 0.8 * _wave(t, 0.170 + lat, 0.025)  # (n, T)
-        src[:, self._sl["early"]] = p.early_uv * drive[:, :, None] * early_wave[:, None]
-        # Ventral: class-coded oscillatory bursts at N170 / P2 / P300 latencies (theta-alpha: survive 5-95 Hz).
-        w = np.stack([_wave(t, 0.170 + lat, 0.030, 8.0), _wave(t, 0.250 + lat, 0.040, 6.0),
-                      _wave(t, 0.350 + lat, 0.050, 5.0)], axis=1)  # (n, 3, T)
-        src[:, self._sl["ventral"]] = p.ventral_uv * self.class_code[cls] @ w
-        # Late positive, class-independent (P300-like, mostly below 5 Hz).
-        src[:, self._sl["late"]] = p.late_uv * _wave(t, 0.350 + 1.5 * lat, 0.07)[:, None]
-        src *= jit
-        # Alpha: the subject's alpha frequency, random phase and amplitude per trial.
-        f_alpha = (self.alpha_freq[s] + rng.normal(0.0, 0.3, n))[:, None, None]
-        src[:, self._sl["alpha"]] = (p.alpha_uv * rng.lognormal(0.0, 0.4, (n, 2, 1))
-                                     * np.sin(2 * np.pi * f_alpha * t + rng.uniform(0, 2 * np.pi, (n, 2, 1))))
-        # 1/f background from random sources.
-        src[:, self._sl["noise"]] = (p.background_uv * self._noise_scale[s][:, None, None]
-                                     * _pink(rng, (n, N_NOISE_SOURCES, n_tot)))
-        x = np.einsum("ncs,nst->nct", self.topographies[s], src, optimize=True)
-        # Sensors: white noise, line noise (channel-specific amplitude), blinks.
-        x += p.sensor_uv * rng.standard_normal(x.shape)
-        x += (p.line_uv * rng.uniform(0.5, 1.5, (n, self.n_chans, 1))
-              * np.sin(2 * np.pi * 50.0 * t + rng.uniform(0, 2 * np.pi, (n, 1, 1))))
-        blink = rng.random(n) < p.blink_prob
-        onset = rng.uniform(0.0, n_samples / SFREQ, (n, 1))
-        x += (blink[:, None, None] * p.blink_uv * self.frontal[:, None]) * _wave(t, onset, 0.07)[:, None]
-        if self.block_drift and blocks is not None:
-            x += np.stack([self._drift(int(b), int(si), t) for b, si in zip(blocks, s)]) / uv
-        return x * uv
+        feats = stimulus_features(images)  # (n, 9, 3)
+        glob = global_features(images)  # (n, 3)
+        out = np.empty((len(images), self.n_chans, n_samples), dtype=np.float32)
+        uv = 1e-6
+        for i in range(len(images)):
+            s = subj[i] - 1
+            topo = self.topographies[s] * self.gains[s]
+            lat = self.latency_shift[s] + rng.normal(0.0, 0.004)
+            jit = 1.0 + p.trial_jitter * rng.standard_normal()
+            # Early visual: P1 (100 ms) and N1 (170 ms), per retinotopic cell.
+            drive = np.concatenate([(feats[i] * self.early_mix[:GRID * GRID]).sum(axis=1), glob[i]])  # (12,)
+            early_wave = _wave(t, 0.100 + lat, 0.018, None) - 0.8 * _wave(t, 0.170 + lat, 0.025, None)
+            src = np.zeros((topo.shape[1], n_tot))
+            src[self._sl["early"]] = p.early_uv * uv * jit * drive[:, None] * early_wave[None]
+            # Ventral: class-coded oscillatory components at N170 / P2 / P300 latencies.
+            w = np.stack([_wave(t, 0.170 + lat, 0.030, 8.0), _wave(t, 0.250 + lat, 0.040, 6.0),
+                          _wave(t, 0.350 + lat, 0.050, 5.0)])
+            src[self._sl["ventral"]] = p.ventral_uv * uv * jit * (self.class_code[cls[i]] @ w)
+            # Alpha: 8-12 Hz, random phase and amplitude, posterior.
+            f_alpha = rng.uniform(8.0, 12.0)
+            src[self._sl["alpha"]] = (p.alpha_uv * uv * rng.uniform(0.3, 1.5, (2, 1))
+                                      * np.sin(2 * np.pi * f_alpha * t + rng.uniform(0, 2 * np.pi, (2, 1))))
+            # 1/f background from random sources.
+            noise_src = _pink(rng, (N_NOISE_SOURCES, n_tot))
+            src[self._sl["noise"]] = p.background_uv * uv * noise_src / np.sqrt(N_NOISE_SOURCES / 4)
+            x = topo @ src
+            # Sensors: white noise, line noise, blinks.
+            x += p.sensor_uv * uv * rng.standard_normal(x.shape)
+            x += p.line_uv * uv * rng.uniform(0.5, 1.5, (self.n_chans, 1)) * np.sin(
+                2 * np.pi * 50.0 * t + rng.uniform(0, 2 * np.pi))
+            if rng.random() < p.blink_prob:
+                x += p.blink_uv * uv * self.frontal[:, None] * _wave(t, rng.uniform(0.0, 0.5), 0.07)[None]
+            if self.block_drift and blocks is not None:
+                x += self._drift(int(blocks[i]), s, t)
+            if not raw:
+                x = standardize(bandpass(x, SFREQ))
+            out[i] = x[:, PAD:PAD + n_samples]
+        return out
 
     def _drift(self, block: int, subject: int, t: np.ndarray) -> np.ndarray:
         """A block's drift: a slowly drifting topography and an in-band ramp, fixed by (seed, subject, block)."""

@@ -213,6 +213,7 @@ def run_reconstruction_eval(pipe, classifier, data: str | Path, splits: str | Pa
         first trials, ``captions``, ``class_names``, per-row classifier ``pred``.
     """
     from ..data.eeg_imagenet import load_eeg_imagenet
+    from .baselines import class_order_for
 
     rows = dict(ROWS if rows is None else rows)
     if FULL not in rows:
@@ -239,6 +240,7 @@ def run_reconstruction_eval(pipe, classifier, data: str | Path, splits: str | Pa
     log(f"{len(pick)} of {len(labels_all)} test trials; the classifier gets {np.mean(stimulus_pred == labels):.3f} "
         f"of their stimuli right")
     call = {"num_inference_steps": num_inference_steps, "strength": strength, "guidance_scale": guidance_scale}
+    order = class_order_for(pipe, ds.labels)  # the readout's columns in the file's label order
 
     # 2. Every row: reconstruct and score
     results: dict = {
@@ -281,8 +283,9 @@ def run_reconstruction_eval(pipe, classifier, data: str | Path, splits: str | Pa
         "shuffled_pairs": shuffled_reference(full["images"], stimuli, labels, rng),
         "chance_acc": 1.0 / n_classes,
     }
-    results["semantic_readout_top1_on_these_trials"] = float(np.mean(full["class_probs"].argmax(1) == labels))
+    readout = full["class_probs"] if order is None else full["class_probs"][:, order]
+    results["semantic_readout_top1_on_these_trials"] = float(np.mean(readout.argmax(1) == labels))
     results["timing"]["total_s"] = round(time.perf_counter() - t0, 1)
     arrays.update(full_images=full["full_images"], full_saliency=full["full_saliency"], captions=full["captions"],
-                  readout_pred=full["class_probs"].argmax(1))
+                  readout_pred=readout.argmax(1))
     return results, arrays

@@ -167,7 +167,7 @@ def reconstruction_markdown(rec: dict) -> str:
              "pixels and channels; both as mean ± SEM over trials.", "",
              METRIC_HEADER]
     paper_full = PAPER_TABLE3[FULL]
-    lines.append(_metric_row(f"**Full model (L + I), all subjects**", rec["rows"][FULL],
+    lines.append(_metric_row("**Full model (L + I), all subjects**", rec["rows"][FULL],
                              f"{paper_full[0]} / {paper_full[1]} / {paper_full[2]}"))
     for subj, m in rec["per_subject"].items():
         paper = f"{PAPER_PER_SUBJECT_ACC[int(subj) - 1]} / - / -" if 1 <= int(subj) <= 6 else ""

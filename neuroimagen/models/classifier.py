@@ -12,7 +12,21 @@ from torch import nn
 
 
 class ImageClassifier(ModelMixin, ConfigMixin):
-    """Images (batch, 3, H, W) in [-1, 1] -> class logits (batch, n_outputs); no softmax inside."""
+    """Images (batch, 3, H, W) in [-1, 1] -> class logits (batch, n_outputs); no softmax inside.
+
+    Four VGG-style blocks (two 3 x 3 convolutions with batch norm, then max pooling; Simonyan & Zisserman
+    2015), global average pooling, dropout and ``final_layer``. It plays the part of the ImageNet
+    classifier (ACC) and of Inception-v3 (IS) in Lan et al. 2023's evaluation.
+
+    Parameters
+    ----------
+    n_outputs : int
+        Number of classes.
+    base_channels : int
+        Width of the first block, doubled in each of the next three.
+    dropout : float
+        Dropout before ``final_layer``.
+    """
 
     @register_to_config
     def __init__(self, n_outputs: int = 40, base_channels: int = 32, dropout: float = 0.3):
@@ -28,4 +42,5 @@ class ImageClassifier(ModelMixin, ConfigMixin):
         self.final_layer = nn.Linear(c, n_outputs)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Class logits (batch, n_outputs) of images (batch, 3, H, W) in [-1, 1]."""
         return self.final_layer(self.body(images))

@@ -5,8 +5,10 @@ Two architectures, chosen by ``arch``:
 - ``"lstm"``: the paper's encoder, the LSTM of Kavasidis et al. 2017 ("Brain2Image") / Spampinato et al.
   2017: the 128-channel vector at each time step into an LSTM, its last state through a linear layer.
   Time is average-pooled by ``pool`` first (1 kHz is far above the signal's band), which makes it faster.
-- ``"conv"``: a compact temporal + depthwise-spatial convolution network after EEGNet (Lawhern et al.
-  2018) and ShallowConvNet (Schirrmeister et al. 2017); faster on CPU.
+- ``"conv"`` (the default): a compact EEGNet-style network (Lawhern et al. 2018; ShallowConvNet,
+  Schirrmeister et al. 2017): spatial filters, depthwise temporal filters, a separable convolution.
+  On the simulated demo data it reached 99 % held-out class accuracy where the LSTM stayed near 20 %
+  after the same training, and it is 20x faster (measurements: ``neuroimagen.training.encoder``).
 
 The output is L2-normalised, so squared distances are bounded in [0, 4] and the triplet margin is
 scale-free (as FaceNet).

@@ -72,8 +72,10 @@ class SemanticDecoder(ModelMixin, ConfigMixin):
         for k, s in enumerate(target_states):
             flat = s.reshape(len(s), -1).float()
             mean = flat.mean(0)
-            _, _, v = torch.linalg.svd(flat - mean, full_matrices=False)
-            r = min(self.config.rank, v.shape[0])
+            # Randomised SVD: a full one of (n_trials, L * D) takes minutes on a CPU and only the top
+            # `rank` directions are kept.
+            r = min(self.config.rank, *flat.shape)
+            _, _, v = torch.svd_lowrank(flat - mean, q=r, niter=3)
             self.mean[k] = mean
             self.basis[k].zero_()
-            self.basis[k, :r] = v[:r]
+            self.basis[k, :r] = v[:, :r].T

@@ -2,13 +2,15 @@
 
     python -m neuroimagen.train classifier --config configs/tiny.json [--resume]
 
-Trained on a freshly rendered stimulus set (``per_class`` images per class, another seed), so it never
-sees the images of the EEG data set; validated on the train-split stimuli and tested on the test-split
-stimuli (the images whose reconstructions are scored). Writes ``<out>/classifier/``.
+Trained on a freshly rendered stimulus set (``per_class`` images per class, another seed, cached in
+``<out>/classifier/own_stimuli/``) with augmentation, so it never sees the images of the EEG data set;
+validated (early stopping) on the train-split stimuli, never on test images; ``metrics.json`` reports its
+accuracy on the test-split stimuli (the images whose reconstructions are scored). Writes ``<out>/classifier/``.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass
 
@@ -21,29 +23,28 @@ from ..data.stimuli import load_stimulus_images, load_stimulus_metadata, make_st
 from ..models import ImageClassifier
 from .common import load_resume, make_accelerator, save_resume, write_metrics
 from .config import Paths
+from .eeg_data import stimulus_images
 from .vae import images_to_tensor
 
 
 @dataclass
 class Config:
-    per_class: int = 100  # images per class in the classifier's own training set
-    render_seed: int = 1  # != the stimulus set's seed: different draws
-    base_channels: int = 32
+    per_class: int = 100  # images per class in the classifier's own training set (rendered once, cached)
+    render_seed: int = 1  # != the stimulus set's seed (0): other draws of scale, position, rotation, background
+    base_channels: int = 32  # width of the first of four conv blocks, doubled in each
     batch_size: int = 64
-    lr: float = 2e-3
-    epochs: int = 15
-    patience: int = 4
+    lr: float = 2e-3  # AdamW
+    epochs: int = 15  # at most
+    patience: int = 4  # epochs without validation improvement before stopping
     seed: int = 0
-    num_threads: int = 0
+    num_threads: int = 0  # torch CPU threads (0: leave torch's default)
 
 
 def _split_images(paths: Paths, split: str) -> np.ndarray:
-    """Rows of the stimulus metadata whose images are shown in ``split``."""
-    from .eeg_data import stimulus_index
+    """Rows of the stimulus metadata whose images are shown in the trials of ``split``."""
+    from .eeg_data import load_split
 
-    obj = torch.load(paths.splits, weights_only=True, mmap=True)
-    data = torch.load(paths.data, weights_only=True, mmap=True)["dataset"]
-    return np.unique(stimulus_index(paths, np.array([int(data[i]["image"]) for i in obj["splits"][0][split]])))
+    return np.unique(load_split(paths, split)["stim_index"])
 
 
 @torch.no_grad()
@@ -54,11 +55,22 @@ def accuracy(model, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Random shifts (up to 6 px) and brightness, so it does not rely on exact pixels."""
+    """Per image: horizontal flip, shift up to 8 px (edge padding), brightness and contrast, and sometimes a
+    blur, so the classifier does not rely on exact pixels (reconstructions are blurrier than stimuli)."""
     n = len(x)
-    dx, dy = torch.randint(-6, 7, (2,), generator=g).tolist()
-    x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
-    return (x + (torch.rand(n, 1, 1, 1, generator=g) - 0.5) * 0.3).clamp(-1, 1)
+    flip = torch.rand(n, generator=g) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1
+    theta[:, :, 2] = (torch.rand(n, 2, generator=g) - 0.5) * (16 / x.shape[-1])
+    x = F.grid_sample(x, F.affine_grid(theta, list(x.shape), align_corners=False), padding_mode="border",
+                      align_corners=False)
+    mean = x.mean((1, 2, 3), keepdim=True)
+    x = (x - mean) * (0.8 + 0.4 * torch.rand(n, 1, 1, 1, generator=g)) + mean
+    x = x + (torch.rand(n, 1, 1, 1, generator=g) - 0.5) * 0.3
+    blur = torch.rand(n, generator=g) < 0.3
+    x = torch.where(blur[:, None, None, None], F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False), x)
+    return x.clamp(-1, 1)
 
 
 def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
@@ -66,14 +78,14 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
         torch.set_num_threads(cfg.num_threads)
     acc = make_accelerator(cfg.seed)
     out = paths.stage_dir("classifier")
-    own = out / "own_stimuli"
-    if not (own / "metadata.json").is_file():
-        make_stimulus_set(own, per_class=cfg.per_class, seed=cfg.render_seed)
+    stim = stimulus_images(paths.stimuli)
+    stim_y = torch.tensor([r.class_index for r in load_stimulus_metadata(paths.stimuli)])
+    own = out / "own_stimuli"  # the classifier's own training images, rendered once
+    meta = json.loads((own / "metadata.json").read_text()) if (own / "metadata.json").is_file() else {}
+    if (meta.get("per_class"), meta.get("seed"), meta.get("size")) != (cfg.per_class, cfg.render_seed, stim.shape[-1]):
+        make_stimulus_set(own, size=stim.shape[-1], per_class=cfg.per_class, seed=cfg.render_seed)
     recs = load_stimulus_metadata(own)
     x_tr, y_tr = images_to_tensor(load_stimulus_images(own, recs)), torch.tensor([r.class_index for r in recs])
-    stim_recs = load_stimulus_metadata(paths.stimuli)
-    stim = images_to_tensor(load_stimulus_images(paths.stimuli, stim_recs))
-    stim_y = torch.tensor([r.class_index for r in stim_recs])
     val_i, test_i = torch.from_numpy(_split_images(paths, "train")), torch.from_numpy(_split_images(paths, "test"))
     model = ImageClassifier(n_outputs=len(set(y_tr.tolist())), base_channels=cfg.base_channels)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
@@ -111,8 +123,9 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
         save_resume(out / "resume.pt", model=m.state_dict(), optimizer=opt.state_dict(), epoch=epoch, best=best,
                     history=history, bad=bad)
     model = ImageClassifier.from_pretrained(out)
-    metrics = {"stage": "classifier", "config": asdict(cfg), "history": history, "best_val_acc": best,
-               "test_stimuli_acc": accuracy(model, stim[test_i], stim_y[test_i]),
+    metrics = {"stage": "classifier", "config": asdict(cfg), "epochs": epoch, "history": history, "best_val_acc": best,
+               "test_stimuli_acc": accuracy(model, stim[test_i], stim_y[test_i]), "n_test_stimuli": len(test_i),
+               "n_params": sum(p.numel() for p in model.parameters()),
                "train_wall_s_this_run": round(time.perf_counter() - t0, 1)}
     write_metrics(out, metrics)
     return {"best_val_acc": best, "test_stimuli_acc": metrics["test_stimuli_acc"]}
