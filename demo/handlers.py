@@ -30,6 +30,12 @@ import torch
 from neuroimagen.data.classes import CLASS_NAMES, CLASSES
 from neuroimagen.data.io import READERS
 from neuroimagen.data.montage import CROP, SFREQ
+from neuroimagen.data.preprocessing import (  # noqa: F401  (re-exported: the app's limits)
+    MAX_CHANNELS,
+    MAX_TRIAL_SECONDS,
+    SFREQ_RANGE,
+    check_trial_limits,
+)
 from neuroimagen.data.simulate import PRESETS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +53,13 @@ MAX_SEED = 2**31 - 1
 TMIN = CROP[0] / SFREQ  # the model input starts 20 ms after stimulus onset
 DEFAULT_LATENCY_MS = 170  # the N1 / N170 of visual evoked potentials
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError)
+
+# Upload limits (docs/RELIABILITY.md). A trial is ~0.5 s of 128 channels (~0.25-0.5 MB); these bound what one
+# request can cost in memory and CPU before the model runs: Gradio refuses bigger files while they stream in
+# (ui.py passes MAX_UPLOAD_BYTES as ``max_file_size``), and ``check_trial_limits`` refuses, right after reading
+# and before preprocessing, what would make resampling, filtering or interpolation expensive.
+MAX_UPLOAD_BYTES = 10 * 2**20  # per file; the library's own limit (io.MAX_FILE_BYTES) is 100 MB
+# MAX_CHANNELS, MAX_TRIAL_SECONDS, SFREQ_RANGE and check_trial_limits live in the library (preprocess applies them).
 
 
 def user_errors(fn):
@@ -216,6 +229,7 @@ class Handlers:
         from neuroimagen.data import preprocess, read_trial
 
         raw = read_trial(path)
+        check_trial_limits(raw)
         return raw, preprocess(raw)
 
     def _read_example(self, name: str) -> LoadedTrial:
@@ -353,7 +367,9 @@ class Handlers:
         if not _as_list(files):  # the upload widget was cleared
             return ("upload", "", None, None, "", None, None)
         trial = self.upload_trial(files)
-        return ("upload", *self.eeg_views(trial, time_ms), trial)
+        # The session keeps only what the topomap needs (not the raw recording, up to MAX_UPLOAD_BYTES read
+        # as float64): sessions live on after the request (Gradio drops their state ~1 h after they close).
+        return ("upload", *self.eeg_views(trial, time_ms), LoadedTrial(trial.name, None, trial.model))
 
     @user_errors
     def simulate(self, sim_class: str = CLASS_NAMES[8], sim_image: int = 1, sim_subject: int = 1,

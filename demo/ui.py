@@ -14,6 +14,7 @@ from neuroimagen.data.classes import CLASS_NAMES
 from .handlers import (
     DEFAULT_LATENCY_MS,
     IMAGES_PER_CLASS,
+    MAX_UPLOAD_BYTES,
     N_SUBJECTS,
     NOISE_PRESETS,
     TRIAL_EXTENSIONS,
@@ -28,8 +29,81 @@ CSS = """
 .pixelated img { image-rendering: pixelated; }
 #stimulus img, #saliency img, #reconstruction img { width: 100%; height: 100%; object-fit: contain; }
 """
-LAUNCH_KWARGS = dict(theme=gr.themes.Soft(), css=CSS, max_file_size="50mb")
+LAUNCH_KWARGS = dict(theme=gr.themes.Soft(), css=CSS, max_file_size=MAX_UPLOAD_BYTES)  # per file, 10 MB
 QUEUE_MAX_SIZE = 16  # waiting requests beyond this are refused at once instead of piling up
+DELETE_CACHE = (1800, 3600)  # every 30 min, delete uploads and outputs older than 1 h (docs/RELIABILITY.md)
+
+
+def without_stray_temp_files(files: gr.File) -> gr.File:
+    """``files`` (a ``gr.File``, ``type="filepath"``) without the empty temporary file Gradio leaves per upload.
+
+    Gradio 6's ``File._process_single_file`` opens ``NamedTemporaryFile(delete=False, dir=GRADIO_CACHE)`` for
+    every uploaded file each time an event takes the component as input, and never writes, uses or tracks it,
+    so ``delete_cache`` never removes it: one stray empty ``tmp*`` file in the cache per upload and event.
+    This replaces the method on this one component with the same file-type check, returning the uploaded
+    file's own path as ``gr.File`` does. (Not a subclass: Gradio writes a ``.pyi`` stub next to the module of
+    every Component subclass when the class is created.) ``tests/test_reliability.py`` counts the files.
+    """
+    from gradio.utils import NamedString
+    from gradio_client import utils as client_utils
+
+    if files.type != "filepath" or not hasattr(files, "_process_single_file"):
+        return files
+
+    def _process_single_file(f):
+        if files.file_types and not client_utils.is_valid_file(f.path, files.file_types):
+            raise gr.Error(f"Invalid file type. Please upload a file that is one of these formats: "
+                           f"{files.file_types}")
+        return NamedString(f.path)
+
+    files._process_single_file = _process_single_file
+    return files
+
+
+def write_returned_images_atomically() -> None:
+    """Make Gradio write each returned image into its cache atomically, and only once per content.
+
+    Gradio 6 saves a returned PIL image as ``<cache>/<sha256 of the PNG>/image.png`` with ``write_bytes``,
+    rewriting the file in place each time the same image is returned again (the same example's seen image,
+    butterfly and topomap on every page load; the same trial, seed and settings). A client fetching that
+    file during a rewrite gets it truncated: the load test's burst of identical requests downloaded empty
+    ``image.png`` files. Gradio already writes uploaded and copied files atomically
+    (``save_file_to_cache``: a staging file, then ``os.replace``, and a touch when it exists); this does the
+    same for ``processing_utils.save_pil_to_cache``, which ``gr.Image`` and ``gr.Gallery`` call. Process-wide
+    (it replaces a function of Gradio's module) and idempotent.
+    """
+    import contextlib
+    import os
+    import tempfile
+
+    from gradio import processing_utils
+
+    if getattr(processing_utils.save_pil_to_cache, "atomic", False):
+        return
+
+    def save_pil_to_cache(img, cache_dir: str, name: str = "image", format: str = "webp") -> str:  # noqa: A002
+        data = processing_utils.encode_pil_to_bytes(img, format)
+        folder = Path(cache_dir) / processing_utils.hash_bytes(data)
+        folder.mkdir(exist_ok=True, parents=True)
+        path = (folder / f"{name}.{format}").resolve()
+        if path.is_file():  # the same bytes (the folder is their hash): touch it, so delete_cache keeps it
+            with contextlib.suppress(OSError):
+                os.utime(path)
+            return str(path)
+        fd, staging = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.chmod(staging, 0o644)
+            os.replace(staging, path)
+        except BaseException:
+            Path(staging).unlink(missing_ok=True)
+            raise
+        return str(path)
+
+    save_pil_to_cache.atomic = True
+    processing_utils.save_pil_to_cache = save_pil_to_cache
+
 
 SIMULATED_NOTE = (
     "**The default model was trained on simulated EEG.** `neuroimagen-tiny` learned from EEG simulated with an "
@@ -43,11 +117,12 @@ CAPTION_SOURCE_INFO = ("predicted: the decoded label-caption embedding (the pape
 
 def build_demo(pipe, examples_dir: str | Path | None = None, stimuli_dir: str | Path | None = None) -> gr.Blocks:
     """The NeuroImagen app around a loaded :class:`~neuroimagen.NeuroImagenPipeline` (any, e.g. a tiny one)."""
+    write_returned_images_atomically()
     h = Handlers(pipe, examples_dir, stimuli_dir)
     names = list(h.examples)
     card = model_card(pipe)
 
-    with gr.Blocks(title="NeuroImagen", delete_cache=(1800, 3600)) as demo:
+    with gr.Blocks(title="NeuroImagen", delete_cache=DELETE_CACHE) as demo:
         gr.Markdown("# NeuroImagen: the image a person saw, reconstructed from their EEG\n"
                     "After Lan et al. 2023, *Seeing through the Brain*. Pick a trial, look at the EEG, "
                     "reconstruct, and compare every stage with the image that was seen.")
@@ -69,9 +144,10 @@ def build_demo(pipe, examples_dir: str | Path | None = None, stimuli_dir: str | 
                         example = gr.Dropdown(names, value=names[0] if names else None, label="Example trial",
                                               elem_id="example-name")
                     with gr.Tab("Upload", id="tab-upload") as tab_upload:
-                        files = gr.File(file_count="multiple", file_types=list(UPLOAD_EXTENSIONS), label=(
-                            f"One EEG trial ({' '.join(TRIAL_EXTENSIONS)}); for BrainVision add the .eeg and .vmrk, "
-                            f"for EEGLAB the .fdt"), elem_id="upload")
+                        files = without_stray_temp_files(gr.File(
+                            file_count="multiple", file_types=list(UPLOAD_EXTENSIONS), label=(
+                                f"One EEG trial ({' '.join(TRIAL_EXTENSIONS)}); for BrainVision add the .eeg and "
+                                f".vmrk, for EEGLAB the .fdt"), elem_id="upload"))
                         formats = upload_examples(h.examples_dir) if h.examples_dir.is_dir() else []
                         if formats:
                             gr.Examples([[group] for group in formats], inputs=[files],

@@ -80,6 +80,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _keep_earlier_parts(metrics: dict, out: Path) -> None:
+    """Keep the parts this run did not compute from ``out/metrics.json``, when it is for the same data.
+
+    So a report can be built in steps (``--parts baselines`` now, ``--parts reconstruction`` after more
+    training): each kept part's command stays listed in ``earlier_commands`` and in the report.
+    """
+    f = out / "metrics.json"
+    if not f.is_file():
+        return
+    prior = json.loads(f.read_text())
+    if (prior.get("data"), prior.get("splits")) != (metrics.get("data"), metrics.get("splits")):
+        return
+    kept = [k for k in ("reconstruction", "baselines", "block_design") if k not in metrics and k in prior]
+    if not kept:
+        return
+    for k in kept:
+        metrics[k] = prior[k]
+    metrics["earlier_commands"] = [*prior.get("earlier_commands", []), prior["command"]]
+    if prior.get("checkpoint") != metrics.get("checkpoint"):
+        metrics["caveats"].append(f"Kept from an earlier run with checkpoint {prior.get('checkpoint')}: {', '.join(kept)}.")
+
+
 def _versions() -> dict:
     import diffusers
     import sklearn
@@ -209,6 +231,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None, log) -> dict:
             {"no drift": (args.data, args.splits), "block drift": (args.drift_data, args.drift_splits)},
             log=log, max_folds=args.block_folds, lda_bin=_bins(args.lda_bin_ms, "lda-bin-ms"))
 
+    _keep_earlier_parts(metrics, Path(args.out))
     metrics["wall_s"] = round(time.perf_counter() - t0, 1)
     files = write_report(args.out, metrics, arrays)
     log(f"wrote {', '.join(str(f) for f in files)} in {metrics['wall_s']} s")
@@ -221,7 +244,8 @@ def write_index(report_dirs: list[str], out: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     lines = ["# Evaluation reports", "", "Each folder holds `report.md` (tables, protocol, caveats), `metrics.json` "
              "(every number) and the figures. Regenerate with the commands below (then this index with "
-             "`python -m neuroimagen.evaluate --index " + " ".join(report_dirs) + f" --out {out}`).", ""]
+             "`python -m neuroimagen.evaluate --index " + " ".join(report_dirs) + f" --out {out}`). A report built in steps lists its earlier commands at its top; `bash scripts/make_reports.sh` "
+             "rebuilds the shipped reports, data included.", ""]
     for d in report_dirs:
         m = json.loads((Path(d) / "metrics.json").read_text())
         rel = Path(d).resolve().relative_to(out.resolve()) if Path(d).resolve().is_relative_to(out.resolve()) else d

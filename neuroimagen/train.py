@@ -45,23 +45,33 @@ def main(argv: list[str] | None = None) -> int:
     for stage in STAGES if args.stage == "all" else (args.stage,):
         module = importlib.import_module(f".training.{stage}", __package__)
         cfg = module.Config(**stage_cfgs.get(stage, {}))
+        before = _times_so_far(paths.stage_dir(stage)) if args.resume else (0.0, 0.0)  # the stage rewrites metrics.json
         t0 = time.process_time()
         w0 = time.perf_counter()
         metrics = module.train(cfg, paths, resume=args.resume)
-        times = _record_times(paths.stage_dir(stage), time.process_time() - t0, time.perf_counter() - w0, args.resume)
+        times = _record_times(paths.stage_dir(stage), time.process_time() - t0, time.perf_counter() - w0, before)
         print(json.dumps({"stage": stage, **(metrics or {}), **times}))
     return 0
 
 
-def _record_times(stage_dir, cpu_s: float, wall_s: float, resumed: bool) -> dict:
-    """Add this run's CPU and wall time to the stage's metrics.json (summed over resumed runs)."""
+def _times_so_far(stage_dir) -> tuple[float, float]:
+    """CPU and wall seconds recorded in the stage's metrics.json by its earlier runs (0 when none)."""
+    from pathlib import Path
+
+    f = Path(stage_dir) / "metrics.json"
+    m = json.loads(f.read_text()) if f.is_file() else {}
+    return float(m.get("cpu_time_s", 0.0)), float(m.get("wall_time_s", 0.0))
+
+
+def _record_times(stage_dir, cpu_s: float, wall_s: float, before: tuple[float, float] = (0.0, 0.0)) -> dict:
+    """Write this run's CPU and wall time plus ``before`` (earlier runs', when resumed) to the stage's metrics.json."""
     from pathlib import Path
 
     f = Path(stage_dir) / "metrics.json"
     m = json.loads(f.read_text()) if f.is_file() else {}
     if m.get("times_cumulative"):  # the stage sums its own times over resumed runs (unet)
         return {k: m[k] for k in ("cpu_time_s", "wall_time_s")}
-    prev_cpu, prev_wall = (m.get("cpu_time_s", 0.0), m.get("wall_time_s", 0.0)) if resumed else (0.0, 0.0)
+    prev_cpu, prev_wall = before
     times = {"cpu_time_s": round(prev_cpu + cpu_s, 1), "wall_time_s": round(prev_wall + wall_s, 1)}
     if f.parent.is_dir():
         f.write_text(json.dumps({**m, **times}, indent=1))

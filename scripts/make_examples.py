@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,7 @@ def main() -> None:
     p.add_argument("--out", default="examples")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
     records = load_stimulus_metadata(args.stimuli)
     images = load_stimulus_images(args.stimuli, records)

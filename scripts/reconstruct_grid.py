@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ def main() -> None:
     p.add_argument("--guidance", type=float, default=5.0)
     p.add_argument("--out", default="docs/figures/reconstructions.png")
     args = p.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
     from skimage.metrics import structural_similarity
 

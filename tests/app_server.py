@@ -14,18 +14,18 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from neuroimagen.loadtest import stop_process, wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT = ROOT / "checkpoints" / "neuroimagen-tiny"
@@ -94,6 +94,8 @@ class AppServer:
     startup_s: float
     log: Path
     peak_rss_mb: float | None = None
+    gradio_dir: Path | None = None  # the app's GRADIO_TEMP_DIR (uploads and returned files)
+    tmp_dir: Path | None = None  # the app's TMPDIR (tempfile.gettempdir() in the app process)
     _tmp: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
 
     def rss_mb(self) -> dict[str, float]:
@@ -111,12 +113,7 @@ class AppServer:
                 self.peak_rss_mb = self.rss_mb()["peak_rss_mb"]
             except (OSError, KeyError):
                 pass
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_process(self.proc)
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -133,8 +130,10 @@ def start_app(checkpoint: Path | None = None, examples: Path | None = None) -> A
         examples = EXAMPLES if has_examples() else write_examples(Path(tmp.name) / "examples")
     port = free_port()
     log = Path(tmp.name) / "app.log"
+    gradio_dir, tmp_dir = Path(tmp.name) / "gradio", Path(tmp.name) / "tmp"
+    tmp_dir.mkdir()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_SERVER_NAME": "127.0.0.1",
-           "GRADIO_TEMP_DIR": str(Path(tmp.name) / "gradio"), "PYTHONUNBUFFERED": "1"}
+           "GRADIO_TEMP_DIR": str(gradio_dir), "TMPDIR": str(tmp_dir), "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, str(ROOT / "app.py"), "--checkpoint", str(checkpoint), "--port", str(port),
            "--examples", str(examples)]
     t0 = time.perf_counter()
@@ -142,22 +141,8 @@ def start_app(checkpoint: Path | None = None, examples: Path | None = None) -> A
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     server = AppServer(url=url, proc=proc, checkpoint=checkpoint, examples=examples, startup_s=float("nan"),
-                       log=log, _tmp=tmp)
-    while True:
-        if not server.alive():
-            text = log.read_text()
-            server.stop()
-            raise RuntimeError(f"app.py exited with code {proc.returncode} before serving:\n{text[-4000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if time.perf_counter() - t0 > START_TIMEOUT_S:
-            server.stop()
-            raise RuntimeError(f"app.py did not serve within {START_TIMEOUT_S} s:\n{log.read_text()[-4000:]}")
-        time.sleep(0.2)
+                       log=log, gradio_dir=gradio_dir, tmp_dir=tmp_dir, _tmp=tmp)
+    wait_until_serving(url, proc, log, t0, server.stop, timeout=START_TIMEOUT_S)
     server.startup_s = round(time.perf_counter() - t0, 2)
     return server
 

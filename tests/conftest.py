@@ -63,3 +63,28 @@ def smooth_trial(model_names):
     from neuroimagen.data import EEGTrial
 
     return EEGTrial(smooth_eeg(), 1000.0, list(model_names), subject=2, label=8)
+
+
+class Exploit:
+    """A pickle payload: unpickling it calls open(marker, 'w'), so the marker file proves code ran."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def write_exploit(path, marker, legacy: bool, **items):
+    """Write a .pth whose unpickling would create ``marker`` (torch's zip format, or a legacy plain pickle)."""
+    import pickle
+
+    import torch
+
+    obj = {"data": torch.zeros(128, 500), **items, "x": Exploit(marker)}
+    if legacy:
+        with open(path, "wb") as f:
+            pickle.dump(obj, f, protocol=2)
+    else:
+        torch.save(obj, path)
+    return path

@@ -238,3 +238,21 @@ def test_evaluate_refuses_a_classifier_of_other_classes(tiny_setup, tmp_path):
               "--stimuli", str(s["root"] / "stimuli"), "--out", str(tmp_path / "r"), "--limit", "2",
               "--samples-per-trial", "1", "--steps", "2", "--parts", "reconstruction",
               "--classifier", str(tmp_path / "clf10")])
+
+
+def test_a_report_built_in_steps_keeps_the_earlier_parts_for_the_same_data(tmp_path):
+    import json
+
+    from neuroimagen.evaluate import _keep_earlier_parts
+
+    earlier = {"command": "python -m neuroimagen.evaluate --parts baselines", "data": "d.pth", "splits": "s.pth",
+               "checkpoint": "ckpt", "baselines": {"methods": {"lda": {"top1": 0.3}}}, "caveats": []}
+    (tmp_path / "metrics.json").write_text(json.dumps(earlier))
+    now = {"command": "python -m neuroimagen.evaluate --parts reconstruction", "data": "d.pth", "splits": "s.pth",
+           "checkpoint": "ckpt", "reconstruction": {"x": 1}, "caveats": []}
+    _keep_earlier_parts(now, tmp_path)
+    assert now["baselines"] == earlier["baselines"] and now["reconstruction"] == {"x": 1}
+    assert now["earlier_commands"] == [earlier["command"]] and now["caveats"] == []
+    other = {"command": "c", "data": "other.pth", "splits": "s.pth", "checkpoint": "ckpt", "caveats": []}
+    _keep_earlier_parts(other, tmp_path)
+    assert "baselines" not in other  # another data set: nothing kept

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import load_script
+from conftest import load_script, write_exploit
 
 from neuroimagen.data import EEGTrial, load_eeg_imagenet, preprocess, read_trial, write_trial
 from neuroimagen.data.io import TrialFileError
@@ -105,26 +104,10 @@ def test_pth_items_and_bare_arrays(smooth_trial, tmp_path, model_names):
     assert named.ch_names == ["Cz", "Pz", "Oz"] and "taken as 1000 Hz" in named.info["assumed"]
 
 
-class _Exploit:
-    """Unpickling this would call open(marker, 'w'): the marker file proves code ran."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (str(self.marker), "w"))
-
-
 @pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy-pickle"])
 def test_pickle_with_code_is_refused_and_never_run(tmp_path, legacy):
     marker = tmp_path / "pwned.txt"
-    obj = {"data": torch.zeros(128, 500), "x": _Exploit(marker)}
-    path = tmp_path / "evil.pth"
-    if legacy:
-        with open(path, "wb") as f:
-            pickle.dump(obj, f, protocol=2)
-    else:
-        torch.save(obj, path)
+    path = write_exploit(tmp_path / "evil.pth", marker, legacy)
     with pytest.raises(ValueError, match="'evil.pth'") as err:
         read_trial(path)
     assert "could run code" in str(err.value) or "safe loader" in str(err.value)

@@ -142,3 +142,14 @@ def test_invalid_arguments(smooth_trial, model_names):
         preprocess(smooth_trial, crop=(460, 20))
     with pytest.raises(ValueError, match="Invalid sampling rate: expected a positive number of Hz, got 0.0"):
         preprocess(EEGTrial(smooth_trial.data, 0.0, model_names))
+
+
+@pytest.mark.parametrize("sfreq, n_chans, n_times, match", [
+    (0.5, 128, 10, "sampled at 0.5 Hz: expected 100 to 20000 Hz"),  # would be resampled 2000-fold
+    (1000.0, 600, 500, "has 600 channels: at most 512"),
+    (1000.0, 128, 12_000, r"is 12.0 s long \(12000 samples at 1000 Hz\)"),
+])
+def test_trials_over_the_limits_are_refused_before_any_work(model_names, sfreq, n_chans, n_times, match):
+    names = (model_names + [f"X{i}" for i in range(n_chans)])[:n_chans]
+    with pytest.raises(ValueError, match=match):
+        preprocess(EEGTrial(np.ones((n_chans, n_times), np.float32), sfreq, names))

@@ -223,3 +223,46 @@ def test_resume_continues_where_it_stopped(debug_run):
     after = _metrics(out, "encoder")["history"]
     assert [h["epoch"] for h in after] == [h["epoch"] for h in before] + [before[-1]["epoch"] + 1]
     assert after[:len(before)] == before
+
+
+def test_diffusion_stages_run_and_a_warm_start_continues_the_shipped_weights(tmp_path, stimuli_dir):
+    """``vae`` then ``unet`` on the debug config; a second UNet run with ``init_from`` starts from the first
+    run's weights (lr 0 keeps them) and brings the VAE they were trained with."""
+    from pathlib import Path
+
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from neuroimagen.train import main
+    from neuroimagen.training import unet
+    from neuroimagen.training.config import load_config
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "debug.json"
+    first = tmp_path / "first"
+    for stage in ("vae", "unet"):
+        assert main([stage, "--config", str(config), "--stimuli", str(stimuli_dir), "--out", str(first)]) == 0
+    assert _metrics(first, "unet")["steps"] == 4
+    AutoencoderKL.from_pretrained(first / "vae")
+    source = UNet2DConditionModel.from_pretrained(first / "unet")
+
+    second = tmp_path / "second"
+    paths, cfgs = load_config(config, overrides={"stimuli": str(stimuli_dir), "out": str(second)})
+    cfg = replace(unet.Config(**cfgs["unet"]), lr=0.0, max_steps=2, init_from=str(first))
+    with pytest.raises(FileNotFoundError, match="init_from"):
+        unet.train(replace(cfg, init_from=str(tmp_path / "nowhere")), paths)
+    unet.train(cfg, paths)
+    assert (second / "vae" / "config.json").is_file()
+    continued = UNet2DConditionModel.from_pretrained(second / "unet")
+    for (name, a), b in zip(source.state_dict().items(), continued.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_a_resumed_run_adds_its_time_to_the_earlier_runs(debug_run):
+    """The model card's CPU times come from metrics.json: a resumed stage must not report only its last run."""
+    from neuroimagen.train import main
+
+    out, args = debug_run
+    before = _metrics(out, "semantic")
+    assert main(["semantic", *args, "--resume"]) == 0
+    after = _metrics(out, "semantic")
+    assert after["cpu_time_s"] >= before["cpu_time_s"] > 0
+    assert after["wall_time_s"] > before["wall_time_s"]

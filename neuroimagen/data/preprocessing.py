@@ -88,6 +88,38 @@ def _names(names, k: int = 4) -> str:
     return ", ".join(repr(n) for n in names[:k]) + (", ..." if len(names) > k else "")
 
 
+# Limits on one trial (docs/RELIABILITY.md): they bound what resampling, filtering and interpolation can cost
+# before anything runs (a small file claiming 0.5 Hz would otherwise be resampled 2000-fold).
+MAX_CHANNELS = 512
+MAX_TRIAL_SECONDS = 10.0
+SFREQ_RANGE = (100.0, 20_000.0)  # Hz
+
+
+def check_trial_limits(raw) -> None:
+    """Refuse a trial :func:`preprocess` will not take: too many channels, too long, or an implausible rate.
+
+    Without these, a small file claiming e.g. 0.5 Hz would be resampled 2000-fold to the model's 1 kHz (a
+    10 MB upload could ask for tens of GB). Raises ``ValueError`` with what was expected and what came.
+    """
+    from .montage import SFREQ
+
+    file = raw.info.get("file") if isinstance(raw.info, dict) else None
+    name = repr(str(file)) if file else "The trial"
+    n_chans, n_times, sfreq = raw.data.shape[0], raw.data.shape[-1], float(raw.sfreq)
+    if n_chans > MAX_CHANNELS:
+        raise ValueError(f"{name} has {n_chans} channels: at most {MAX_CHANNELS} (the model uses the "
+                         f"128 actiCAP channels; others are dropped). Keep the EEG channels of one cap.")
+    low, high = SFREQ_RANGE
+    if not low <= sfreq <= high:
+        raise ValueError(f"{name} is sampled at {sfreq:g} Hz: expected {low:g} to {high:g} Hz (the model works at "
+                         f"{SFREQ:g} Hz on the 5-95 Hz band). Check the file's sampling rate.")
+    seconds = n_times / sfreq
+    if seconds > MAX_TRIAL_SECONDS:
+        raise ValueError(f"{name} is {seconds:.1f} s long ({n_times} samples at {sfreq:g} Hz): expected one "
+                         f"trial of at most {MAX_TRIAL_SECONDS:g} s (the model uses 20-460 ms after stimulus "
+                         f"onset). Cut one trial out of the recording, starting at stimulus onset.")
+
+
 def preprocess(trial, ch_names: tuple[str, ...] | list[str] | None = None, sfreq: float = 1000.0,
                l_freq: float | None = L_FREQ, h_freq: float | None = H_FREQ, crop: tuple[int, int] = CROP,
                max_interpolated: int = 16):
@@ -95,7 +127,7 @@ def preprocess(trial, ch_names: tuple[str, ...] | list[str] | None = None, sfreq
 
     Maps channels by name to the model montage (case-insensitive; ``'EEG Fp1'`` and ``'Fp1-Ref'`` match
     ``'Fp1'``), interpolates a few missing or flat ones with spherical splines (MNE
-    ``interpolate_bads``), refuses when too few match, resamples to ``sfreq`` (any rate is accepted),
+    ``interpolate_bads``), refuses when too few match, resamples to ``sfreq`` (from any rate in ``SFREQ_RANGE``),
     band-passes on the whole trial, crops samples ``crop`` after stimulus onset and standardizes
     (:func:`standardize`). A trial of exactly ``crop[1] - crop[0]`` samples (after resampling) is taken as
     already cropped. A trial on the model's channels at ``sfreq`` makes no MNE object (a few ms).
@@ -125,7 +157,8 @@ def preprocess(trial, ch_names: tuple[str, ...] | list[str] | None = None, sfreq
     Raises
     ------
     ValueError
-        Wrong shape, NaN/Inf, too short, too few model channels, too many missing or flat channels.
+        Wrong shape, NaN/Inf, too short, too few model channels, too many missing or flat channels; over
+        the limits of :func:`check_trial_limits` (channels, seconds, rate).
     TypeError
         ``trial`` is not an EEGTrial.
     """
@@ -151,6 +184,7 @@ def preprocess(trial, ch_names: tuple[str, ...] | list[str] | None = None, sfreq
         raise ValueError(f"Invalid trial: {len(trial.ch_names)} channel names for {data.shape[0]} channels of data.")
     if not (np.isfinite(trial.sfreq) and trial.sfreq > 0):
         raise ValueError(f"Invalid sampling rate: expected a positive number of Hz, got {trial.sfreq!r}.")
+    check_trial_limits(trial)  # before any costly step
 
     # 2. Channels: map by name; missing ones are interpolated when few, else refused
     file_names = [str(n) for n in trial.ch_names]

@@ -42,4 +42,4 @@ def load_config(path: str | Path, overrides: dict | None = None) -> tuple[Paths,
     for k, v in (overrides or {}).items():
         if v is not None:
             setattr(paths, k, v)
-    return paths, {k: v for k, v in raw.items() if k != "paths"}
+    return paths, {k: v for k, v in raw.items() if k != "paths" and not k.startswith("_")}  # "_...": comments

@@ -45,6 +45,10 @@ class Config:
     sample_every: int = 1000  # write a grid of text-to-image samples (DDIM, 25 steps) to watch progress
     seed: int = 0
     num_threads: int = 0  # torch CPU threads (0: leave torch's default)
+    # Warm start: a pipeline folder (e.g. checkpoints/neuroimagen-tiny) or a UNet folder whose weights start
+    # this run (its VAE is copied to <out>/vae when that is missing, so the latent space matches). Runs do not
+    # survive a session here, so this is how training continues from the shipped checkpoint.
+    init_from: str = ""
 
 
 def build_unet(cfg: Config, sample_size: int = 16, latent_channels: int = 4, cross_attention_dim: int = 384):
@@ -84,6 +88,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
         torch.set_num_threads(cfg.num_threads)
     acc = make_accelerator(cfg.seed)
     out = paths.stage_dir("unet")
+    init_unet = _warm_start(cfg.init_from, paths) if cfg.init_from and not resume else None
     vae = AutoencoderKL.from_pretrained(paths.stage_dir("vae")).eval()
     sf = vae.config.scaling_factor
     images = images_to_tensor(load_stimulus_images(paths.stimuli))
@@ -96,6 +101,8 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
 
     unet = build_unet(cfg, sample_size=lat_mean.shape[-1], latent_channels=lat_mean.shape[1],
                       cross_attention_dim=label_states.shape[-1])
+    if init_unet is not None:
+        unet.load_state_dict(init_unet.state_dict())
     ema = copy.deepcopy(unet).requires_grad_(False)
     sched = build_scheduler(cfg)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=1e-2)
@@ -161,6 +168,28 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
             save_sample_grid(ema, vae, sched, label_states, empty, out / f"samples_step{step:06d}.png", cfg.seed)
     bar.close()
     return {"steps": step, "final_loss": history[-1]["loss"] if history else None}
+
+
+def _warm_start(init_from: str, paths: Paths):
+    """Load the UNet of ``init_from`` (pipeline or UNet folder); copy its VAE to ``<out>/vae`` if none is there."""
+    import shutil
+    from pathlib import Path
+
+    from diffusers import UNet2DConditionModel
+
+    src = Path(init_from)
+    unet_dir = src / "unet" if (src / "unet" / "config.json").is_file() else src
+    if not (unet_dir / "config.json").is_file():
+        raise FileNotFoundError(f"init_from: expected a pipeline folder with unet/ or a UNet folder, got {src}")
+    vae_out = paths.stage_dir("vae")
+    if not (vae_out / "config.json").is_file():
+        if not (src / "vae" / "config.json").is_file():
+            raise FileNotFoundError(f"init_from: no VAE in {vae_out} and none in {src / 'vae'} to copy: the UNet "
+                                    "only makes sense with the VAE it was trained with")
+        shutil.copytree(src / "vae", vae_out, dirs_exist_ok=True)
+        tqdm.write(f"unet: copied the VAE of {src} to {vae_out}")
+    tqdm.write(f"unet: warm start from {unet_dir}")
+    return UNet2DConditionModel.from_pretrained(unet_dir)
 
 
 @torch.no_grad()
