@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from neuroimagen.loadtest import stop_process, wait_until_serving
+from demo.loadtest import stop_process, wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT = ROOT / "checkpoints" / "neuroimagen-tiny"

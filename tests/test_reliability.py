@@ -8,7 +8,7 @@ Against the one shared ``python app.py`` of the session (``tests/app_server.py``
 - the upload limits (file size, channels, length, sampling rate) are enforced with clear messages;
 - same trial + seed + settings give the same image bytes, through the API and the library;
 - requests leave no stray files in the app's Gradio cache and temp folder;
-- a small ``neuroimagen.loadtest`` run: concurrent clients all get their own right image, a burst
+- a small ``demo.loadtest`` run: concurrent clients all get their own right image, a burst
   beyond the queue's size is refused as "queue full" and the app keeps serving.
 """
 
@@ -303,8 +303,8 @@ def test_a_returned_image_is_never_read_half_written(tmp_path):
 def test_loadtest_small_run(app_server, tmp_path):  # noqa: F811
     """4 clients x 2 requests against the running app, each result checked against the pipeline; then a burst
     beyond the queue: the excess is refused as 'queue full' and the app keeps serving."""
+    from demo import loadtest
     from demo.ui import QUEUE_MAX_SIZE
-    from neuroimagen import loadtest
 
     assert loadtest.QUEUE_MAX_SIZE == QUEUE_MAX_SIZE
     out = tmp_path / "load.json"
@@ -325,7 +325,7 @@ def test_loadtest_small_run(app_server, tmp_path):  # noqa: F811
 
 
 def test_loadtest_detects_a_mixed_up_result(tmp_path):
-    from neuroimagen import loadtest
+    from demo import loadtest
 
     ref = loadtest.Reference(loadtest.load_pipeline(None))
     trial = loadtest.write_trials(1, tmp_path)[0]
@@ -339,7 +339,7 @@ def test_loadtest_detects_a_mixed_up_result(tmp_path):
 
 @pytest.mark.parametrize("url", ["http://example.com:7860/", "http://10.0.0.5:7860/", "file:///etc/passwd"])
 def test_loadtest_refuses_anything_but_loopback(url):
-    from neuroimagen import loadtest
+    from demo import loadtest
 
     with pytest.raises(ValueError, match="only runs against loopback"):
         loadtest.check_loopback(url)

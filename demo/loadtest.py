@@ -1,4 +1,4 @@
-"""Load test of the app: ``python -m neuroimagen.loadtest [--tiny] [--clients 8] [--requests 5] [--url URL]``.
+"""Load test of the app: ``python -m demo.loadtest [--tiny] [--clients 8] [--requests 5] [--url URL]``.
 
 Starts ``app.py`` on a free loopback port (or uses ``--url`` of a running one, loopback only), then:
 
@@ -228,8 +228,8 @@ class MemorySampler:
 # ------------------------------------------------------------------------------------------------ trials
 def write_trials(n: int, out: Path) -> list[Path]:
     """``n`` different synthetic trials (model montage, 1 kHz, 500 samples, volts) as ``.npz`` files."""
-    from .data import EEGTrial, write_trial
-    from .data.montage import SFREQ, model_ch_names
+    from neuroimagen.data import EEGTrial, write_trial
+    from neuroimagen.data.montage import SFREQ, model_ch_names
 
     names = list(model_ch_names())
     t = np.arange(500) / SFREQ
@@ -266,7 +266,7 @@ class Reference:
     def _image(self, path: Path, seed: int, steps: int) -> np.ndarray:
         import torch
 
-        from .data import preprocess, read_trial
+        from neuroimagen.data import preprocess, read_trial
 
         key = (str(path), seed, steps)
         if key not in self._images:
@@ -281,8 +281,8 @@ class Reference:
 
 def load_pipeline(checkpoint: Path | None):
     """The pipeline the app runs: from ``checkpoint``, or the tiny random one (``None``)."""
-    from .pipelines.pipeline_neuroimagen import NeuroImagenPipeline
-    from .pipelines.testing import make_tiny_pipeline
+    from neuroimagen.pipelines.pipeline_neuroimagen import NeuroImagenPipeline
+    from neuroimagen.pipelines.testing import make_tiny_pipeline
 
     pipe = make_tiny_pipeline(seed=0) if checkpoint is None else NeuroImagenPipeline.from_pretrained(checkpoint)
     pipe.set_progress_bar_config(disable=True)
@@ -491,7 +491,7 @@ def _file_report(app: App, before: dict) -> dict:
 
 # ------------------------------------------------------------------------------------------------ main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m neuroimagen.loadtest", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m demo.loadtest", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     which = p.add_mutually_exclusive_group()
     which.add_argument("--tiny", action="store_true", help="the tiny random pipeline (make_tiny_pipeline(0))")
