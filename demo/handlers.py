@@ -30,12 +30,6 @@ import torch
 from neuroimagen.data.classes import CLASS_NAMES, CLASSES
 from neuroimagen.data.io import READERS
 from neuroimagen.data.montage import CROP, SFREQ
-from neuroimagen.data.preprocessing import (  # noqa: F401  (re-exported: the app's limits)
-    MAX_CHANNELS,
-    MAX_TRIAL_SECONDS,
-    SFREQ_RANGE,
-    check_trial_limits,
-)
 from neuroimagen.data.simulate import PRESETS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,10 +50,9 @@ USER_ERRORS = (ValueError, TypeError, FileNotFoundError)
 
 # Upload limits (docs/RELIABILITY.md). A trial is ~0.5 s of 128 channels (~0.25-0.5 MB); these bound what one
 # request can cost in memory and CPU before the model runs: Gradio refuses bigger files while they stream in
-# (ui.py passes MAX_UPLOAD_BYTES as ``max_file_size``), and ``check_trial_limits`` refuses, right after reading
-# and before preprocessing, what would make resampling, filtering or interpolation expensive.
+# (ui.py passes MAX_UPLOAD_BYTES as ``max_file_size``), and ``preprocess`` refuses, before any resampling,
+# filtering or interpolation, trials over the library's limits (neuroimagen.data.preprocessing.check_trial_limits).
 MAX_UPLOAD_BYTES = 10 * 2**20  # per file; the library's own limit (io.MAX_FILE_BYTES) is 100 MB
-# MAX_CHANNELS, MAX_TRIAL_SECONDS, SFREQ_RANGE and check_trial_limits live in the library (preprocess applies them).
 
 
 def user_errors(fn):
@@ -229,7 +222,6 @@ class Handlers:
         from neuroimagen.data import preprocess, read_trial
 
         raw = read_trial(path)
-        check_trial_limits(raw)
         return raw, preprocess(raw)
 
     def _read_example(self, name: str) -> LoadedTrial:

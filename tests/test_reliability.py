@@ -144,8 +144,9 @@ def _trial_file(path: Path, n_chans: int = 128, n_times: int = 500, sfreq: float
 
 
 def test_upload_limits_are_enforced_with_clear_messages(client, example, app_server, tmp_path):  # noqa: F811
-    from demo.handlers import MAX_CHANNELS, MAX_TRIAL_SECONDS, MAX_UPLOAD_BYTES
+    from demo.handlers import MAX_UPLOAD_BYTES
     from demo.ui import LAUNCH_KWARGS
+    from neuroimagen.data.preprocessing import MAX_CHANNELS, MAX_TRIAL_SECONDS
 
     assert LAUNCH_KWARGS["max_file_size"] == MAX_UPLOAD_BYTES == client.config["max_file_size"] == 10 * 2**20
     cases = {
@@ -181,7 +182,7 @@ def test_upload_limits_are_enforced_with_clear_messages(client, example, app_ser
 
 
 def test_limits_check_before_preprocessing():
-    from demo.handlers import MAX_CHANNELS, check_trial_limits
+    from neuroimagen.data.preprocessing import MAX_CHANNELS, check_trial_limits
 
     names = [f"E{k}" for k in range(MAX_CHANNELS)]
     check_trial_limits(EEGTrial(np.zeros((MAX_CHANNELS, 10_000)), 1000.0, names))  # at the limits: accepted
