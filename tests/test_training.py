@@ -256,6 +256,32 @@ def test_diffusion_stages_run_and_a_warm_start_continues_the_shipped_weights(tmp
         assert torch.equal(a, b), name
 
 
+def test_decoder_steps_resume_a_vae_with_its_encoder_and_latent_scale_unchanged(tmp_path, stimuli_dir):
+    """A finished VAE run resumed with ``decoder_steps`` trains the decoder only: the encoder, and so the latents a
+    UNet was trained on, stay bit for bit; the decoder moves; the latent scaling factor is kept."""
+    from pathlib import Path
+
+    from diffusers import AutoencoderKL
+
+    from neuroimagen.training import vae
+    from neuroimagen.training.config import load_config
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "debug.json"
+    paths, cfgs = load_config(config, overrides={"stimuli": str(stimuli_dir), "out": str(tmp_path)})
+    cfg = replace(vae.Config(**cfgs["vae"]), max_steps=2, save_every=1)
+    vae.train(cfg, paths)
+    before = AutoencoderKL.from_pretrained(tmp_path / "vae")
+    vae.train(replace(cfg, decoder_steps=3), paths, resume=True)
+    after = AutoencoderKL.from_pretrained(tmp_path / "vae")
+    assert _metrics(tmp_path, "vae")["steps"] == 5
+    for part in ("encoder", "quant_conv"):
+        for (name, a), b in zip(getattr(before, part).state_dict().items(), getattr(after, part).state_dict().values()):
+            assert torch.equal(a, b), f"{part}.{name} changed"
+    assert any(not torch.equal(a, b) for a, b in zip(before.decoder.parameters(), after.decoder.parameters()))
+    assert after.config.scaling_factor == pytest.approx(before.config.scaling_factor, rel=1e-6)
+    assert vae.lr_factor(2, cfg) == pytest.approx(0.05) and vae.lr_factor(2, replace(cfg, decoder_steps=3)) == 1.0
+
+
 def test_a_resumed_run_adds_its_time_to_the_earlier_runs(debug_run):
     """The model card's CPU times come from metrics.json: a resumed stage must not report only its last run."""
     from neuroimagen.train import main

@@ -86,7 +86,8 @@ def model_card(paths: Paths, size_mb: float, notes: list[str] | None = None) -> 
         wall = d.get("wall_time_s", "n/a")
         held = {k: v for k, v in d.items() if isinstance(v, int | float) and k not in ("cpu_time_s", "wall_time_s")}
         if s == "vae":
-            held = d.get("val", {})
+            held = {"steps": d.get("steps"), "of_them_decoder_only": (d.get("config") or {}).get("decoder_steps", 0),
+                    **d.get("val", {})}
         if s == "unet":
             held = {"steps": d.get("steps"), "final_loss": (d.get("history") or [{}])[-1].get("loss")}
         rows.append(f"| {s} | {cpu} | {wall} | {', '.join(f'{k}: {v}' for k, v in held.items()) or 'n/a'} |")
@@ -152,7 +153,9 @@ python -m neuroimagen.train all --config configs/tiny.json
 
 To continue training the UNet from these weights instead of from scratch, add `"init_from":
 "checkpoints/neuroimagen-tiny"` to the `unet` entry of a copy of the config and raise its `max_steps`: the
-run starts from this UNet and copies this VAE (the latent space it was trained in).
+run starts from this UNet and copies this VAE (the latent space it was trained in). The VAE's decoder can
+be improved without retraining the UNet: raise `decoder_steps` in the `vae` entry and resume that stage
+(`--resume`); the encoder stays frozen, so the latents the UNet knows do not change.
 
 The CPU time counts all threads (two cores), so it can exceed the wall time. The diffusion stages ran
 in the background while other work shared the machine; their wall times are upper bounds.

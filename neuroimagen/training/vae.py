@@ -7,6 +7,12 @@ L1 + MSE on pixels plus an L1 on 8 x 8 average-pooled colours: without that colo
 colours drift (measured here: beige backgrounds after 400 steps), and the saliency map's colour only
 reaches the reconstruction through this autoencoder. A tiny KL keeps the latent space smooth; after
 training, ``scaling_factor`` is set so the latents have unit variance, as diffusers expects.
+
+``decoder_steps`` continues for that many more steps with the encoder frozen (the latent space, and so a
+UNet trained on it, stays valid): the decoder alone is cheaper per step and its cosine schedule restarts.
+Measured on the embedded checkpoint: after 1,200 full steps, the evaluation classifier recognised 37 % of
+the VAE's round trips of held-out stimuli (86.5 % of the stimuli themselves), so the decoder capped what any
+UNet could reach; ``decoder_steps`` lets an existing run improve the decoder without retraining its UNet.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ class Config:
     batch_size: int = 32
     lr: float = 1e-3  # AdamW, cosine decay to 5 % over max_steps
     max_steps: int = 2500
+    decoder_steps: int = 0  # then this many steps training the decoder alone (encoder frozen; latents unchanged)
     kl_weight: float = 1e-6
     color_weight: float = 1.0  # L1 between 8 x 8 average-pooled input and output
     val_images: int = 128  # held out (the last ones of a seeded permutation) to report reconstruction error
@@ -59,9 +66,13 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
 def vae_loss(vae, x: torch.Tensor, cfg: Config, generator: torch.Generator | None = None):
     post = vae.encode(x).latent_dist
     rec = vae.decode(post.sample(generator)).sample
+    return pixel_loss(rec, x, cfg) + cfg.kl_weight * post.kl().mean(), rec
+
+
+def pixel_loss(rec: torch.Tensor, x: torch.Tensor, cfg: Config) -> torch.Tensor:
+    """L1 + MSE on pixels plus ``color_weight`` x L1 between 8 x 8 average-pooled colours."""
     color = F.l1_loss(F.avg_pool2d(rec, 8), F.avg_pool2d(x, 8))
-    loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + cfg.color_weight * color + cfg.kl_weight * post.kl().mean()
-    return loss, rec
+    return F.l1_loss(rec, x) + F.mse_loss(rec, x) + cfg.color_weight * color
 
 
 def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
@@ -75,8 +86,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
 
     vae = build_vae(cfg, sample_size=images.shape[-1])
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, cfg.max_steps) / cfg.max_steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
     step, history = 0, []
     state = load_resume(out / "resume.pt") if resume else None
     if state is not None:
@@ -87,14 +97,23 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     vae, opt = acc.prepare(vae, opt)
     gen = torch.Generator().manual_seed(cfg.seed + step)
     t0 = time.perf_counter()
-    bar = tqdm(total=cfg.max_steps, initial=step, desc="vae", mininterval=10)
-    while step < cfg.max_steps:
+    total = cfg.max_steps + cfg.decoder_steps
+    bar = tqdm(total=total, initial=step, desc="vae", mininterval=10)
+    frozen = None  # (images, posterior mean, posterior std) of the frozen encoder, both flips
+    while step < total:
         vae.train()
-        idx = torch.randint(len(train_x), (cfg.batch_size,), generator=gen)
-        x = train_x[idx].to(acc.device)
-        flip = torch.rand(len(x), generator=gen) < 0.5
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-        loss, _ = vae_loss(acc.unwrap_model(vae), x, cfg)
+        if step >= cfg.max_steps and frozen is None:
+            frozen = _freeze_encoder(acc.unwrap_model(vae), train_x)
+            tqdm.write(f"vae: step {step}: encoder frozen, training the decoder for {total - step} more steps")
+        if frozen is None:
+            idx = torch.randint(len(train_x), (cfg.batch_size,), generator=gen)
+            x = train_x[idx].to(acc.device)
+            flip = torch.rand(len(x), generator=gen) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+            loss, _ = vae_loss(acc.unwrap_model(vae), x, cfg)
+        else:
+            idx = torch.randint(len(frozen[0]), (cfg.batch_size,), generator=gen)
+            loss = decoder_loss(acc.unwrap_model(vae), frozen[0][idx], frozen[1][idx], frozen[2][idx], cfg, gen)
         acc.backward(loss)
         opt.step()
         sched.step()
@@ -103,7 +122,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
         bar.update(1)
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
-        if step % cfg.save_every == 0 or step == cfg.max_steps:
+        if step % cfg.save_every == 0 or step in (cfg.max_steps, total):
             val = evaluate_vae(acc.unwrap_model(vae), val_x)
             history.append({"step": step, "train_loss": round(loss.item(), 5), **val})
             tqdm.write(f"vae step {step}: {history[-1]}")
@@ -113,13 +132,46 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     vae = acc.unwrap_model(vae).eval()
     with torch.no_grad():
         lat = torch.cat([vae.encode(train_x[i:i + 256]).latent_dist.mean for i in range(0, len(train_x), 256)])
-    vae.register_to_config(scaling_factor=float(1.0 / lat.std()))
+    vae.register_to_config(scaling_factor=float(1.0 / lat.std()))  # decoder-only steps keep the encoder: same value
     vae.save_pretrained(out)
     metrics = {"stage": "vae", "steps": step, "config": asdict(cfg), "history": history,
                "val": evaluate_vae(vae, val_x), "latent_std": float(lat.std()),
                "train_wall_s_this_run": round(time.perf_counter() - t0, 1)}
     write_metrics(out, metrics)
     return metrics["val"]
+
+
+def lr_factor(step: int, cfg: Config) -> float:
+    """Cosine from 1 to 0.05 over ``max_steps``; restarted over ``decoder_steps`` for the decoder-only phase."""
+    if step < cfg.max_steps or not cfg.decoder_steps:
+        s, n = min(step, cfg.max_steps), cfg.max_steps
+    else:
+        s, n = min(step - cfg.max_steps, cfg.decoder_steps), cfg.decoder_steps
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * s / n))
+
+
+@torch.no_grad()
+def _freeze_encoder(vae, train_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stop the encoder's gradients; return the training images (and their mirror images) with their posteriors."""
+    for module in (vae.encoder, vae.quant_conv):
+        if module is not None:
+            module.requires_grad_(False)
+    vae.eval()
+    x = torch.cat([train_x, train_x.flip(-1)])
+    means, stds = [], []
+    for i in range(0, len(x), 256):
+        post = vae.encode(x[i:i + 256]).latent_dist
+        means.append(post.mean)
+        stds.append(post.std)
+    vae.train()
+    return x, torch.cat(means), torch.cat(stds)
+
+
+def decoder_loss(vae, x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, cfg: Config,
+                 generator: torch.Generator) -> torch.Tensor:
+    """``pixel_loss`` of the decoder alone, on a sample of the frozen encoder's posterior (no KL: it is fixed)."""
+    rec = vae.decode(mean + std * torch.randn(mean.shape, generator=generator)).sample
+    return pixel_loss(rec, x, cfg)
 
 
 @torch.no_grad()
