@@ -6,9 +6,15 @@ import pytest
 import torch
 
 
-@pytest.fixture(scope="session", autouse=True)
+APP_THREADS = torch.get_num_threads()  # torch's default here, before any test changes it: what app.py runs with
+
+
+@pytest.fixture(autouse=True)
 def _threads():
-    torch.set_num_threads(2)
+    """Every test starts at the app's thread count. Training stages set their config's ``num_threads`` for the
+    process; left at 1, a later library call sums floats in another order than the app, and the tests that
+    compare the two pixel for pixel (determinism, the load test's reference) see a pixel off by one."""
+    torch.set_num_threads(APP_THREADS)
 
 
 @pytest.fixture(scope="session")
