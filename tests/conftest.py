@@ -5,15 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-
 APP_THREADS = torch.get_num_threads()  # torch's default here, before any test changes it: what app.py runs with
 
 
 @pytest.fixture(autouse=True)
 def _threads():
-    """Every test starts at the app's thread count. Training stages set their config's ``num_threads`` for the
-    process; left at 1, a later library call sums floats in another order than the app, and the tests that
-    compare the two pixel for pixel (determinism, the load test's reference) see a pixel off by one."""
+    """Every test starts at the app's thread count: the tests that compare library and app pixel for pixel
+    (determinism, the load test's reference) need both to sum floats in the same order. Training stages give
+    the count back themselves (``training.common.stage_threads``); this guards against anything else."""
     torch.set_num_threads(APP_THREADS)
 
 

@@ -268,8 +268,10 @@ def test_decoder_steps_resume_a_vae_with_its_encoder_and_latent_scale_unchanged(
 
     config = Path(__file__).resolve().parents[1] / "configs" / "debug.json"
     paths, cfgs = load_config(config, overrides={"stimuli": str(stimuli_dir), "out": str(tmp_path)})
-    cfg = replace(vae.Config(**cfgs["vae"]), max_steps=2, save_every=1)
+    cfg = replace(vae.Config(**cfgs["vae"]), max_steps=2, save_every=1, num_threads=1)
+    torch.set_num_threads(2)
     vae.train(cfg, paths)
+    assert torch.get_num_threads() == 2  # the stage ran with 1 thread and gave the process its count back
     before = AutoencoderKL.from_pretrained(tmp_path / "vae")
     vae.train(replace(cfg, decoder_steps=3), paths, resume=True)
     after = AutoencoderKL.from_pretrained(tmp_path / "vae")

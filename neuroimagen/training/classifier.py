@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from ..data.stimuli import load_stimulus_images, load_stimulus_metadata, make_stimulus_set
 from ..models import ImageClassifier
-from .common import load_resume, make_accelerator, save_resume, write_metrics
+from .common import load_resume, make_accelerator, save_resume, stage_threads, write_metrics
 from .config import Paths
 from .eeg_data import stimulus_images
 from .vae import images_to_tensor
@@ -73,9 +73,8 @@ def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return x.clamp(-1, 1)
 
 
+@stage_threads
 def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
     acc = make_accelerator(cfg.seed)
     out = paths.stage_dir("classifier")
     stim = stimulus_images(paths.stimuli)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -11,6 +12,24 @@ from safetensors.torch import load_file, save_file
 
 from ..data.captions import CaptionEncoder
 from ..data.stimuli import load_stimulus_metadata
+
+
+def stage_threads(train):
+    """Decorate a stage's ``train(cfg, ...)``: run it with ``cfg.num_threads`` torch threads (0: as they are)
+    and give the process its own count back afterwards, so a stage run from a notebook, a test or beside
+    the app does not leave torch at the stage's count (1 thread sums floats in another order than 2)."""
+
+    @functools.wraps(train)
+    def run(cfg, *args, **kwargs):
+        before = torch.get_num_threads()
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        try:
+            return train(cfg, *args, **kwargs)
+        finally:
+            torch.set_num_threads(before)
+
+    return run
 
 
 def make_accelerator(seed: int, mixed_precision: str = "no"):

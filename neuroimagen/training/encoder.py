@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from ..data.montage import model_ch_names
 from ..models import EEGEncoder
-from .common import load_resume, make_accelerator, save_resume, write_metrics
+from .common import load_resume, make_accelerator, save_resume, stage_threads, write_metrics
 from .config import Paths
 from .eeg_data import (
     balanced_batches,
@@ -62,9 +62,8 @@ class Config:
     num_threads: int = 0  # torch CPU threads (0: leave torch's default)
 
 
+@stage_threads
 def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
     acc = make_accelerator(cfg.seed)
     out = paths.stage_dir("encoder")
     tr, va = load_split(paths, "train"), load_split(paths, "val")

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..models import EEGEncoder, SaliencyDiscriminator, SaliencyGenerator
-from .common import load_resume, make_accelerator, save_resume, write_metrics
+from .common import load_resume, make_accelerator, save_resume, stage_threads, write_metrics
 from .config import Paths
 from .eeg_data import embed_all, latency_ms, load_split, stimulus_images
 from .losses import d_hinge, diff_augment, mode_seeking, ssim
@@ -95,9 +95,8 @@ def save_samples(maps: torch.Tensor, stimuli: torch.Tensor, path, n: int = 16) -
     Image.fromarray(arr).save(path)
 
 
+@stage_threads
 def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
     acc = make_accelerator(cfg.seed)
     out = paths.stage_dir("saliency")
     encoder = EEGEncoder.from_pretrained(paths.stage_dir("encoder")).eval().requires_grad_(False)

@@ -28,7 +28,7 @@ from ..data.captions import pool
 from ..data.montage import model_ch_names
 from ..data.stimuli import load_stimulus_metadata
 from ..models import CaptionBank, SemanticDecoder
-from .common import caption_states, load_resume, make_accelerator, save_resume, write_metrics
+from .common import caption_states, load_resume, make_accelerator, save_resume, stage_threads, write_metrics
 from .config import Paths
 from .eeg_data import embed_all, latency_ms, load_split, to_tensor
 
@@ -75,9 +75,8 @@ def evaluate(pred: torch.Tensor, caps: dict, split: dict) -> dict:
             "mse": round(float(F.mse_loss(pred, target)), 5)}
 
 
+@stage_threads
 def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
     acc = make_accelerator(cfg.seed)
     out = paths.stage_dir("semantic")
     caps = caption_states(paths.stimuli, paths.out)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data.stimuli import load_stimulus_images
-from .common import caption_states, load_resume, make_accelerator, save_resume, write_metrics
+from .common import caption_states, load_resume, make_accelerator, save_resume, stage_threads, write_metrics
 from .config import Paths
 from .vae import images_to_tensor
 
@@ -81,11 +81,10 @@ def encode_latents(vae, images: torch.Tensor, batch: int = 256) -> tuple[torch.T
     return torch.cat(means), torch.cat(stds)
 
 
+@stage_threads
 def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     from diffusers import AutoencoderKL
 
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
     acc = make_accelerator(cfg.seed)
     out = paths.stage_dir("unet")
     init_unet = _warm_start(cfg.init_from, paths) if cfg.init_from and not resume else None

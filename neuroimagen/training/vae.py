@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data.stimuli import load_stimulus_images
-from .common import load_resume, make_accelerator, save_resume, write_metrics
+from .common import load_resume, make_accelerator, save_resume, stage_threads, write_metrics
 from .config import Paths
 
 
@@ -75,9 +75,8 @@ def pixel_loss(rec: torch.Tensor, x: torch.Tensor, cfg: Config) -> torch.Tensor:
     return F.l1_loss(rec, x) + F.mse_loss(rec, x) + cfg.color_weight * color
 
 
+@stage_threads
 def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
     acc = make_accelerator(cfg.seed)
     out = paths.stage_dir("vae")
     images = images_to_tensor(load_stimulus_images(paths.stimuli))
