@@ -385,7 +385,7 @@ class Handlers:
                     sim_class: str = CLASS_NAMES[8], sim_image: int = 1, sim_subject: int = 1,
                     sim_noise: str = "demo", strength: float = 0.75, guidance_scale: float = 5.0,
                     num_inference_steps: int = 25, seed: int = 0, randomize_seed: bool = False,
-                    caption_source: str = "predicted", ablation: bool = False,
+                    caption_source: str = "label", ablation: bool = False,
                     progress=gr.Progress(track_tqdm=True)):  # noqa: B008 (Gradio's documented idiom)
         """Reconstruct the seen image from the chosen trial.
 

@@ -274,7 +274,7 @@ class Reference:
                 self._trials[str(path)] = preprocess(read_trial(path))
             out = self.pipe(self._trials[str(path)], generator=torch.Generator().manual_seed(seed), mode="both",
                             strength=self.strength, guidance_scale=self.guidance_scale, num_inference_steps=steps,
-                            caption_source="predicted", output_type="pil")
+                            caption_source="label", output_type="pil")
             self._images[key] = np.asarray(out.images[0].convert("RGB"))
         return self._images[key]
 
@@ -323,7 +323,7 @@ def _submit(client, o: Outcome, strength: float, guidance: float):
 
     return client.submit(source="upload", files=[handle_file(str(o.trial))],
                          strength=strength if o.strength is None else o.strength, guidance_scale=guidance,
-                         num_inference_steps=o.steps, seed=o.seed, randomize_seed=False, caption_source="predicted",
+                         num_inference_steps=o.steps, seed=o.seed, randomize_seed=False, caption_source="label",
                          ablation=o.ablation, api_name="/reconstruct")
 
 

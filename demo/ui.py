@@ -111,8 +111,9 @@ SIMULATED_NOTE = (
     "a CPU and says nothing about how well real EEG decodes. See its model card "
     "(`checkpoints/neuroimagen-tiny/README.md`, below)."
 )
-CAPTION_SOURCE_INFO = ("predicted: the decoded label-caption embedding (the paper's L); label: the top-1 class's "
-                       "exact caption; detailed: the decoded detailed caption (the paper's B)")
+CAPTION_SOURCE_INFO = ("label: the exact states of the top decoded caption (the caption shown); predicted: the "
+                       "decoded label-caption embedding as regressed (the paper's L); detailed: the decoded "
+                       "detailed caption (the paper's B)")
 
 
 def build_demo(pipe, examples_dir: str | Path | None = None, stimuli_dir: str | Path | None = None) -> gr.Blocks:
@@ -173,7 +174,7 @@ def build_demo(pipe, examples_dir: str | Path | None = None, stimuli_dir: str | 
                 with gr.Row():
                     seed = gr.Number(0, precision=0, minimum=0, maximum=2**31 - 1, label="Seed", elem_id="seed")
                     randomize = gr.Checkbox(False, label="Randomize seed")
-                caption_source = gr.Radio(["predicted", "label", "detailed"], value="predicted",
+                caption_source = gr.Radio(["label", "predicted", "detailed"], value="label",
                                           label="Caption source", info=CAPTION_SOURCE_INFO)
                 ablation = gr.Checkbox(False, label="Show the paper's ablation: saliency only, caption only, both")
                 run = gr.Button("Reconstruct", variant="primary", elem_id="reconstruct-btn")

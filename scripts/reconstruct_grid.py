@@ -32,6 +32,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--strength", type=float, default=0.75)
     p.add_argument("--guidance", type=float, default=5.0)
+    p.add_argument("--caption-source", default="label", choices=["label", "predicted", "detailed"],
+                   help="the pipeline's caption_source (default: label, the pipeline's and the app's default)")
     p.add_argument("--out", default="docs/figures/reconstructions.png")
     args = p.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
@@ -54,7 +56,7 @@ def main() -> None:
         idx = pick[k:k + 16]
         gens = [torch.Generator().manual_seed(int(i)) for i in idx]
         out = pipe(eeg[idx], strength=args.strength, guidance_scale=args.guidance, num_inference_steps=args.steps,
-                   generator=gens, output_type="np")
+                   caption_source=args.caption_source, generator=gens, output_type="np")
         recs.append(out.images)
         sals.append(out.saliency_maps)
         top.append(out.class_probs.argmax(1))
@@ -77,7 +79,8 @@ def main() -> None:
                                                     for a, b in zip(rec, stim_f)])), 4),
         "ssim_saliency": round(float(np.mean([structural_similarity(a, b, channel_axis=2, data_range=1.0)
                                               for a, b in zip(sal, stim_f)])), 4),
-        "settings": {"steps": args.steps, "strength": args.strength, "guidance": args.guidance},
+        "settings": {"steps": args.steps, "strength": args.strength, "guidance": args.guidance,
+                     "caption_source": args.caption_source},
     }
     print(json.dumps(res, indent=1))
     n = min(len(pick), 20)

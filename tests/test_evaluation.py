@@ -196,7 +196,10 @@ def test_evaluate_end_to_end(tiny_setup):
         assert (out / f).is_file() and (out / f).stat().st_size > 0, f
     m = json.loads((out / "metrics.json").read_text())
     rec = m["reconstruction"]
-    assert list(rec["rows"]) == ["I only", "L only", "B only", "B + I", "L + I"]
+    # the paper's five rows, then the snapped-label rows: L* + I is what the pipeline's default call makes
+    assert list(rec["rows"]) == ["I only", "L only", "B only", "B + I", "L + I", "L* only", "L* + I"]
+    assert rec["setup"]["rows"]["L* + I"] == {"mode": "both", "caption_source": "label"}
+    assert "| L* + I (pipeline default) |" in (out / "report.md").read_text()
     assert rec["setup"]["n_trials"] == 6 and rec["setup"]["samples_per_trial"] == 2
     for row in rec["rows"].values():
         assert {"acc", "acc_top5", "acc_nway", "is", "ssim", "pixcorr"} <= set(row)

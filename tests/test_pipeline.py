@@ -34,7 +34,10 @@ def test_output_contract(pipe, eeg):
     assert len(out.captions[0]) == 5 and out.captions[0][0][0].startswith("an image of")
     assert np.isclose(out.class_probs.sum(), 1.0, atol=1e-5) and out.class_probs.shape == (1, 40)
     assert out.prompt_embeds.shape == (1, 8, 384)
-    assert out.caption_used[0] == out.captions[0][0][0]  # "predicted" stands for the top label caption
+    assert out.caption_used[0] == out.captions[0][0][0]  # the image is conditioned on the caption shown first
+    # by default on that caption's exact states (caption_source="label"), not on the regressed ones
+    top = int(out.class_probs[0].argmax())
+    torch.testing.assert_close(out.prompt_embeds[0], pipe.caption_bank.label_bank[top])
 
 
 def test_same_seed_same_image_other_seed_other_image(pipe, eeg):

@@ -213,7 +213,7 @@ def test_same_trial_seed_and_settings_give_the_same_image_bytes(client, example,
     pipe = NeuroImagenPipeline.from_pretrained(app_server.checkpoint)
     pipe.set_progress_bar_config(disable=True)
     trial = preprocess(read_trial(example[1]))
-    kwargs = dict(mode="both", caption_source="predicted", output_type="pil", **settings)
+    kwargs = dict(output_type="pil", **settings)  # the library's defaults, as the app's
     lib = [pipe(trial, generator=torch.Generator().manual_seed(11), **kwargs).images[0] for _ in range(2)]
     assert lib[0].tobytes() == lib[1].tobytes()
     np.testing.assert_array_equal(np.asarray(lib[0].convert("RGB")), _pixels(a[0]))  # library == app

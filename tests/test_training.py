@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -241,6 +242,7 @@ def test_diffusion_stages_run_and_a_warm_start_continues_the_shipped_weights(tmp
     for stage in ("vae", "unet"):
         assert main([stage, "--config", str(config), "--stimuli", str(stimuli_dir), "--out", str(first)]) == 0
     assert _metrics(first, "unet")["steps"] == 4
+    assert [h["lr"] for h in _metrics(first, "unet")["history"]] == pytest.approx([3e-4 * 3 / 200, 3e-4 * 5 / 200], rel=1e-2)
     AutoencoderKL.from_pretrained(first / "vae")
     source = UNet2DConditionModel.from_pretrained(first / "unet")
 
@@ -254,6 +256,32 @@ def test_diffusion_stages_run_and_a_warm_start_continues_the_shipped_weights(tmp
     continued = UNet2DConditionModel.from_pretrained(second / "unet")
     for (name, a), b in zip(source.state_dict().items(), continued.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_unet_decay_steps_anneal_a_resumed_run_to_zero(tmp_path, stimuli_dir):
+    """A UNet run stopped at a plateau is resumed with ``max_steps`` raised by ``decay_steps``: the learning rate
+    follows a cosine from where it was to zero at the new ``max_steps``."""
+    from pathlib import Path
+
+    from neuroimagen.training import unet
+    from neuroimagen.training.config import load_config
+
+    cfg = replace(unet.Config(), warmup_steps=10, max_steps=100, decay_steps=40)
+    assert [unet.lr_factor(s, cfg) for s in (0, 9, 59, 60, 80)] == pytest.approx([0.1, 1.0, 1.0, 1.0, 0.5])
+    assert unet.lr_factor(100, cfg) == pytest.approx(0.0, abs=1e-12)
+    assert unet.lr_factor(80, replace(cfg, decay_steps=0)) == 1.0  # the default: constant after warm-up
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "debug.json"
+    paths, cfgs = load_config(config, overrides={"stimuli": str(stimuli_dir), "out": str(tmp_path)})
+    from neuroimagen.train import main
+
+    assert main(["vae", "--config", str(config), "--stimuli", str(stimuli_dir), "--out", str(tmp_path)]) == 0
+    cfg = replace(unet.Config(**cfgs["unet"]), warmup_steps=1, save_every=1)
+    unet.train(cfg, paths)
+    unet.train(replace(cfg, max_steps=8, decay_steps=4), paths, resume=True)
+    lrs = [h["lr"] for h in _metrics(tmp_path, "unet")["history"]]
+    assert len(lrs) == 8 and lrs[:4] == pytest.approx([3e-4] * 4, rel=1e-2)
+    assert lrs[4:] == pytest.approx([3e-4 * 0.5 * (1 + math.cos(math.pi * k / 4)) for k in (1, 2, 3, 4)], rel=1e-2, abs=1e-12)
 
 
 def test_decoder_steps_resume_a_vae_with_its_encoder_and_latent_scale_unchanged(tmp_path, stimuli_dir):

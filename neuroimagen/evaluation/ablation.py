@@ -53,6 +53,8 @@ EXTRA_ROWS: dict[str, tuple[str, str]] = {
     "L* + I": ("both", "label"),
 }
 FULL = "L + I"
+# The row the pipeline's default call makes (caption_source="label"): what the app shows.
+DEFAULT_ROW = "L* + I"
 N_WAYS = (2, 5, 10)  # the EEG-to-image literature's N-way top-1, besides N = n_classes
 
 # Lan et al. 2023 (PAPER.md): ACC % (50-way top-1, ImageNet classifier), IS (Inception-v3), SSIM.

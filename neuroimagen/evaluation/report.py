@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .ablation import FULL, N_WAYS, PAPER_PER_SUBJECT_ACC, PAPER_TABLE3
+from .ablation import DEFAULT_ROW, FULL, N_WAYS, PAPER_PER_SUBJECT_ACC, PAPER_TABLE3
 from .baselines import METHOD_NAMES
 
 
@@ -172,6 +172,9 @@ def reconstruction_markdown(rec: dict) -> str:
     for subj, m in rec["per_subject"].items():
         paper = f"{PAPER_PER_SUBJECT_ACC[int(subj) - 1]} / - / -" if 1 <= int(subj) <= 6 else ""
         lines.append(_metric_row(f"subject {subj}", m, paper))
+    if DEFAULT_ROW in rec["rows"]:
+        lines.append(_metric_row(f"**Pipeline default ({DEFAULT_ROW}: the decoded caption's exact states), all "
+                                 "subjects**", rec["rows"][DEFAULT_ROW]))
     ref = rec["references"]
     lines += [_metric_row("*reference: the stimuli themselves*", ref["stimuli"]),
               _metric_row("*reference: saliency maps alone (no diffusion)*", ref["saliency_maps"]), "",
@@ -186,7 +189,8 @@ def reconstruction_markdown(rec: dict) -> str:
         cfg = s["rows"][row]
         call = f"`mode={cfg['mode']}`" + ("" if cfg["mode"] == "saliency_only" else f", `{cfg['caption_source']}`")
         p = PAPER_TABLE3.get(row, ("-", "-", "-"))
-        lines.append(f"| {row}{' (full)' if row == FULL else ''} | {call} | {_pct(m['acc'])} | {m['is']:.2f} | "
+        tag = " (full)" if row == FULL else " (pipeline default)" if row == DEFAULT_ROW else ""
+        lines.append(f"| {row}{tag} | {call} | {_pct(m['acc'])} | {m['is']:.2f} | "
                      f"{_ms(m['ssim'])} | {_ms(m['pixcorr'])} | {p[0]} | {p[1]} | {p[2]} |")
     lines += ["", "I = saliency map; L = label caption (`predicted`: the semantic decoder's label-caption states; "
               "L* = `label`: the exact states of the decoded class's caption); B = the detailed caption standing in "

@@ -13,6 +13,7 @@ the run continue across sessions; ``max_steps`` can be raised and the run resume
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -33,9 +34,12 @@ class Config:
     layers_per_block: int = 1  # 2 costs 65 % more per step for little gain at this size
     attention_head_dim: int = 8
     batch_size: int = 32
-    lr: float = 3e-4  # AdamW, linear warm-up then constant (the run is open-ended and resumable)
+    lr: float = 3e-4  # AdamW, linear warm-up then constant (open-ended, resumable), then decay_steps
     warmup_steps: int = 200
     max_steps: int = 20000
+    # The last decay_steps of max_steps anneal the learning rate to zero (cosine); 0 keeps it constant.
+    # A run stopped at a plateau can be resumed with max_steps raised by decay_steps to finish it.
+    decay_steps: int = 0
     ema_decay: float = 0.999
     caption_dropout: float = 0.1  # empty caption this often: enables classifier-free guidance
     label_caption_prob: float = 0.5  # label caption this often, else the detailed caption
@@ -105,7 +109,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     ema = copy.deepcopy(unet).requires_grad_(False)
     sched = build_scheduler(cfg)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=1e-2)
-    lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps))
+    lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
     step, history, cpu_before, wall_before = 0, [], 0.0, 0.0
     state = load_resume(out / "resume.pt") if resume else None
     if state is not None:
@@ -152,7 +156,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
             bar.set_postfix(loss=f"{np.mean(running[-50:]):.4f}")
         if step % cfg.save_every == 0 or step == cfg.max_steps:
             history.append({"step": step, "loss": round(float(np.mean(running[-cfg.save_every:])), 5),
-                            "wall_s": round(time.perf_counter() - t0, 1)})
+                            "lr": float(f"{opt.param_groups[0]['lr']:.3g}"), "wall_s": round(time.perf_counter() - t0, 1)})
             tqdm.write(f"unet {history[-1]}")
             # Times summed over every (resumed) run, so the model card reports the stage's full cost.
             times = {"cpu_time_s": round(cpu_before + time.process_time() - c0, 1),
@@ -167,6 +171,16 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
             save_sample_grid(ema, vae, sched, label_states, empty, out / f"samples_step{step:06d}.png", cfg.seed)
     bar.close()
     return {"steps": step, "final_loss": history[-1]["loss"] if history else None}
+
+
+def lr_factor(step: int, cfg: Config) -> float:
+    """The learning rate's multiplier at ``step``: linear warm-up, constant, then (``decay_steps``) a cosine
+    to zero at ``max_steps``. Computed from the config, so a resumed run may change ``max_steps``."""
+    factor = min(1.0, (step + 1) / cfg.warmup_steps)
+    start = cfg.max_steps - cfg.decay_steps
+    if cfg.decay_steps > 0 and step >= start:
+        factor *= 0.5 * (1 + math.cos(math.pi * min(1.0, (step - start) / cfg.decay_steps)))
+    return factor
 
 
 def _warm_start(init_from: str, paths: Paths):
