@@ -241,6 +241,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None, log) -> dict:
 
 def write_index(report_dirs: list[str], out: str | Path) -> Path:
     """``OUT/README.md``: each report's command, headline numbers and a link."""
+    from .evaluation.ablation import DEFAULT_ROW, FULL
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     lines = ["# Evaluation reports", "", "Each folder holds `report.md` (tables, protocol, caveats), `metrics.json` "
@@ -253,13 +255,13 @@ def write_index(report_dirs: list[str], out: str | Path) -> Path:
         lines += [f"## [{m['preset']}]({rel}/report.md)", "", "```bash", m["command"], "```", ""]
         rec = m.get("reconstruction")
         if rec:
-            full = rec["rows"]["L + I"]
-            lines.append(f"- The paper's full model (L + I) on {rec['setup']['n_trials']} test trials x {rec['setup']['samples_per_trial']}: "
+            full = rec["rows"][FULL]
+            lines.append(f"- The paper's full model ({FULL}) on {rec['setup']['n_trials']} test trials x {rec['setup']['samples_per_trial']}: "
                          f"ACC {100 * full['acc']:.1f} % ({rec['setup']['n_classes']}-way top-1), IS {full['is']:.2f}, "
                          f"SSIM {full['ssim']['mean']:.3f}, pixel corr. {full['pixcorr']['mean']:.3f}.")
-            default = rec["rows"].get("L* + I")
+            default = rec["rows"].get(DEFAULT_ROW)
             if default:
-                lines.append(f"- Pipeline default (L* + I, the decoded caption's exact states): ACC "
+                lines.append(f"- Pipeline default ({DEFAULT_ROW}, the decoded caption's exact states): ACC "
                              f"{100 * default['acc']:.1f} %, IS {default['is']:.2f}, SSIM {default['ssim']['mean']:.3f}, "
                              f"pixel corr. {default['pixcorr']['mean']:.3f}.")
         base = m.get("baselines")

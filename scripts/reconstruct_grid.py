@@ -23,6 +23,9 @@ from PIL import Image
 
 
 def main() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+    from neuroimagen.pipelines.pipeline_neuroimagen import CAPTION_SOURCES
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default="checkpoints/neuroimagen-tiny")
     p.add_argument("--data", default="data/sim_demo.pth")
@@ -32,11 +35,10 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--strength", type=float, default=0.75)
     p.add_argument("--guidance", type=float, default=5.0)
-    p.add_argument("--caption-source", default="label", choices=["label", "predicted", "detailed"],
+    p.add_argument("--caption-source", default="label", choices=CAPTION_SOURCES,
                    help="the pipeline's caption_source (default: label, the pipeline's and the app's default)")
     p.add_argument("--out", default="docs/figures/reconstructions.png")
     args = p.parse_args()
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
     from skimage.metrics import structural_similarity
 
