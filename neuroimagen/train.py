@@ -3,6 +3,7 @@
 Stages, in the order ``all`` runs them::
 
     python -m neuroimagen.train vae        --config configs/tiny.json   # AutoencoderKL on the stimulus set
+    python -m neuroimagen.train decoder    --config configs/tiny.json   # optional: wider decoder, frozen VAE encoder
     python -m neuroimagen.train unet       --config configs/tiny.json   # caption-conditioned UNet on VAE latents
     python -m neuroimagen.train encoder    --config configs/tiny.json   # EEG encoder, triplet loss
     python -m neuroimagen.train saliency   --config configs/tiny.json   # saliency GAN on encoder features
@@ -11,7 +12,8 @@ Stages, in the order ``all`` runs them::
     python -m neuroimagen.train assemble   --config configs/tiny.json   # write the pipeline folder
     python -m neuroimagen.train all        --config configs/tiny.json
 
-``--data/--splits/--stimuli/--out`` override the config's ``paths``; ``--resume`` continues from the
+``all`` runs ``decoder`` only when the config has a ``decoder`` entry (``assemble`` ships its VAE when
+``wide_decoder`` is true). ``--data/--splits/--stimuli/--out`` override the config's ``paths``; ``--resume`` continues from the
 stage's last checkpoint. Several GPUs: ``accelerate launch -m neuroimagen.train STAGE ...``.
 """
 
@@ -23,7 +25,15 @@ import json
 import sys
 import time
 
-STAGES = ("vae", "unet", "encoder", "saliency", "semantic", "classifier", "assemble")
+STAGES = ("vae", "decoder", "unet", "encoder", "saliency", "semantic", "classifier", "assemble")
+OPTIONAL = ("decoder",)  # ``all`` runs these only when the config has an entry for them
+
+
+def stages_to_run(stage: str, stage_cfgs: dict) -> list[str]:
+    """The stages ``stage`` names, in order: ``all`` is every stage but the optional ones the config leaves out."""
+    if stage != "all":
+        return [stage]
+    return [s for s in STAGES if s not in OPTIONAL or s in stage_cfgs]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
     paths, stage_cfgs = load_config(args.config, overrides={k: getattr(args, k) for k in
                                                             ("data", "splits", "stimuli", "out")})
-    for stage in STAGES if args.stage == "all" else (args.stage,):
+    for stage in stages_to_run(args.stage, stage_cfgs):
         module = importlib.import_module(f".training.{stage}", __package__)
         cfg = module.Config(**stage_cfgs.get(stage, {}))
         before = _times_so_far(paths.stage_dir(stage)) if args.resume else (0.0, 0.0)  # the stage rewrites metrics.json

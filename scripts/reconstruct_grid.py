@@ -4,7 +4,7 @@
         --splits data/sim_demo_splits.pth --stimuli data/stimuli --per-class 2 --out docs/figures/reconstructions.png
 
 Rows of the grid: stimulus, saliency map, reconstruction, for the first trials of each class in the test
-split. Accuracy is the evaluation classifier's (``<checkpoint>/eval_classifier``) 40-way top-1 on the
+split, every trial, in bands of 20 columns separated by a white line. Accuracy is the evaluation classifier's (``<checkpoint>/eval_classifier``) 40-way top-1 on the
 reconstructions; SSIM is skimage's on 64 x 64 RGB against the stimulus. Two ceilings are printed beside
 them: the classifier's accuracy on the stimuli themselves, and on the stimuli after a round trip through
 the pipeline's VAE (encode, decode: no diffusion can be recognised better than its decoder lets it).
@@ -24,7 +24,12 @@ from PIL import Image
 
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler
+
     from neuroimagen.pipelines.pipeline_neuroimagen import CAPTION_SOURCES
+
+    SCHEDULERS = {"ddim": DDIMScheduler, "dpm-solver++": DPMSolverMultistepScheduler,
+                  "euler-ancestral": EulerAncestralDiscreteScheduler}
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default="checkpoints/neuroimagen-tiny")
@@ -37,6 +42,8 @@ def main() -> None:
     p.add_argument("--guidance", type=float, default=5.0)
     p.add_argument("--caption-source", default="label", choices=CAPTION_SOURCES,
                    help="the pipeline's caption_source (default: label, the pipeline's and the app's default)")
+    p.add_argument("--scheduler", default=None, choices=sorted(SCHEDULERS),
+                   help="swap the checkpoint's scheduler (same config) for this one (default: keep it)")
     p.add_argument("--out", default="docs/figures/reconstructions.png")
     args = p.parse_args()
 
@@ -47,6 +54,8 @@ def main() -> None:
     from neuroimagen.models import ImageClassifier
 
     pipe = NeuroImagenPipeline.from_pretrained(args.checkpoint)
+    if args.scheduler:
+        pipe.scheduler = SCHEDULERS[args.scheduler].from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     clf = ImageClassifier.from_pretrained(Path(args.checkpoint) / "eval_classifier").eval()
     ds = load_eeg_imagenet(args.data, args.splits, "test", stimuli_dir=args.stimuli)
@@ -82,12 +91,15 @@ def main() -> None:
         "ssim_saliency": round(float(np.mean([structural_similarity(a, b, channel_axis=2, data_range=1.0)
                                               for a, b in zip(sal, stim_f)])), 4),
         "settings": {"steps": args.steps, "strength": args.strength, "guidance": args.guidance,
-                     "caption_source": args.caption_source},
+                     "caption_source": args.caption_source, "scheduler": type(pipe.scheduler).__name__},
     }
     print(json.dumps(res, indent=1))
-    n = min(len(pick), 20)
-    rows = [np.concatenate(list(stim_f[:n]), 1), np.concatenate(list(sal[:n]), 1), np.concatenate(list(rec[:n]), 1)]
-    grid = (np.concatenate(rows, 0) * 255).round().astype(np.uint8)
+    bands = []  # every trial: bands of up to 20 columns, each band three rows (stimulus, saliency, reconstruction)
+    for k in range(0, len(pick), 20):
+        cols = [np.concatenate(list(a[k:k + 20]), 1) for a in (stim_f, sal, rec)]
+        width = 20 * stim_f.shape[2] if len(pick) > 20 else cols[0].shape[1]
+        bands.append(np.pad(np.concatenate(cols, 0), ((0, 4), (0, width - cols[0].shape[1]), (0, 0)), constant_values=1))
+    grid = (np.concatenate(bands, 0)[:-4] * 255).round().astype(np.uint8)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.NEAREST).save(args.out)
     Path(args.out).with_suffix(".json").write_text(json.dumps(res, indent=1))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -310,6 +311,92 @@ def test_decoder_steps_resume_a_vae_with_its_encoder_and_latent_scale_unchanged(
     assert any(not torch.equal(a, b) for a, b in zip(before.decoder.parameters(), after.decoder.parameters()))
     assert after.config.scaling_factor == pytest.approx(before.config.scaling_factor, rel=1e-6)
     assert vae.lr_factor(2, cfg) == pytest.approx(0.05) and vae.lr_factor(2, replace(cfg, decoder_steps=3)) == 1.0
+
+
+def test_decoder_stage_widens_the_decoder_and_keeps_the_vae_encoder_and_latents(tmp_path, stimuli_dir):
+    """``decoder`` after ``vae``: an AsymmetricAutoencoderKL whose encoder is the VAE's, bit for bit (same latents,
+    same scaling factor: a UNet trained on the VAE stays valid), with a wider, trained decoder; it resumes."""
+    from pathlib import Path
+
+    from diffusers import AsymmetricAutoencoderKL, AutoencoderKL
+
+    from neuroimagen.train import main
+    from neuroimagen.training import decoder
+    from neuroimagen.training.config import load_config
+    from neuroimagen.training.vae import load_autoencoder
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "debug.json"
+    args = ["--config", str(config), "--stimuli", str(stimuli_dir), "--out", str(tmp_path)]
+    assert main(["vae", *args]) == 0 and main(["decoder", *args]) == 0
+    vae, wide = AutoencoderKL.from_pretrained(tmp_path / "vae"), load_autoencoder(tmp_path / "decoder")
+    assert isinstance(wide, AsymmetricAutoencoderKL) and list(wide.config.up_block_out_channels) == [8, 32, 32]
+    assert sum(p.numel() for p in wide.decoder.up_blocks.parameters()) > sum(p.numel() for p in vae.decoder.up_blocks.parameters())
+    assert wide.config.scaling_factor == vae.config.scaling_factor
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        z = vae.encode(x).latent_dist.mean
+        assert torch.equal(wide.encode(x).latent_dist.mean, z)
+        assert wide.decode(z).sample.shape == (2, 3, 64, 64)
+    m = _metrics(tmp_path, "decoder")
+    assert [h["step"] for h in m["history"]] == [1, 2, 3] and m["cpu_time_s"] > 0
+    assert 0 < m["val"]["val_l1_255"] < 255 and "vae_decoder_val" in m
+
+    paths, cfgs = load_config(config, overrides={"stimuli": str(stimuli_dir), "out": str(tmp_path)})
+    cfg = decoder.Config(**cfgs["decoder"])
+    decoder.train(replace(cfg, max_steps=4), paths, resume=True)
+    assert [h["step"] for h in _metrics(tmp_path, "decoder")["history"]] == [1, 2, 3, 4]
+    with pytest.raises(ValueError, match="as many blocks"):
+        decoder.widen(vae, replace(cfg, block_out_channels=[8, 32]))
+    with pytest.raises(ValueError, match="AsymmetricAutoencoderKL"):
+        (tmp_path / "elsewhere").mkdir()
+        wide.save_pretrained(tmp_path / "elsewhere" / "vae")
+        decoder.train(cfg, replace(paths, out=str(tmp_path / "elsewhere")))
+
+
+def test_assemble_ships_the_wide_decoder_when_asked(debug_run, tmp_path):
+    """``assemble`` joins the stages into a pipeline folder that loads and runs; with ``wide_decoder`` its VAE is the
+    decoder stage's AsymmetricAutoencoderKL, and the model card has the decoder's row."""
+    from diffusers import AsymmetricAutoencoderKL, AutoencoderKL
+
+    from neuroimagen import NeuroImagenPipeline
+    from neuroimagen.train import main
+    from neuroimagen.training import assemble
+    from neuroimagen.training.config import load_config
+
+    out, args = debug_run
+    for stage in ("vae", "decoder", "unet"):
+        assert main([stage, *args]) == 0
+    paths, _ = load_config(args[1], overrides={"stimuli": args[7], "out": str(out)})
+    for wide, cls in ((False, AutoencoderKL), (True, AsymmetricAutoencoderKL)):
+        folder = tmp_path / f"wide_{wide}"
+        assemble.train(assemble.Config(checkpoint_dir=str(folder), wide_decoder=wide), paths)
+        pipe = NeuroImagenPipeline.from_pretrained(folder)
+        assert type(pipe.vae) is cls
+        card = (folder / "README.md").read_text()
+        assert ("| decoder |" in card) == wide and ("AsymmetricAutoencoderKL" in card) == wide
+        pipe.set_progress_bar_config(disable=True)
+        image = pipe(np.zeros((1, 128, 440), np.float32), num_inference_steps=2, output_type="np",
+                     generator=torch.Generator().manual_seed(0)).images
+        assert image.shape == (1, 64, 64, 3) and np.isfinite(image).all()
+
+    # Continuing the assembled UNet elsewhere copies its wide VAE where both the unet and assemble stages look.
+    from neuroimagen.training import unet
+
+    elsewhere = replace(paths, out=str(tmp_path / "continued"))
+    unet.train(replace(unet.Config(**load_config(args[1])[1]["unet"]), max_steps=1, init_from=str(folder)), elsewhere)
+    for stage in ("vae", "decoder"):
+        assert json.loads((tmp_path / "continued" / stage / "config.json").read_text())["_class_name"] == cls.__name__
+
+
+def test_all_runs_the_optional_decoder_stage_only_when_the_config_names_it():
+    """``train all`` on configs/tiny.json must not spend hours on a decoder the checkpoint does not ship."""
+    from neuroimagen.train import STAGES, stages_to_run
+
+    assert stages_to_run("all", {"vae": {}, "unet": {}}) == [s for s in STAGES if s != "decoder"]
+    assert stages_to_run("all", {"decoder": {}}) == list(STAGES)
+    assert stages_to_run("decoder", {}) == ["decoder"]
+    tiny = json.loads((Path(__file__).resolve().parents[1] / "configs" / "tiny.json").read_text())
+    assert ("decoder" in tiny) == tiny["assemble"].get("wide_decoder", False)
 
 
 def test_a_resumed_run_adds_its_time_to_the_earlier_runs(debug_run):

@@ -20,7 +20,7 @@ import numpy as np
 import PIL.Image
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
+from diffusers import AsymmetricAutoencoderKL, AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
 from diffusers.utils import BaseOutput
 
 from .._check import check_option, check_range, validate_type
@@ -77,7 +77,9 @@ class NeuroImagenPipeline(DiffusionPipeline):
         h(x) -> caption states, shape (batch, n_targets, L, D).
     caption_bank : neuroimagen.models.CaptionBank
         Caption texts and states for the readout (top-k captions, class probabilities, empty caption).
-    vae : AutoencoderKL
+    vae : AutoencoderKL | AsymmetricAutoencoderKL
+        The embedded model's is an ``AutoencoderKL``; an ``AsymmetricAutoencoderKL`` with the same encoder and a
+        wider decoder (training stage ``decoder``) works too: only ``encode`` and ``decode(z)`` are used.
     unet : UNet2DConditionModel
     scheduler : diffusers scheduler (DDIM for the embedded model)
     text_encoder, tokenizer : transformers models | None
@@ -87,8 +89,9 @@ class NeuroImagenPipeline(DiffusionPipeline):
     model_cpu_offload_seq = "eeg_encoder->semantic_decoder->unet->vae"
     _optional_components = ["text_encoder", "tokenizer"]
 
-    def __init__(self, eeg_encoder, saliency_generator, semantic_decoder, caption_bank, vae: AutoencoderKL,
-                 unet: UNet2DConditionModel, scheduler, text_encoder=None, tokenizer=None):
+    def __init__(self, eeg_encoder, saliency_generator, semantic_decoder, caption_bank,
+                 vae: AutoencoderKL | AsymmetricAutoencoderKL, unet: UNet2DConditionModel, scheduler,
+                 text_encoder=None, tokenizer=None):
         super().__init__()
         self.register_modules(eeg_encoder=eeg_encoder, saliency_generator=saliency_generator,
                               semantic_decoder=semantic_decoder, caption_bank=caption_bank, vae=vae, unet=unet,

@@ -23,6 +23,7 @@ from .config import Paths
 class Config:
     checkpoint_dir: str = "checkpoints/neuroimagen-tiny"  # where the pipeline folder is written
     unet_fp16: bool = False  # store the UNet in fp16 (halves its size; the budget is 60 MB for the folder)
+    wide_decoder: bool = False  # ship <out>/decoder/ (the VAE's encoder, a wider decoder) instead of <out>/vae/
     card_notes: list[str] = field(default_factory=list)  # lines for the card's "Notes on this run" (what metrics miss)
 
 
@@ -41,12 +42,13 @@ def _metrics(paths: Paths, stage: str) -> dict:
 
 
 def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers import UNet2DConditionModel
 
     from ..models import CaptionBank, EEGEncoder, ImageClassifier, SaliencyGenerator, SemanticDecoder
     from ..pipelines import NeuroImagenPipeline
     from .unet import Config as UNetConfig
     from .unet import build_scheduler
+    from .vae import load_autoencoder
 
     stage = paths.stage_dir
     pipe = NeuroImagenPipeline(
@@ -54,7 +56,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
         saliency_generator=SaliencyGenerator.from_pretrained(find_model_dir(stage("saliency"), "SaliencyGenerator")),
         semantic_decoder=SemanticDecoder.from_pretrained(find_model_dir(stage("semantic"), "SemanticDecoder")),
         caption_bank=CaptionBank.from_pretrained(find_model_dir(stage("semantic"), "CaptionBank")),
-        vae=AutoencoderKL.from_pretrained(stage("vae")),
+        vae=load_autoencoder(stage("decoder" if cfg.wide_decoder else "vae")),
         unet=UNet2DConditionModel.from_pretrained(stage("unet")),
         scheduler=build_scheduler(UNetConfig(**_metrics(paths, "unet").get("config", {}))),
     )
@@ -69,7 +71,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     clf_dir = find_model_dir(stage("classifier"), "ImageClassifier")
     ImageClassifier.from_pretrained(clf_dir).save_pretrained(out / "eval_classifier")
     size_mb = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**20
-    (out / "README.md").write_text(model_card(paths, size_mb, cfg.card_notes))
+    (out / "README.md").write_text(model_card(paths, size_mb, cfg.card_notes, type(pipe.vae).__name__))
     return {"checkpoint_dir": str(out), "size_mb": round(size_mb, 2)}
 
 
@@ -77,9 +79,10 @@ def _fmt(d: dict, keys: list[str]) -> str:
     return ", ".join(f"{k} = {d[k]}" for k in keys if k in d) or "n/a"
 
 
-def model_card(paths: Paths, size_mb: float, notes: list[str] | None = None) -> str:
+def model_card(paths: Paths, size_mb: float, notes: list[str] | None = None, vae_class: str = "AutoencoderKL") -> str:
     """The model card, filled from each stage's metrics.json."""
-    m = {s: _metrics(paths, s) for s in ("vae", "unet", "encoder", "saliency", "semantic", "classifier")}
+    stages = ("vae", "decoder", "unet", "encoder", "saliency", "semantic", "classifier")
+    m = {s: _metrics(paths, s) for s in stages if s != "decoder" or vae_class != "AutoencoderKL"}
     rows = []
     for s, d in m.items():
         cpu = d.get("cpu_time_s", "n/a")
@@ -88,10 +91,17 @@ def model_card(paths: Paths, size_mb: float, notes: list[str] | None = None) -> 
         if s == "vae":
             held = {"steps": d.get("steps"), "of_them_decoder_only": (d.get("config") or {}).get("decoder_steps", 0),
                     **d.get("val", {})}
+        if s == "decoder":
+            held = {"steps": d.get("steps"), "block_out_channels": (d.get("config") or {}).get("block_out_channels"),
+                    **d.get("val", {})}
         if s == "unet":
             held = {"steps": d.get("steps"), "final_loss": (d.get("history") or [{}])[-1].get("loss")}
         rows.append(f"| {s} | {cpu} | {wall} | {', '.join(f'{k}: {v}' for k, v in held.items()) or 'n/a'} |")
-    card = CARD.format(size_mb=f"{size_mb:.1f}", stage_rows="\n".join(rows), data=paths.data, stimuli=paths.stimuli)
+    vae_what = {"AutoencoderKL": "AutoencoderKL, 64 x 64 x 3 <-> 16 x 16 x 4",
+                "AsymmetricAutoencoderKL": "AsymmetricAutoencoderKL, 64 x 64 x 3 <-> 16 x 16 x 4: the `vae` stage's "
+                                           "encoder (frozen) with the wider decoder of the `decoder` stage"}[vae_class]
+    card = CARD.format(size_mb=f"{size_mb:.1f}", stage_rows="\n".join(rows), data=paths.data, stimuli=paths.stimuli,
+                       vae_what=vae_what)
     if notes:
         card += "\n## Notes on this run\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
     return card
@@ -132,7 +142,7 @@ built, so every part was trained here from material that installs from package r
 | saliency_generator | G(z, f) -> 3 x 64 x 64 saliency map (hinge GAN + DiffAugment + mode seeking + SSIM) |
 | semantic_decoder | EEG -> 32 x 384 MiniLM states of the label and the detailed caption (MSE) |
 | caption_bank | caption texts and states: top-k readout, class probabilities, empty caption for guidance |
-| vae | AutoencoderKL, 64 x 64 x 3 <-> 16 x 16 x 4 |
+| vae | {vae_what} |
 | unet | UNet2DConditionModel, cross-attention on 384-d caption states (EMA weights) |
 | scheduler | DDIM |
 | eval_classifier | image classifier used only by the evaluation (ACC, IS); not a pipeline component |
@@ -155,7 +165,8 @@ To continue training the UNet from these weights instead of from scratch, add `"
 "checkpoints/neuroimagen-tiny"` to the `unet` entry of a copy of the config and raise its `max_steps`: the
 run starts from this UNet and copies this VAE (the latent space it was trained in). The VAE's decoder can
 be improved without retraining the UNet: raise `decoder_steps` in the `vae` entry and resume that stage
-(`--resume`); the encoder stays frozen, so the latents the UNet knows do not change.
+(`--resume`), or train a wider decoder for the same encoder (the `decoder` stage, shipped when `assemble`
+has `wide_decoder: true`); the encoder stays frozen, so the latents the UNet knows do not change.
 
 The CPU time counts all threads (two cores), so it can exceed the wall time. The diffusion stages ran
 in the background while other work shared the machine; their wall times are upper bounds.

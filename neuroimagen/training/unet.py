@@ -13,6 +13,7 @@ the run continue across sessions; ``max_steps`` can be raised and the run resume
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -25,7 +26,7 @@ from tqdm.auto import tqdm
 from ..data.stimuli import load_stimulus_images
 from .common import caption_states, load_resume, make_accelerator, save_resume, stage_threads, write_metrics
 from .config import Paths
-from .vae import images_to_tensor
+from .vae import images_to_tensor, load_autoencoder
 
 
 @dataclass
@@ -87,12 +88,10 @@ def encode_latents(vae, images: torch.Tensor, batch: int = 256) -> tuple[torch.T
 
 @stage_threads
 def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
-    from diffusers import AutoencoderKL
-
     acc = make_accelerator(cfg.seed)
     out = paths.stage_dir("unet")
     init_unet = _warm_start(cfg.init_from, paths) if cfg.init_from and not resume else None
-    vae = AutoencoderKL.from_pretrained(paths.stage_dir("vae")).eval()
+    vae = load_autoencoder(paths.stage_dir("vae")).eval()  # only its encoder is used: either class will do
     sf = vae.config.scaling_factor
     images = images_to_tensor(load_stimulus_images(paths.stimuli))
     lat_mean, lat_std = encode_latents(vae, images)
@@ -184,7 +183,9 @@ def lr_factor(step: int, cfg: Config) -> float:
 
 
 def _warm_start(init_from: str, paths: Paths):
-    """Load the UNet of ``init_from`` (pipeline or UNet folder); copy its VAE to ``<out>/vae`` if none is there."""
+    """Load the UNet of ``init_from`` (pipeline or UNet folder); copy its VAE to ``<out>/vae`` if none is there
+    (and to ``<out>/decoder`` too when it is a wide-decoder ``AsymmetricAutoencoderKL``, so ``assemble`` finds it
+    with either ``wide_decoder`` setting)."""
     import shutil
     from pathlib import Path
 
@@ -201,6 +202,8 @@ def _warm_start(init_from: str, paths: Paths):
                                     "only makes sense with the VAE it was trained with")
         shutil.copytree(src / "vae", vae_out, dirs_exist_ok=True)
         tqdm.write(f"unet: copied the VAE of {src} to {vae_out}")
+        if "Asymmetric" in json.loads((vae_out / "config.json").read_text())["_class_name"]:
+            shutil.copytree(src / "vae", paths.stage_dir("decoder"), dirs_exist_ok=True)
     tqdm.write(f"unet: warm start from {unet_dir}")
     return UNet2DConditionModel.from_pretrained(unet_dir)
 

@@ -58,6 +58,25 @@ def build_vae(cfg: Config, sample_size: int = 64):
                          norm_num_groups=min(32, cfg.block_out_channels[0]), sample_size=sample_size)
 
 
+def load_autoencoder(folder):
+    """The autoencoder saved in ``folder``: the ``vae`` stage's ``AutoencoderKL`` or the ``decoder`` stage's
+    ``AsymmetricAutoencoderKL`` (same encoder and latents, wider decoder), by the class its config.json names."""
+    import json
+    from pathlib import Path
+
+    from diffusers import AsymmetricAutoencoderKL, AutoencoderKL
+
+    f = Path(folder) / "config.json"
+    if not f.is_file():
+        raise FileNotFoundError(f"No autoencoder in {folder}: expected a config.json written by the vae or decoder "
+                                f"stage (python -m neuroimagen.train vae --config ...).")
+    classes = {c.__name__: c for c in (AutoencoderKL, AsymmetricAutoencoderKL)}
+    name = json.loads(f.read_text()).get("_class_name")
+    if name not in classes:
+        raise ValueError(f"{f} is for {name!r}; expected one of {sorted(classes)}.")
+    return classes[name].from_pretrained(folder)
+
+
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 (n, H, W, 3) -> float (n, 3, H, W) in [-1, 1]."""
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
