@@ -34,9 +34,17 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.stimuli import load_stimulus_images
-from .common import load_resume, make_accelerator, save_resume, stage_threads, write_metrics
+from .common import make_accelerator, save_resume, stage_threads, write_metrics
 from .config import Paths
-from .vae import _freeze_encoder, decoder_loss, evaluate_vae, images_to_tensor, load_autoencoder
+from .vae import (
+    _freeze_encoder,
+    decoder_loss,
+    evaluate_vae,
+    images_to_tensor,
+    load_autoencoder,
+    optimizer_and_resume,
+    optimizer_step,
+)
 
 
 @dataclass
@@ -107,16 +115,8 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     train_x, val_x = _vae_split(paths)
     model = widen(vae, cfg)
     frozen = _freeze_encoder(model, train_x)  # the encoder is the VAE's: its posteriors, both flips, computed once
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
-    step, history = 0, []
-    state = load_resume(out / "resume.pt") if resume else None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        step, history = int(state["step"]), list(state["history"])
+    opt, sched, step, history = optimizer_and_resume(model, [p for p in model.parameters() if p.requires_grad], cfg.lr,
+                                                     lambda s: lr_factor(s, cfg), out / "resume.pt" if resume else None)
     model, opt = acc.prepare(model, opt)
     gen = torch.Generator().manual_seed(cfg.seed + step)
     t0 = time.perf_counter()
@@ -127,14 +127,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
         m.encoder.eval()
         idx = torch.randint(len(frozen[0]), (cfg.batch_size,), generator=gen)
         loss = decoder_loss(m, frozen[0][idx], frozen[1][idx], frozen[2][idx], cfg, gen)
-        acc.backward(loss)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        step += 1
-        bar.update(1)
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+        step = optimizer_step(acc, loss, opt, sched, bar, step)
         if step % cfg.save_every == 0 or step == cfg.max_steps:
             history.append({"step": step, "train_loss": round(loss.item(), 5), **evaluate_vae(m, val_x)})
             tqdm.write(f"decoder step {step}: {history[-1]}")

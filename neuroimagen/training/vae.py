@@ -94,6 +94,32 @@ def pixel_loss(rec: torch.Tensor, x: torch.Tensor, cfg: Config) -> torch.Tensor:
     return F.l1_loss(rec, x) + F.mse_loss(rec, x) + cfg.color_weight * color
 
 
+def optimizer_and_resume(model, params, lr: float, lr_fn, resume_file=None):
+    """AdamW on ``params`` with the step -> factor ``lr_fn``; with ``resume_file``, the model, optimizer and schedule
+    as that resume point left them. Returns (optimizer, scheduler, step, history)."""
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_fn)
+    state = load_resume(resume_file) if resume_file is not None else None
+    if state is None:
+        return opt, sched, 0, []
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    return opt, sched, int(state["step"]), list(state["history"])
+
+
+def optimizer_step(acc, loss, opt, sched, bar, step: int) -> int:
+    """Backward, step the optimizer and the schedule, tick the progress bar; returns the new step count."""
+    acc.backward(loss)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+    bar.update(1)
+    if (step + 1) % 50 == 0:
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+    return step + 1
+
+
 @stage_threads
 def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     acc = make_accelerator(cfg.seed)
@@ -103,15 +129,8 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     train_x, val_x = images[perm[cfg.val_images:]], images[perm[:cfg.val_images]]
 
     vae = build_vae(cfg, sample_size=images.shape[-1])
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
-    step, history = 0, []
-    state = load_resume(out / "resume.pt") if resume else None
-    if state is not None:
-        vae.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        step, history = int(state["step"]), list(state["history"])
+    opt, sched, step, history = optimizer_and_resume(vae, vae.parameters(), cfg.lr, lambda s: lr_factor(s, cfg),
+                                                     out / "resume.pt" if resume else None)
     vae, opt = acc.prepare(vae, opt)
     gen = torch.Generator().manual_seed(cfg.seed + step)
     t0 = time.perf_counter()
@@ -132,14 +151,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
         else:
             idx = torch.randint(len(frozen[0]), (cfg.batch_size,), generator=gen)
             loss = decoder_loss(acc.unwrap_model(vae), frozen[0][idx], frozen[1][idx], frozen[2][idx], cfg, gen)
-        acc.backward(loss)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        step += 1
-        bar.update(1)
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+        step = optimizer_step(acc, loss, opt, sched, bar, step)
         if step % cfg.save_every == 0 or step in (cfg.max_steps, total):
             val = evaluate_vae(acc.unwrap_model(vae), val_x)
             history.append({"step": step, "train_loss": round(loss.item(), 5), **val})
