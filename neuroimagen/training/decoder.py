@@ -44,6 +44,7 @@ from .vae import (
     load_autoencoder,
     optimizer_and_resume,
     optimizer_step,
+    split_images,
 )
 
 
@@ -97,9 +98,7 @@ def _vae_split(paths: Paths) -> tuple[torch.Tensor, torch.Tensor]:
 
     f = paths.stage_dir("vae") / "metrics.json"
     vcfg = VAEConfig(**json.loads(f.read_text())["config"]) if f.is_file() else VAEConfig()
-    images = images_to_tensor(load_stimulus_images(paths.stimuli))
-    perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(vcfg.seed))
-    return images[perm[vcfg.val_images:]], images[perm[:vcfg.val_images]]
+    return split_images(images_to_tensor(load_stimulus_images(paths.stimuli)), vcfg)
 
 
 @stage_threads

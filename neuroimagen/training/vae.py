@@ -94,6 +94,13 @@ def pixel_loss(rec: torch.Tensor, x: torch.Tensor, cfg: Config) -> torch.Tensor:
     return F.l1_loss(rec, x) + F.mse_loss(rec, x) + cfg.color_weight * color
 
 
+def split_images(images: torch.Tensor, cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
+    """The vae stage's training and validation images: a permutation seeded by ``cfg.seed``, ``cfg.val_images``
+    held out (the decoder stage reuses it, so its validation images stay unseen too)."""
+    perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(cfg.seed))
+    return images[perm[cfg.val_images:]], images[perm[:cfg.val_images]]
+
+
 def optimizer_and_resume(model, params, lr: float, lr_fn, resume_file=None):
     """AdamW on ``params`` with the step -> factor ``lr_fn``; with ``resume_file``, the model, optimizer and schedule
     as that resume point left them. Returns (optimizer, scheduler, step, history)."""
@@ -125,8 +132,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     acc = make_accelerator(cfg.seed)
     out = paths.stage_dir("vae")
     images = images_to_tensor(load_stimulus_images(paths.stimuli))
-    perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(cfg.seed))
-    train_x, val_x = images[perm[cfg.val_images:]], images[perm[:cfg.val_images]]
+    train_x, val_x = split_images(images, cfg)
 
     vae = build_vae(cfg, sample_size=images.shape[-1])
     opt, sched, step, history = optimizer_and_resume(vae, vae.parameters(), cfg.lr, lambda s: lr_factor(s, cfg),
