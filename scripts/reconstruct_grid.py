@@ -4,7 +4,7 @@
         --splits data/sim_demo_splits.pth --stimuli data/stimuli --per-class 2 --out docs/figures/reconstructions.png
 
 Rows of the grid: stimulus, saliency map, reconstruction, for the first trials of each class in the test
-split, every trial, in bands of 20 columns separated by a white line. Accuracy is the evaluation classifier's (``<checkpoint>/eval_classifier``) 40-way top-1 on the
+split (``--split val``: the validation split, to compare checkpoints without the test trials), every trial, in bands of 20 columns separated by a white line. Accuracy is the evaluation classifier's (``<checkpoint>/eval_classifier``) 40-way top-1 on the
 reconstructions; SSIM is skimage's on 64 x 64 RGB against the stimulus. Two ceilings are printed beside
 them: the classifier's accuracy on the stimuli themselves, and on the stimuli after a round trip through
 the pipeline's VAE (encode, decode: no diffusion can be recognised better than its decoder lets it).
@@ -44,6 +44,8 @@ def main() -> None:
                    help="the pipeline's caption_source (default: label, the pipeline's and the app's default)")
     p.add_argument("--scheduler", default=None, choices=sorted(SCHEDULERS),
                    help="swap the checkpoint's scheduler (same config) for this one (default: keep it)")
+    p.add_argument("--split", default="test", choices=["test", "val"],
+                   help="the trials to reconstruct (val: to choose between checkpoints without looking at test)")
     p.add_argument("--out", default="docs/figures/reconstructions.png")
     args = p.parse_args()
 
@@ -58,7 +60,7 @@ def main() -> None:
         pipe.scheduler = SCHEDULERS[args.scheduler].from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     clf = ImageClassifier.from_pretrained(Path(args.checkpoint) / "eval_classifier").eval()
-    ds = load_eeg_imagenet(args.data, args.splits, "test", stimuli_dir=args.stimuli)
+    ds = load_eeg_imagenet(args.data, args.splits, args.split, stimuli_dir=args.stimuli)
     eeg, labels, images, _ = ds.arrays()
     pick = np.concatenate([np.flatnonzero(labels == c)[:args.per_class] for c in np.unique(labels)])
     stim = np.stack([np.asarray(Image.open(Path(args.stimuli) / f"{ds.images[i]}.png").convert("RGB")) for i in images[pick]])

@@ -388,15 +388,95 @@ def test_assemble_ships_the_wide_decoder_when_asked(debug_run, tmp_path):
         assert json.loads((tmp_path / "continued" / stage / "config.json").read_text())["_class_name"] == cls.__name__
 
 
-def test_all_runs_the_optional_decoder_stage_only_when_the_config_names_it():
-    """``train all`` on configs/tiny.json must not spend hours on a decoder the checkpoint does not ship."""
+def test_all_runs_the_optional_stages_only_when_the_config_names_them():
+    """``train all`` on configs/tiny.json must not spend hours on a decoder or a refined UNet the checkpoint does
+    not ship, and must run them when it does."""
     from neuroimagen.train import STAGES, stages_to_run
 
-    assert stages_to_run("all", {"vae": {}, "unet": {}}) == [s for s in STAGES if s != "decoder"]
-    assert stages_to_run("all", {"decoder": {}}) == list(STAGES)
+    assert stages_to_run("all", {"vae": {}, "unet": {}}) == [s for s in STAGES if s not in ("decoder", "refine")]
+    assert stages_to_run("all", {"decoder": {}, "refine": {}}) == list(STAGES)
+    assert stages_to_run("all", {"refine": {}}).index("refine") > stages_to_run("all", {"refine": {}}).index("saliency")
     assert stages_to_run("decoder", {}) == ["decoder"]
     tiny = json.loads((Path(__file__).resolve().parents[1] / "configs" / "tiny.json").read_text())
     assert ("decoder" in tiny) == tiny["assemble"].get("wide_decoder", False)
+    assert ("refine" in tiny) == tiny["assemble"].get("refined_unet", False)
+
+
+def test_refine_bridge_starts_at_the_noised_map_and_ends_at_the_stimulus():
+    """The refine stage's training states: at the start timestep, exactly the noised saliency map img2img starts
+    from; at every t, ``a_t z_img + s_t target``, so predicting the target is predicting the stimulus."""
+    from neuroimagen.training.refine import bridge_batch
+    from neuroimagen.training.unet import Config, build_scheduler
+
+    ab = build_scheduler(Config()).alphas_cumprod
+    g = torch.Generator().manual_seed(0)
+    z_map, z_img = torch.randn(256, 4, 16, 16, generator=g), torch.randn(256, 4, 16, 16, generator=g)
+    x_t, t, target, t_start = bridge_batch(z_map, z_img, ab, 0.5, torch.Generator().manual_seed(1))
+    _, t_same, eps, _ = bridge_batch(z_img, z_img, ab, 0.5, torch.Generator().manual_seed(1))  # same draws, no map
+    assert torch.equal(t, t_same) and (t <= t_start).all() and (t_start >= 500).all() and (t_start <= 999).all()
+    assert t.min() < 250 and t_start.max() > 900  # the whole path is trained, not only its start
+
+    def col(v):
+        return v[:, None, None, None]
+
+    torch.testing.assert_close(x_t, col(ab[t].sqrt()) * z_img + col((1 - ab[t]).sqrt()) * target)
+    start = col(ab[t_start].sqrt()) * z_img + col((1 - ab[t_start]).sqrt()) * target
+    torch.testing.assert_close(start, col(ab[t_start].sqrt()) * z_map + col((1 - ab[t_start]).sqrt()) * eps,
+                               atol=1e-5, rtol=1e-5)
+    assert (target - eps).abs().mean() > 0.1  # the map's offset is in the target
+
+
+def test_refine_stage_fine_tunes_the_unet_to_start_from_maps(debug_run, tmp_path):
+    """``refine`` after the vae, unet, encoder and saliency stages: a UNet of the same shape whose weights moved,
+    which ``assemble`` ships with ``refined_unet``; it resumes; from a pipeline folder (``init_from``) it writes that
+    folder again with the refined UNet, every other component the same; bad settings give clear errors."""
+    from diffusers import UNet2DConditionModel
+
+    from neuroimagen import NeuroImagenPipeline
+    from neuroimagen.train import main
+    from neuroimagen.training import assemble, refine
+    from neuroimagen.training.config import load_config
+
+    out, args = debug_run
+    for stage in ("vae", "unet", "refine"):
+        assert main([stage, *args]) == 0
+    base, tuned = UNet2DConditionModel.from_pretrained(out / "unet"), UNet2DConditionModel.from_pretrained(out / "refine")
+    assert base.config.block_out_channels == tuned.config.block_out_channels
+    assert any(not torch.equal(a, b) for a, b in zip(base.parameters(), tuned.parameters()))
+    m = _metrics(out, "refine")
+    assert [h["step"] for h in m["history"]] == [1, 2, 3] and m["cpu_time_s"] > 0 and m["n_map_trials"] > 0
+    assert all(h["map_loss"] > 0 and h["stimulus_loss"] > 0 for h in m["history"])
+
+    paths, cfgs = load_config(args[1], overrides={"data": args[3], "splits": args[5], "stimuli": args[7],
+                                                  "out": str(out)})
+    cfg = refine.Config(**cfgs["refine"])
+    refine.train(replace(cfg, max_steps=4), paths, resume=True)
+    assert [h["step"] for h in _metrics(out, "refine")["history"]] == [1, 2, 3, 4]
+
+    folder = tmp_path / "shipped"
+    assemble.train(assemble.Config(checkpoint_dir=str(folder), refined_unet=True), paths)
+    assert "| refine |" in (folder / "README.md").read_text()
+    shipped = NeuroImagenPipeline.from_pretrained(folder)
+    refined = UNet2DConditionModel.from_pretrained(out / "refine")
+    assert all(torch.equal(a, b) for a, b in zip(shipped.unet.parameters(), refined.parameters()))
+
+    # From the pipeline folder: the folder comes back with a new UNet and the same other components.
+    elsewhere = replace(paths, out=str(tmp_path / "from_folder"))
+    refine.train(replace(cfg, max_steps=2, init_from=str(folder)), elsewhere)
+    again = NeuroImagenPipeline.from_pretrained(tmp_path / "from_folder" / "refine" / "pipeline")
+    assert any(not torch.equal(a, b) for a, b in zip(again.unet.parameters(), shipped.unet.parameters()))
+    for name in ("eeg_encoder", "saliency_generator", "vae", "semantic_decoder"):
+        assert all(torch.equal(a, b) for a, b in zip(getattr(again, name).parameters(),
+                                                      getattr(shipped, name).parameters())), name
+    again.set_progress_bar_config(disable=True)
+    image = again(np.zeros((1, 128, 440), np.float32), num_inference_steps=2, output_type="np",
+                  generator=torch.Generator().manual_seed(0)).images
+    assert image.shape == (1, 64, 64, 3) and np.isfinite(image).all()
+
+    with pytest.raises(ValueError, match="not 'test'"):
+        refine.train(replace(cfg, map_split="test"), paths)
+    with pytest.raises(FileNotFoundError, match=r"missing .*unet"):
+        refine.train(cfg, replace(paths, out=str(tmp_path / "empty")))
 
 
 def test_a_resumed_run_adds_its_time_to_the_earlier_runs(debug_run):

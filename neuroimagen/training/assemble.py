@@ -24,6 +24,7 @@ class Config:
     checkpoint_dir: str = "checkpoints/neuroimagen-tiny"  # where the pipeline folder is written
     unet_fp16: bool = False  # store the UNet in fp16 (halves its size; the budget is 60 MB for the folder)
     wide_decoder: bool = False  # ship <out>/decoder/ (the VAE's encoder, a wider decoder) instead of <out>/vae/
+    refined_unet: bool = False  # ship <out>/refine/ (the UNet fine-tuned to start from saliency maps) instead of <out>/unet/
     card_notes: list[str] = field(default_factory=list)  # lines for the card's "Notes on this run" (what metrics miss)
 
 
@@ -57,7 +58,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
         semantic_decoder=SemanticDecoder.from_pretrained(find_model_dir(stage("semantic"), "SemanticDecoder")),
         caption_bank=CaptionBank.from_pretrained(find_model_dir(stage("semantic"), "CaptionBank")),
         vae=load_autoencoder(stage("decoder" if cfg.wide_decoder else "vae")),
-        unet=UNet2DConditionModel.from_pretrained(stage("unet")),
+        unet=UNet2DConditionModel.from_pretrained(stage("refine" if cfg.refined_unet else "unet")),
         scheduler=build_scheduler(UNetConfig(**_metrics(paths, "unet").get("config", {}))),
     )
     out = Path(cfg.checkpoint_dir)
@@ -71,7 +72,8 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     clf_dir = find_model_dir(stage("classifier"), "ImageClassifier")
     ImageClassifier.from_pretrained(clf_dir).save_pretrained(out / "eval_classifier")
     size_mb = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**20
-    (out / "README.md").write_text(model_card(paths, size_mb, cfg.card_notes, type(pipe.vae).__name__))
+    (out / "README.md").write_text(model_card(paths, size_mb, cfg.card_notes, type(pipe.vae).__name__,
+                                              cfg.refined_unet))
     return {"checkpoint_dir": str(out), "size_mb": round(size_mb, 2)}
 
 
@@ -79,10 +81,12 @@ def _fmt(d: dict, keys: list[str]) -> str:
     return ", ".join(f"{k} = {d[k]}" for k in keys if k in d) or "n/a"
 
 
-def model_card(paths: Paths, size_mb: float, notes: list[str] | None = None, vae_class: str = "AutoencoderKL") -> str:
-    """The model card, filled from each stage's metrics.json."""
-    stages = ("vae", "decoder", "unet", "encoder", "saliency", "semantic", "classifier")
-    m = {s: _metrics(paths, s) for s in stages if s != "decoder" or vae_class != "AutoencoderKL"}
+def model_card(paths: Paths, size_mb: float, notes: list[str] | None = None, vae_class: str = "AutoencoderKL",
+               refined_unet: bool = False) -> str:
+    """The model card, filled from each stage's metrics.json (the optional stages' rows when they are shipped)."""
+    stages = ("vae", "decoder", "unet", "refine", "encoder", "saliency", "semantic", "classifier")
+    shipped = {"decoder": vae_class != "AutoencoderKL", "refine": refined_unet}
+    m = {s: _metrics(paths, s) for s in stages if shipped.get(s, True)}
     rows = []
     for s, d in m.items():
         cpu = d.get("cpu_time_s", "n/a")
@@ -96,6 +100,10 @@ def model_card(paths: Paths, size_mb: float, notes: list[str] | None = None, vae
                     **d.get("val", {})}
         if s == "unet":
             held = {"steps": d.get("steps"), "final_loss": (d.get("history") or [{}])[-1].get("loss")}
+        if s == "refine":
+            last = (d.get("history") or [{}])[-1]
+            held = {"steps": d.get("steps"), "final_map_loss": last.get("map_loss"),
+                    "final_stimulus_loss": last.get("stimulus_loss")}
         rows.append(f"| {s} | {cpu} | {wall} | {', '.join(f'{k}: {v}' for k, v in held.items()) or 'n/a'} |")
     vae_what = {"AutoencoderKL": "AutoencoderKL, 64 x 64 x 3 <-> 16 x 16 x 4",
                 "AsymmetricAutoencoderKL": "AsymmetricAutoencoderKL, 64 x 64 x 3 <-> 16 x 16 x 4: the `vae` stage's "

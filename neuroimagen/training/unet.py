@@ -105,19 +105,8 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
                       cross_attention_dim=label_states.shape[-1])
     if init_unet is not None:
         unet.load_state_dict(init_unet.state_dict())
-    ema = copy.deepcopy(unet).requires_grad_(False)
     sched = build_scheduler(cfg)
-    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=1e-2)
-    lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
-    step, history, cpu_before, wall_before = 0, [], 0.0, 0.0
-    state = load_resume(out / "resume.pt") if resume else None
-    if state is not None:
-        unet.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["optimizer"])
-        lr_sched.load_state_dict(state["scheduler"])
-        step, history = int(state["step"]), list(state["history"])
-        cpu_before, wall_before = float(state.get("cpu_time_s", 0.0)), float(state.get("wall_time_s", 0.0))
+    ema, opt, lr_sched, step, history, before = training_state(unet, cfg, out / "resume.pt", resume)
     unet, opt = acc.prepare(unet, opt)
     gen = torch.Generator().manual_seed(cfg.seed * 100003 + step)
     alphas = sched.alphas_cumprod
@@ -128,10 +117,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
         unet.train()
         idx = torch.randint(len(lat_mean), (cfg.batch_size,), generator=gen)
         z = (lat_mean[idx] + lat_std[idx] * torch.randn(lat_mean[idx].shape, generator=gen)) * sf
-        use_label = torch.rand(len(idx), generator=gen) < cfg.label_caption_prob
-        cond = torch.where(use_label[:, None, None], label_states[classes[idx]], detailed_states[idx])
-        drop = torch.rand(len(idx), generator=gen) < cfg.caption_dropout
-        cond = torch.where(drop[:, None, None], empty.expand_as(cond), cond)
+        cond = caption_condition(classes[idx], detailed_states[idx], label_states, empty, cfg, gen)
         noise = torch.randn(z.shape, generator=gen)
         t = torch.randint(0, cfg.num_train_timesteps, (len(idx),), generator=gen)
         a = alphas[t].sqrt()[:, None, None, None]
@@ -145,10 +131,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
         lr_sched.step()
         opt.zero_grad(set_to_none=True)
         step += 1
-        with torch.no_grad():
-            decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-            for pe, pm in zip(ema.parameters(), acc.unwrap_model(unet).parameters()):
-                pe.lerp_(pm.detach().cpu(), 1 - decay)
+        ema_update(ema, acc.unwrap_model(unet), step, cfg.ema_decay)
         running.append(loss.item())
         bar.update(1)
         if step % 50 == 0:
@@ -157,19 +140,61 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
             history.append({"step": step, "loss": round(float(np.mean(running[-cfg.save_every:])), 5),
                             "lr": float(f"{opt.param_groups[0]['lr']:.3g}"), "wall_s": round(time.perf_counter() - t0, 1)})
             tqdm.write(f"unet {history[-1]}")
-            # Times summed over every (resumed) run, so the model card reports the stage's full cost.
-            times = {"cpu_time_s": round(cpu_before + time.process_time() - c0, 1),
-                     "wall_time_s": round(wall_before + time.perf_counter() - t0, 1)}
-            ema.save_pretrained(out)
-            save_resume(out / "resume.pt", model=acc.unwrap_model(unet).state_dict(), ema=ema.state_dict(),
-                        optimizer=opt.state_dict(), scheduler=lr_sched.state_dict(), step=step, history=history,
-                        **times)
-            write_metrics(out, {"stage": "unet", "steps": step, "config": asdict(cfg), "history": history, **times,
-                                "times_cumulative": True})
+            save_point(out, ema, acc.unwrap_model(unet), opt, lr_sched, step, history, before, (c0, t0),
+                       {"stage": "unet", "config": asdict(cfg)})
         if step % cfg.sample_every == 0:
             save_sample_grid(ema, vae, sched, label_states, empty, out / f"samples_step{step:06d}.png", cfg.seed)
     bar.close()
     return {"steps": step, "final_loss": history[-1]["loss"] if history else None}
+
+
+def training_state(unet, cfg, resume_file, resume: bool):
+    """The EMA copy, AdamW optimizer and learning-rate schedule of a UNet run, with its step, history and the CPU
+    and wall seconds of earlier runs: fresh, or restored from ``resume_file`` when ``resume`` (``unet`` too)."""
+    ema = copy.deepcopy(unet).requires_grad_(False)
+    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=1e-2)
+    lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
+    state = load_resume(resume_file) if resume else None
+    if state is None:
+        return ema, opt, lr_sched, 0, [], (0.0, 0.0)
+    unet.load_state_dict(state["model"])
+    ema.load_state_dict(state["ema"])
+    opt.load_state_dict(state["optimizer"])
+    lr_sched.load_state_dict(state["scheduler"])
+    before = (float(state.get("cpu_time_s", 0.0)), float(state.get("wall_time_s", 0.0)))
+    return ema, opt, lr_sched, int(state["step"]), list(state["history"]), before
+
+
+def save_point(out, ema, model, opt, lr_sched, step: int, history: list, before: tuple[float, float],
+               started: tuple[float, float], metrics: dict) -> None:
+    """Save the EMA weights, ``resume.pt`` and ``metrics.json`` (with ``metrics``) of a UNet run at ``step``. Times
+    are summed over every (resumed) run, ``before`` being the earlier runs' and ``started`` this run's
+    ``(process_time, perf_counter)`` at its start, so the model card reports the stage's full cost."""
+    times = {"cpu_time_s": round(before[0] + time.process_time() - started[0], 1),
+             "wall_time_s": round(before[1] + time.perf_counter() - started[1], 1)}
+    ema.save_pretrained(out)
+    save_resume(out / "resume.pt", model=model.state_dict(), ema=ema.state_dict(), optimizer=opt.state_dict(),
+                scheduler=lr_sched.state_dict(), step=step, history=history, **times)
+    write_metrics(out, {**metrics, "steps": step, "history": history, **times, "times_cumulative": True})
+
+
+def caption_condition(classes: torch.Tensor, detailed: torch.Tensor, label_states: torch.Tensor,
+                      empty: torch.Tensor, cfg, gen: torch.Generator) -> torch.Tensor:
+    """The caption states a training batch is conditioned on: the label caption of ``classes`` with probability
+    ``cfg.label_caption_prob`` (else the ``detailed`` states), replaced by the ``empty`` caption with probability
+    ``cfg.caption_dropout`` (classifier-free guidance)."""
+    use_label = torch.rand(len(classes), generator=gen) < cfg.label_caption_prob
+    cond = torch.where(use_label[:, None, None], label_states[classes], detailed)
+    drop = torch.rand(len(classes), generator=gen) < cfg.caption_dropout
+    return torch.where(drop[:, None, None], empty.expand_as(cond), cond)
+
+
+@torch.no_grad()
+def ema_update(ema, model, step: int, decay: float) -> None:
+    """Move the EMA copy's weights towards ``model``'s (decay warms up over the first steps of a run)."""
+    decay = min(decay, (1 + step) / (10 + step))
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(pm.detach().cpu(), 1 - decay)
 
 
 def lr_factor(step: int, cfg: Config) -> float:
