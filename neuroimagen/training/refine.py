@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from .common import caption_states, make_accelerator, stage_threads
 from .config import Paths
 from .eeg_data import embed_all, load_split, stimulus_images
-from .unet import caption_condition, ema_update, encode_latents, save_point, training_state
+from .unet import caption_condition, encode_latents, save_point, training_state, unet_step
 
 
 @dataclass
@@ -170,13 +170,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
                     cond.to(acc.device)).sample
         err = (pred - torch.cat([y_map, noise]).to(acc.device)).pow(2).mean((1, 2, 3))
         loss = err.mean()
-        acc.backward(loss)
-        acc.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
-        lr_sched.step()
-        opt.zero_grad(set_to_none=True)
-        step += 1
-        ema_update(ema, acc.unwrap_model(unet), step, cfg.ema_decay)
+        step = unet_step(acc, unet, loss, opt, lr_sched, ema, step, cfg.ema_decay)
         running.append((err[:n_map].mean().item() if n_map else float("nan"),
                         err[n_map:].mean().item() if n_map < cfg.batch_size else float("nan")))
         bar.update(1)

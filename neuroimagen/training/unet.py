@@ -125,13 +125,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
         noisy = a * z + s * noise
         pred = unet(noisy.to(acc.device), t.to(acc.device), cond.to(acc.device)).sample
         loss = F.mse_loss(pred, noise.to(acc.device))
-        acc.backward(loss)
-        acc.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
-        lr_sched.step()
-        opt.zero_grad(set_to_none=True)
-        step += 1
-        ema_update(ema, acc.unwrap_model(unet), step, cfg.ema_decay)
+        step = unet_step(acc, unet, loss, opt, lr_sched, ema, step, cfg.ema_decay)
         running.append(loss.item())
         bar.update(1)
         if step % 50 == 0:
@@ -187,6 +181,17 @@ def caption_condition(classes: torch.Tensor, detailed: torch.Tensor, label_state
     cond = torch.where(use_label[:, None, None], label_states[classes], detailed)
     drop = torch.rand(len(classes), generator=gen) < cfg.caption_dropout
     return torch.where(drop[:, None, None], empty.expand_as(cond), cond)
+
+
+def unet_step(acc, unet, loss, opt, lr_sched, ema, step: int, ema_decay: float) -> int:
+    """Backward, clip the gradients, step the optimizer and the learning rate, update the EMA; the new step count."""
+    acc.backward(loss)
+    acc.clip_grad_norm_(unet.parameters(), 1.0)
+    opt.step()
+    lr_sched.step()
+    opt.zero_grad(set_to_none=True)
+    ema_update(ema, acc.unwrap_model(unet), step + 1, ema_decay)
+    return step + 1
 
 
 @torch.no_grad()
