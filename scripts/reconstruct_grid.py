@@ -4,7 +4,9 @@
         --splits data/sim_demo_splits.pth --stimuli data/stimuli --per-class 2 --out docs/figures/reconstructions.png
 
 Rows of the grid: stimulus, saliency map, reconstruction, for the first trials of each class in the test
-split (``--split val``: the validation split, to compare checkpoints without the test trials), every trial, in bands of 20 columns separated by a white line. Accuracy is the evaluation classifier's (``<checkpoint>/eval_classifier``) 40-way top-1 on the
+split (``--split val``: the validation split, to compare checkpoints without the test trials), every trial,
+in bands of 20 columns separated by a white line. Accuracy is the evaluation classifier's
+(``<checkpoint>/eval_classifier``) 40-way top-1 on the
 reconstructions; SSIM is skimage's on 64 x 64 RGB against the stimulus. Two ceilings are printed beside
 them: the classifier's accuracy on the stimuli themselves, and on the stimuli after a round trip through
 the pipeline's VAE (encode, decode: no diffusion can be recognised better than its decoder lets it).

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from .common import caption_states, make_accelerator, stage_threads
 from .config import Paths
 from .eeg_data import embed_all, load_split, stimulus_images
-from .unet import caption_condition, encode_latents, save_point, training_state, unet_step
+from .unet import caption_condition, encode_latents, noised, save_point, training_state, unet_step
 
 
 @dataclass
@@ -88,11 +88,10 @@ def bridge_batch(z_map: torch.Tensor, z_img: torch.Tensor, alphas_cumprod: torch
     n, steps = len(z_map), len(alphas_cumprod)
     t_start = torch.randint(int(min_strength * steps), steps, (n,), generator=gen)
     t = (torch.rand(n, generator=gen) * (t_start + 1)).long().clamp(max=steps - 1)
-    ab_s, ab_t = alphas_cumprod[t_start], alphas_cumprod[t]
+    ab_s = alphas_cumprod[t_start]
     r = (ab_s / (1 - ab_s)).sqrt()[:, None, None, None]
     target = torch.randn(z_map.shape, generator=gen) + r * (z_map - z_img)
-    x_t = ab_t.sqrt()[:, None, None, None] * z_img + (1 - ab_t).sqrt()[:, None, None, None] * target
-    return x_t, t, target, t_start
+    return noised(alphas_cumprod, t, z_img, target), t, target, t_start
 
 
 @torch.no_grad()
@@ -163,7 +162,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
         z = latent(img_mean, img_std, i)
         noise = torch.randn(z.shape, generator=gen)
         t_img = torch.randint(0, len(alphas), (len(i),), generator=gen)
-        x_img = alphas[t_img].sqrt()[:, None, None, None] * z + (1 - alphas[t_img]).sqrt()[:, None, None, None] * noise
+        x_img = noised(alphas, t_img, z, noise)
         img_idx = torch.cat([trial_img[j], i])
         cond = caption_condition(classes[img_idx], detailed_states[img_idx], label_states, empty, cfg, gen)
         pred = unet(torch.cat([x_map, x_img]).to(acc.device), torch.cat([t_map, t_img]).to(acc.device),

@@ -120,9 +120,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
         cond = caption_condition(classes[idx], detailed_states[idx], label_states, empty, cfg, gen)
         noise = torch.randn(z.shape, generator=gen)
         t = torch.randint(0, cfg.num_train_timesteps, (len(idx),), generator=gen)
-        a = alphas[t].sqrt()[:, None, None, None]
-        s = (1 - alphas[t]).sqrt()[:, None, None, None]
-        noisy = a * z + s * noise
+        noisy = noised(alphas, t, z, noise)
         pred = unet(noisy.to(acc.device), t.to(acc.device), cond.to(acc.device)).sample
         loss = F.mse_loss(pred, noise.to(acc.device))
         step = unet_step(acc, unet, loss, opt, lr_sched, ema, step, cfg.ema_decay)
@@ -181,6 +179,13 @@ def caption_condition(classes: torch.Tensor, detailed: torch.Tensor, label_state
     cond = torch.where(use_label[:, None, None], label_states[classes], detailed)
     drop = torch.rand(len(classes), generator=gen) < cfg.caption_dropout
     return torch.where(drop[:, None, None], empty.expand_as(cond), cond)
+
+
+def noised(alphas_cumprod: torch.Tensor, t: torch.Tensor, z: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """The forward diffusion: ``sqrt(alpha_bar_t) z + sqrt(1 - alpha_bar_t) noise`` for a batch of timesteps ``t``."""
+    a = alphas_cumprod[t].sqrt()[:, None, None, None]
+    s = (1 - alphas_cumprod[t]).sqrt()[:, None, None, None]
+    return a * z + s * noise
 
 
 def unet_step(acc, unet, loss, opt, lr_sched, ema, step: int, ema_decay: float) -> int:
