@@ -353,6 +353,46 @@ def test_decoder_stage_widens_the_decoder_and_keeps_the_vae_encoder_and_latents(
         decoder.train(cfg, replace(paths, out=str(tmp_path / "elsewhere")))
 
 
+def test_decoder_stage_fine_tunes_the_vae_decoder_adversarially(tmp_path, stimuli_dir):
+    """``from_vae`` with ``adversarial_weight``: the decoder stage starts from the VAE's own decoder (an
+    AutoencoderKL, encoder and latents bit for bit), trains it against a PatchGAN discriminator, logs the
+    discriminator's loss and the adaptive weight, and resumes the discriminator with the decoder."""
+    from diffusers import AutoencoderKL
+
+    from neuroimagen.training import decoder, vae
+    from neuroimagen.training.common import load_resume
+    from neuroimagen.training.config import load_config
+    from neuroimagen.training.vae import load_autoencoder
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "debug.json"
+    paths, cfgs = load_config(config, overrides={"stimuli": str(stimuli_dir), "out": str(tmp_path)})
+    vae.train(replace(vae.Config(**cfgs["vae"]), max_steps=2, num_threads=1), paths)
+    cfg = decoder.Config(**{**cfgs["decoder"], "from_vae": True, "adversarial_weight": 0.5, "disc_channels": 8,
+                            "max_steps": 2, "save_every": 1, "num_threads": 1})
+    decoder.train(cfg, paths)
+    before, tuned = AutoencoderKL.from_pretrained(tmp_path / "vae"), load_autoencoder(tmp_path / "decoder")
+    assert type(tuned) is AutoencoderKL and list(tuned.config.block_out_channels) == [8, 16, 16]
+    assert tuned.config.scaling_factor == before.config.scaling_factor
+    for part in ("encoder", "quant_conv"):
+        for (name, a), b in zip(getattr(before, part).state_dict().items(), getattr(tuned, part).state_dict().values()):
+            assert torch.equal(a, b), f"{part}.{name} changed"
+    moved = [not torch.equal(a, b) for a, b in zip(before.decoder.parameters(), tuned.decoder.parameters())]
+    assert any(moved)
+    history = _metrics(tmp_path, "decoder")["history"]
+    assert [h["step"] for h in history] == [1, 2]
+    assert all(h["adaptive_weight"] > 0 and 0 < h["disc_loss"] < 10 for h in history)
+
+    state = load_resume(tmp_path / "decoder" / "resume.pt")
+    disc = decoder.patch_discriminator(8)
+    disc.load_state_dict(state["discriminator"])
+    assert disc(torch.zeros(2, 3, 64, 64)).shape == (2, 1, 6, 6)
+    decoder.train(replace(cfg, max_steps=3), paths, resume=True)
+    after = load_resume(tmp_path / "decoder" / "resume.pt")
+    assert after["step"] == 3 and any(not torch.equal(a, b) for a, b in
+                                      zip(state["discriminator"].values(), after["discriminator"].values()))
+    assert decoder.Config().adversarial_weight == 0 and not decoder.Config().from_vae  # default: the pixel loss alone
+
+
 def test_assemble_ships_the_wide_decoder_when_asked(debug_run, tmp_path):
     """``assemble`` joins the stages into a pipeline folder that loads and runs; with ``wide_decoder`` its VAE is the
     decoder stage's AsymmetricAutoencoderKL, and the model card has the decoder's row."""

@@ -23,7 +23,7 @@ from .config import Paths
 class Config:
     checkpoint_dir: str = "checkpoints/neuroimagen-tiny"  # where the pipeline folder is written
     unet_fp16: bool = False  # store the UNet in fp16 (halves its size; the budget is 60 MB for the folder)
-    wide_decoder: bool = False  # ship <out>/decoder/ (the VAE's encoder, a wider decoder) instead of <out>/vae/
+    wide_decoder: bool = False  # ship <out>/decoder/ (the VAE's encoder, the decoder stage's decoder) instead of <out>/vae/
     refined_unet: bool = False  # ship <out>/refine/ (the UNet fine-tuned to start from saliency maps) instead of <out>/unet/
     card_notes: list[str] = field(default_factory=list)  # lines for the card's "Notes on this run" (what metrics miss)
 
@@ -73,7 +73,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     ImageClassifier.from_pretrained(clf_dir).save_pretrained(out / "eval_classifier")
     size_mb = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**20
     (out / "README.md").write_text(model_card(paths, size_mb, cfg.card_notes, type(pipe.vae).__name__,
-                                              cfg.refined_unet))
+                                              cfg.refined_unet, cfg.wide_decoder))
     return {"checkpoint_dir": str(out), "size_mb": round(size_mb, 2)}
 
 
@@ -82,10 +82,10 @@ def _fmt(d: dict, keys: list[str]) -> str:
 
 
 def model_card(paths: Paths, size_mb: float, notes: list[str] | None = None, vae_class: str = "AutoencoderKL",
-               refined_unet: bool = False) -> str:
+               refined_unet: bool = False, decoder_stage: bool = False) -> str:
     """The model card, filled from each stage's metrics.json (the optional stages' rows when they are shipped)."""
     stages = ("vae", "decoder", "unet", "refine", "encoder", "saliency", "semantic", "classifier")
-    shipped = {"decoder": vae_class != "AutoencoderKL", "refine": refined_unet}
+    shipped = {"decoder": decoder_stage, "refine": refined_unet}
     m = {s: _metrics(paths, s) for s in stages if shipped.get(s, True)}
     rows = []
     for s, d in m.items():
@@ -96,7 +96,10 @@ def model_card(paths: Paths, size_mb: float, notes: list[str] | None = None, vae
             held = {"steps": d.get("steps"), "of_them_decoder_only": (d.get("config") or {}).get("decoder_steps", 0),
                     **d.get("val", {})}
         if s == "decoder":
-            held = {"steps": d.get("steps"), "block_out_channels": (d.get("config") or {}).get("block_out_channels"),
+            c = d.get("config") or {}
+            held = {"steps": d.get("steps"), **({"from_vae": True} if c.get("from_vae") else
+                                                {"block_out_channels": c.get("block_out_channels")}),
+                    **({"adversarial_weight": c["adversarial_weight"]} if c.get("adversarial_weight") else {}),
                     **d.get("val", {})}
         if s == "unet":
             held = {"steps": d.get("steps"), "final_loss": (d.get("history") or [{}])[-1].get("loss")}
@@ -105,7 +108,9 @@ def model_card(paths: Paths, size_mb: float, notes: list[str] | None = None, vae
             held = {"steps": d.get("steps"), "final_map_loss": last.get("map_loss"),
                     "final_stimulus_loss": last.get("stimulus_loss")}
         rows.append(f"| {s} | {cpu} | {wall} | {', '.join(f'{k}: {v}' for k, v in held.items()) or 'n/a'} |")
-    vae_what = {"AutoencoderKL": "AutoencoderKL, 64 x 64 x 3 <-> 16 x 16 x 4",
+    vae_what = {"AutoencoderKL": "AutoencoderKL, 64 x 64 x 3 <-> 16 x 16 x 4" + (
+                    ": the `vae` stage's encoder (frozen) with the decoder fine-tuned by the `decoder` stage"
+                    if decoder_stage else ""),
                 "AsymmetricAutoencoderKL": "AsymmetricAutoencoderKL, 64 x 64 x 3 <-> 16 x 16 x 4: the `vae` stage's "
                                            "encoder (frozen) with the wider decoder of the `decoder` stage"}[vae_class]
     card = CARD.format(size_mb=f"{size_mb:.1f}", stage_rows="\n".join(rows), data=paths.data, stimuli=paths.stimuli,

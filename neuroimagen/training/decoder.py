@@ -22,19 +22,29 @@ Measured (README, Training): 4000 steps of (32, 128, 128) took validation L1 fro
 round trips' class accuracy from 65.5 to 70.0 % of 200 held-out stimuli, but the reconstructions' from 54.2
 to 52.5 % of 240 held-out demo trials: the UNet's latents limit them, so the embedded checkpoint keeps the
 small decoder.
+
+``from_vae`` fine-tunes a copy of the VAE's own decoder instead (the folder stays an ``AutoencoderKL``), and
+``adversarial_weight`` adds a PatchGAN hinge loss with taming-transformers' adaptive weight, the recipe of
+Stable Diffusion's autoencoders without their LPIPS term (its VGG weights do not install from a registry),
+for sharper edges than the pixel loss alone gives. Measured (``configs/tiny-gan.json``: 2000 steps, batch 16,
+lr 1e-4, weight 0.5; 3,781 s CPU, 1,927 s wall on 2 cores): validation L1 6.19/255 against 5.66, and on the
+240 trials of ``scripts/reconstruct_grid.py --per-class 6 --split val`` class accuracy 52.1 % against 55.4 %,
+SSIM 0.531 against 0.538; the reconstructions look the same to the eye. Not shipped.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data.stimuli import load_stimulus_images
-from .common import make_accelerator, save_resume, stage_threads, write_metrics
+from .common import load_resume, make_accelerator, save_resume, stage_threads, write_metrics
 from .config import Paths
 from .vae import (
     _freeze_encoder,
@@ -44,6 +54,7 @@ from .vae import (
     load_autoencoder,
     optimizer_and_resume,
     optimizer_step,
+    pixel_loss,
     split_images,
 )
 
@@ -56,6 +67,10 @@ class Config:
     lr: float = 1e-3  # AdamW, 2 % warm-up then cosine to 5 % over max_steps
     max_steps: int = 4000
     color_weight: float = 1.0  # as the vae stage's: L1 between 8 x 8 average-pooled input and output
+    from_vae: bool = False  # fine-tune a copy of the VAE's own decoder (an AutoencoderKL; block_out_channels unused)
+    adversarial_weight: float = 0.0  # > 0: add a PatchGAN hinge loss, weighted adaptively (Esser et al., 2021)
+    disc_channels: int = 32  # the discriminator's first layer; doubled at each of its 3 stride-2 layers
+    disc_lr: float = 2e-4  # AdamW (0.5, 0.9), constant
     save_every: int = 250  # steps between resume points (and validation)
     seed: int = 0
     num_threads: int = 0  # torch CPU threads (0: leave torch's default)
@@ -101,6 +116,35 @@ def _vae_split(paths: Paths) -> tuple[torch.Tensor, torch.Tensor]:
     return split_images(images_to_tensor(load_stimulus_images(paths.stimuli)), vcfg)
 
 
+def patch_discriminator(channels: int = 32) -> torch.nn.Module:
+    """A PatchGAN discriminator (Isola et al., 2017, as in taming-transformers): 64 x 64 RGB -> 6 x 6 logits, each
+    judging one overlapping patch of about 34 pixels as a stimulus or a decoded image."""
+    from torch import nn
+
+    layers, c = [nn.Conv2d(3, channels, 4, 2, 1), nn.LeakyReLU(0.2)], channels
+    for _ in range(2):
+        layers += [nn.Conv2d(c, 2 * c, 4, 2, 1), nn.GroupNorm(min(32, 2 * c), 2 * c), nn.LeakyReLU(0.2)]
+        c *= 2
+    layers += [nn.Conv2d(c, c, 4, 1, 1), nn.GroupNorm(min(32, c), c), nn.LeakyReLU(0.2), nn.Conv2d(c, 1, 4, 1, 1)]
+    return nn.Sequential(*layers)
+
+
+def adversarial_losses(model, disc, x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, cfg: Config,
+                       generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(decoder loss, discriminator loss, adaptive weight). The decoder's loss is the pixel loss plus the hinge
+    generator loss times ``adversarial_weight`` x the ratio of the two losses' gradient norms at the decoder's last
+    layer (taming-transformers' adaptive weight: the adversarial term never swamps the pixel term)."""
+    rec = model.decode(mean + std * torch.randn(mean.shape, generator=generator)).sample
+    pixel = pixel_loss(rec, x, cfg)
+    fake = -disc(rec).mean()
+    last = model.decoder.conv_out.weight
+    g_pixel = torch.autograd.grad(pixel, last, retain_graph=True)[0]
+    g_fake = torch.autograd.grad(fake, last, retain_graph=True)[0]
+    weight = (g_pixel.norm() / (g_fake.norm() + 1e-4)).clamp(0, 1e4).item() * cfg.adversarial_weight
+    d_loss = 0.5 * (F.relu(1 - disc(x)).mean() + F.relu(1 + disc(rec.detach())).mean())
+    return pixel + weight * fake, d_loss, weight
+
+
 @stage_threads
 def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     from diffusers import AutoencoderKL
@@ -112,10 +156,19 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
         raise ValueError(f"The decoder stage widens the vae stage's AutoencoderKL; {paths.stage_dir('vae')} holds a "
                          f"{type(vae).__name__} (a copied pipeline VAE?): run the vae stage there first.")
     train_x, val_x = _vae_split(paths)
-    model = widen(vae, cfg)
+    model = copy.deepcopy(vae) if cfg.from_vae else widen(vae, cfg)
     frozen = _freeze_encoder(model, train_x)  # the encoder is the VAE's: its posteriors, both flips, computed once
+    state = load_resume(out / "resume.pt") if resume else None
     opt, sched, step, history = optimizer_and_resume(model, [p for p in model.parameters() if p.requires_grad], cfg.lr,
                                                      lambda s: lr_factor(s, cfg), out / "resume.pt" if resume else None)
+    disc = disc_opt = None
+    if cfg.adversarial_weight > 0:
+        disc = patch_discriminator(cfg.disc_channels)
+        disc_opt = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.9), weight_decay=0.0)
+        if state is not None and "discriminator" in state:
+            disc.load_state_dict(state["discriminator"])
+            disc_opt.load_state_dict(state["discriminator_optimizer"])
+        disc, disc_opt = acc.prepare(disc, disc_opt)
     model, opt = acc.prepare(model, opt)
     gen = torch.Generator().manual_seed(cfg.seed + step)
     t0 = time.perf_counter()
@@ -125,13 +178,25 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
         m.train()
         m.encoder.eval()
         idx = torch.randint(len(frozen[0]), (cfg.batch_size,), generator=gen)
-        loss = decoder_loss(m, frozen[0][idx], frozen[1][idx], frozen[2][idx], cfg, gen)
-        step = optimizer_step(acc, loss, opt, sched, bar, step)
+        batch = (frozen[0][idx].to(acc.device), frozen[1][idx].to(acc.device), frozen[2][idx].to(acc.device))
+        extra = {}
+        if disc is None:
+            loss = decoder_loss(m, *batch, cfg, gen)
+            step = optimizer_step(acc, loss, opt, sched, bar, step)
+        else:
+            loss, d_loss, weight = adversarial_losses(m, disc, *batch, cfg, gen)
+            step = optimizer_step(acc, loss, opt, sched, bar, step)
+            disc_opt.zero_grad(set_to_none=True)  # drop what the decoder's loss left on the discriminator
+            acc.backward(d_loss)
+            disc_opt.step()
+            extra = {"disc_loss": round(d_loss.item(), 5), "adaptive_weight": round(weight, 5)}
         if step % cfg.save_every == 0 or step == cfg.max_steps:
-            history.append({"step": step, "train_loss": round(loss.item(), 5), **evaluate_vae(m, val_x)})
+            history.append({"step": step, "train_loss": round(loss.item(), 5), **extra, **evaluate_vae(m, val_x)})
             tqdm.write(f"decoder step {step}: {history[-1]}")
+            discs = {} if disc is None else {"discriminator": acc.unwrap_model(disc).state_dict(),
+                                             "discriminator_optimizer": disc_opt.state_dict()}
             save_resume(out / "resume.pt", model=m.state_dict(), optimizer=opt.state_dict(),
-                        scheduler=sched.state_dict(), step=step, history=history)
+                        scheduler=sched.state_dict(), step=step, history=history, **discs)
     bar.close()
     model = acc.unwrap_model(model).eval()
     model.save_pretrained(out)
