@@ -29,9 +29,11 @@ def make(per_class: int, out: Path, key_path: Path, grids: dict[str, str], seed:
     for name, path in grids.items():
         im = Image.open(path).convert("RGB")
         side = im.size[0] // 20
+        bands = -(-40 * per_class // 20)
+        gap = (im.size[1] - 3 * side * bands) // max(1, bands - 1)  # the white line between bands, as saved
         for k in range(40 * per_class):
             band, col = divmod(k, 20)
-            y = band * (3 * side + 4) + 2 * side
+            y = band * (3 * side + gap) + 2 * side
             tiles.append((name, k // per_class, k, im.crop((col * side, y, (col + 1) * side, y + side))))
     random.Random(seed).shuffle(tiles)
     key = {}
