@@ -1,4 +1,5 @@
-"""Stage ``decoder``: a wider decoder for the trained VAE's frozen encoder (diffusers ``AsymmetricAutoencoderKL``).
+"""Stage ``decoder``: a new decoder for the trained VAE's frozen encoder: wider (``AsymmetricAutoencoderKL``)
+or the VAE's own, fine-tuned (``from_vae``, optionally against a discriminator).
 
     python -m neuroimagen.train decoder --config configs/tiny.json [--resume]
 
