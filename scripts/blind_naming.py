@@ -31,6 +31,9 @@ def make(per_class: int, out: Path, key_path: Path, grids: dict[str, str], seed:
         side = im.size[0] // 20
         bands = -(-40 * per_class // 20)
         gap = (im.size[1] - 3 * side * bands) // max(1, bands - 1)  # the white line between bands, as saved
+        if bands > 1 and im.size[1] != 3 * side * bands + gap * (bands - 1):
+            raise ValueError(f"{path}: {im.size[0]} x {im.size[1]} px is not a reconstruct_grid.py grid of "
+                             f"{40 * per_class} trials ({bands} bands): was it made with --per-class {per_class}?")
         for k in range(40 * per_class):
             band, col = divmod(k, 20)
             y = band * (3 * side + gap) + 2 * side

@@ -119,5 +119,6 @@ def save_grid(path, stim, sal, rec) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.NEAREST).save(path)
 
+
 if __name__ == "__main__":
     main()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -376,20 +377,27 @@ def test_decoder_stage_fine_tunes_the_vae_decoder_adversarially(tmp_path, stimul
     for part in ("encoder", "quant_conv"):
         for (name, a), b in zip(getattr(before, part).state_dict().items(), getattr(tuned, part).state_dict().values()):
             assert torch.equal(a, b), f"{part}.{name} changed"
-    moved = [not torch.equal(a, b) for a, b in zip(before.decoder.parameters(), tuned.decoder.parameters())]
-    assert any(moved)
     history = _metrics(tmp_path, "decoder")["history"]
-    assert [h["step"] for h in history] == [1, 2]
-    assert all(h["adaptive_weight"] > 0 and 0 < h["disc_loss"] < 10 for h in history)
+    assert [h["step"] for h in history] == [1, 2] and all(h["adaptive_weight"] > 0 for h in history)
+    # The adversarial term changes the update: the same run (same seed, same batches) with the pixel loss alone
+    # ends elsewhere, and both moved away from the VAE's decoder.
+    plain_paths = replace(paths, out=str(tmp_path / "plain"))
+    shutil.copytree(tmp_path / "vae", tmp_path / "plain" / "vae")
+    decoder.train(replace(cfg, adversarial_weight=0.0), plain_paths)
+    plain = load_autoencoder(tmp_path / "plain" / "decoder")
+    for other in (before, plain):
+        assert any(not torch.equal(a, b) for a, b in zip(other.decoder.parameters(), tuned.decoder.parameters()))
+    assert "disc_loss" not in _metrics(tmp_path / "plain", "decoder")["history"][0]
 
     state = load_resume(tmp_path / "decoder" / "resume.pt")
     disc = decoder.patch_discriminator(8)
     disc.load_state_dict(state["discriminator"])
+    assert state["discriminator_optimizer"]["state"][0]["step"] == 2
     assert disc(torch.zeros(2, 3, 64, 64)).shape == (2, 1, 6, 6)
     decoder.train(replace(cfg, max_steps=3), paths, resume=True)
     after = load_resume(tmp_path / "decoder" / "resume.pt")
-    assert after["step"] == 3 and any(not torch.equal(a, b) for a, b in
-                                      zip(state["discriminator"].values(), after["discriminator"].values()))
+    # Its optimizer was restored, not restarted: 3 steps in all, not 1.
+    assert after["step"] == 3 and after["discriminator_optimizer"]["state"][0]["step"] == 3
     assert decoder.Config().adversarial_weight == 0 and not decoder.Config().from_vae  # default: the pixel loss alone
 
 

@@ -178,8 +178,9 @@ To continue training the UNet from these weights instead of from scratch, add `"
 "checkpoints/neuroimagen-tiny"` to the `unet` entry of a copy of the config and raise its `max_steps`: the
 run starts from this UNet and copies this VAE (the latent space it was trained in). The VAE's decoder can
 be improved without retraining the UNet: raise `decoder_steps` in the `vae` entry and resume that stage
-(`--resume`), or train a wider decoder for the same encoder (the `decoder` stage, shipped when `assemble`
-has `wide_decoder: true`); the encoder stays frozen, so the latents the UNet knows do not change.
+(`--resume`), or train a new decoder for the same encoder (the `decoder` stage: wider, or this one
+fine-tuned; shipped when `assemble` has `wide_decoder: true`); the encoder stays frozen, so the latents the
+UNet knows do not change.
 
 The CPU time counts all threads (two cores), so it can exceed the wall time. The diffusion stages ran
 in the background while other work shared the machine; their wall times are upper bounds.

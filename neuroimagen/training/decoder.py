@@ -25,9 +25,10 @@ to 52.5 % of 240 held-out demo trials: the UNet's latents limit them, so the emb
 small decoder.
 
 ``from_vae`` fine-tunes a copy of the VAE's own decoder instead (the folder stays an ``AutoencoderKL``), and
-``adversarial_weight`` adds a PatchGAN hinge loss with taming-transformers' adaptive weight, the recipe of
-Stable Diffusion's autoencoders without their LPIPS term (its VGG weights do not install from a registry),
-for sharper edges than the pixel loss alone gives. Measured (``configs/tiny-gan.json``: 2000 steps, batch 16,
+``adversarial_weight`` adds a PatchGAN hinge loss with taming-transformers' adaptive weight, as Stable
+Diffusion's autoencoders were trained but without their LPIPS term (its VGG weights do not install from a
+registry), so that edges need not be the pixel loss's blurred average. The discriminator acts from the first
+step (no warm-up: the decoder starts trained). Measured (``configs/tiny-gan.json``: 2000 steps, batch 16,
 lr 1e-4, weight 0.5; 3,781 s CPU, 1,927 s wall on 2 cores): validation L1 6.19/255 against 5.66, and on the
 240 trials of ``scripts/reconstruct_grid.py --per-class 6 --split val`` class accuracy 52.1 % against 55.4 %,
 SSIM 0.531 against 0.538; the reconstructions look the same to the eye. Not shipped.
@@ -70,7 +71,7 @@ class Config:
     color_weight: float = 1.0  # as the vae stage's: L1 between 8 x 8 average-pooled input and output
     from_vae: bool = False  # fine-tune a copy of the VAE's own decoder (an AutoencoderKL; block_out_channels unused)
     adversarial_weight: float = 0.0  # > 0: add a PatchGAN hinge loss, weighted adaptively (Esser et al., 2021)
-    disc_channels: int = 32  # the discriminator's first layer; doubled at each of its 3 stride-2 layers
+    disc_channels: int = 32  # the discriminator's first layer's channels (x 4 after its 3 stride-2 layers)
     disc_lr: float = 2e-4  # AdamW (0.5, 0.9), constant
     save_every: int = 250  # steps between resume points (and validation)
     seed: int = 0
@@ -118,8 +119,9 @@ def _vae_split(paths: Paths) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def patch_discriminator(channels: int = 32) -> torch.nn.Module:
-    """A PatchGAN discriminator (Isola et al., 2017, as in taming-transformers): 64 x 64 RGB -> 6 x 6 logits, each
-    judging one overlapping patch of about 34 pixels as a stimulus or a decoded image."""
+    """The PatchGAN discriminator of taming-transformers (Isola et al., 2017), with GroupNorm: 64 x 64 RGB -> 6 x 6
+    logits. Each logit's receptive field (70 px) covers the whole 64 px stimulus and GroupNorm pools over the image,
+    so at this size it judges the whole image, 36 times, as a stimulus or a decoded one."""
     from torch import nn
 
     layers, c = [nn.Conv2d(3, channels, 4, 2, 1), nn.LeakyReLU(0.2)], channels
@@ -135,7 +137,7 @@ def adversarial_losses(model, disc, x: torch.Tensor, mean: torch.Tensor, std: to
     """(decoder loss, discriminator loss, adaptive weight). The decoder's loss is the pixel loss plus the hinge
     generator loss times ``adversarial_weight`` x the ratio of the two losses' gradient norms at the decoder's last
     layer (taming-transformers' adaptive weight: the adversarial term never swamps the pixel term)."""
-    rec = model.decode(mean + std * torch.randn(mean.shape, generator=generator)).sample
+    rec = model.decode(mean + std * torch.randn(mean.shape, generator=generator).to(mean.device)).sample
     pixel = pixel_loss(rec, x, cfg)
     fake = -disc(rec).mean()
     last = model.decoder.conv_out.weight
@@ -169,7 +171,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
         if state is not None and "discriminator" in state:
             disc.load_state_dict(state["discriminator"])
             disc_opt.load_state_dict(state["discriminator_optimizer"])
-        disc, disc_opt = acc.prepare(disc, disc_opt)
+        disc.to(acc.device)  # not prepared: DDP would refuse its three forward passes before two backward passes
     model, opt = acc.prepare(model, opt)
     gen = torch.Generator().manual_seed(cfg.seed + step)
     t0 = time.perf_counter()
@@ -194,7 +196,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
         if step % cfg.save_every == 0 or step == cfg.max_steps:
             history.append({"step": step, "train_loss": round(loss.item(), 5), **extra, **evaluate_vae(m, val_x)})
             tqdm.write(f"decoder step {step}: {history[-1]}")
-            discs = {} if disc is None else {"discriminator": acc.unwrap_model(disc).state_dict(),
+            discs = {} if disc is None else {"discriminator": disc.state_dict(),
                                              "discriminator_optimizer": disc_opt.state_dict()}
             save_resume(out / "resume.pt", model=m.state_dict(), optimizer=opt.state_dict(),
                         scheduler=sched.state_dict(), step=step, history=history, **discs)

@@ -206,7 +206,7 @@ def _freeze_encoder(vae, train_x: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 def decoder_loss(vae, x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, cfg: Config,
                  generator: torch.Generator) -> torch.Tensor:
     """``pixel_loss`` of the decoder alone, on a sample of the frozen encoder's posterior (no KL: it is fixed)."""
-    rec = vae.decode(mean + std * torch.randn(mean.shape, generator=generator)).sample
+    rec = vae.decode(mean + std * torch.randn(mean.shape, generator=generator).to(mean.device)).sample
     return pixel_loss(rec, x, cfg)
 
 
@@ -214,6 +214,7 @@ def decoder_loss(vae, x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, cf
 def evaluate_vae(vae, x: torch.Tensor) -> dict:
     """Reconstruction error on held-out images: pixel L1 and the mean colour error (8 x 8 pooled), in [0, 255]."""
     vae.eval()
+    x = x.to(vae.device)
     rec = torch.cat([vae.decode(vae.encode(x[i:i + 64]).latent_dist.mean).sample for i in range(0, len(x), 64)])
     rec = rec.clamp(-1, 1)
     l1 = (rec - x).abs().mean().item() * 127.5
