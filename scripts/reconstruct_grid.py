@@ -47,6 +47,9 @@ def main() -> None:
                    help="the pipeline's caption_source (default: label, the pipeline's and the app's default)")
     p.add_argument("--scheduler", default=None, choices=sorted(SCHEDULERS),
                    help="swap the checkpoint's scheduler (same config) for this one (default: keep it)")
+    p.add_argument("--unet", default=None,
+                   help="swap in this UNet folder (e.g. a training run's runs/NAME/unet, its EMA weights at the last "
+                        "save point); it must have been trained on the checkpoint's VAE latents")
     p.add_argument("--split", default="test", choices=["test", "val"],
                    help="the trials to reconstruct (val: to choose between checkpoints without looking at test)")
     p.add_argument("--out", default="docs/figures/reconstructions.png")
@@ -62,6 +65,10 @@ def main() -> None:
     from neuroimagen.models import ImageClassifier
 
     pipe = NeuroImagenPipeline.from_pretrained(args.checkpoint)
+    if args.unet:
+        from diffusers import UNet2DConditionModel
+
+        pipe.unet = UNet2DConditionModel.from_pretrained(args.unet)
     if args.scheduler:
         pipe.scheduler = SCHEDULERS[args.scheduler].from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
@@ -99,7 +106,8 @@ def main() -> None:
         "ssim_saliency": round(float(np.mean([structural_similarity(a, b, channel_axis=2, data_range=1.0)
                                               for a, b in zip(sal, stim_f)])), 4),
         "settings": {"steps": args.steps, "strength": args.strength, "guidance": args.guidance,
-                     "caption_source": args.caption_source, "scheduler": type(pipe.scheduler).__name__},
+                     "caption_source": args.caption_source, "scheduler": type(pipe.scheduler).__name__,
+                     "unet": args.unet or f"{args.checkpoint}/unet"},
     }
     print(json.dumps(res, indent=1))
     save_grid(args.out, stim_f, sal, rec)
