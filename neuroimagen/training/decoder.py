@@ -163,7 +163,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     frozen = _freeze_encoder(model, train_x)  # the encoder is the VAE's: its posteriors, both flips, computed once
     state = load_resume(out / "resume.pt") if resume else None
     opt, sched, step, history = optimizer_and_resume(model, [p for p in model.parameters() if p.requires_grad], cfg.lr,
-                                                     lambda s: lr_factor(s, cfg), out / "resume.pt" if resume else None)
+                                                     lambda s: lr_factor(s, cfg), state)
     disc = disc_opt = None
     if cfg.adversarial_weight > 0:
         disc = patch_discriminator(cfg.disc_channels)

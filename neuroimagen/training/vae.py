@@ -102,11 +102,11 @@ def split_images(images: torch.Tensor, cfg: Config) -> tuple[torch.Tensor, torch
 
 
 def optimizer_and_resume(model, params, lr: float, lr_fn, resume_file=None):
-    """AdamW on ``params`` with the step -> factor ``lr_fn``; with ``resume_file``, the model, optimizer and schedule
-    as that resume point left them. Returns (optimizer, scheduler, step, history)."""
+    """AdamW on ``params`` with the step -> factor ``lr_fn``; with ``resume_file`` (a path, or the dict it holds),
+    the model, optimizer and schedule as that resume point left them. Returns (optimizer, scheduler, step, history)."""
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_fn)
-    state = load_resume(resume_file) if resume_file is not None else None
+    state = resume_file if isinstance(resume_file, dict) else load_resume(resume_file) if resume_file is not None else None
     if state is None:
         return opt, sched, 0, []
     model.load_state_dict(state["model"])
