@@ -50,6 +50,13 @@ def main() -> None:
     p.add_argument("--unet", default=None,
                    help="swap in this UNet folder (e.g. a training run's runs/NAME/unet, its EMA weights at the last "
                         "save point); it must have been trained on the checkpoint's VAE latents")
+    p.add_argument("--saliency", default=None,
+                   help="swap in this saliency generator folder (e.g. a training run's runs/NAME/saliency/generator); "
+                        "it must take the checkpoint's EEG encoder's features")
+    p.add_argument("--layout-prior", default=None,
+                   help="swap in this layout prior folder (the layout stage's runs/NAME/layout)")
+    p.add_argument("--layout-weight", type=float, default=None,
+                   help="the pipeline's layout_weight (default: the layout prior's default_weight, 0 without one)")
     p.add_argument("--split", default="test", choices=["test", "val"],
                    help="the trials to reconstruct (val: to choose between checkpoints without looking at test)")
     p.add_argument("--out", default="docs/figures/reconstructions.png")
@@ -69,6 +76,14 @@ def main() -> None:
         from diffusers import UNet2DConditionModel
 
         pipe.unet = UNet2DConditionModel.from_pretrained(args.unet)
+    if args.saliency:
+        from neuroimagen.models import SaliencyGenerator
+
+        pipe.saliency_generator = SaliencyGenerator.from_pretrained(args.saliency).eval()
+    if args.layout_prior:
+        from neuroimagen.models import LayoutPrior
+
+        pipe.layout_prior = LayoutPrior.from_pretrained(args.layout_prior).eval()
     if args.scheduler:
         pipe.scheduler = SCHEDULERS[args.scheduler].from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
@@ -82,7 +97,7 @@ def main() -> None:
         idx = pick[k:k + 16]
         gens = [torch.Generator().manual_seed(int(i)) for i in idx]
         out = pipe(eeg[idx], strength=args.strength, guidance_scale=args.guidance, num_inference_steps=args.steps,
-                   caption_source=args.caption_source, generator=gens, output_type="np")
+                   caption_source=args.caption_source, generator=gens, output_type="np", layout_weight=args.layout_weight)
         recs.append(out.images)
         sals.append(out.saliency_maps)
         top.append(out.class_probs.argmax(1))
@@ -107,7 +122,11 @@ def main() -> None:
                                               for a, b in zip(sal, stim_f)])), 4),
         "settings": {"steps": args.steps, "strength": args.strength, "guidance": args.guidance,
                      "caption_source": args.caption_source, "scheduler": type(pipe.scheduler).__name__,
-                     "unet": args.unet or f"{args.checkpoint}/unet"},
+                     "unet": args.unet or f"{args.checkpoint}/unet",
+                     "saliency_generator": args.saliency or f"{args.checkpoint}/saliency_generator",
+                     "layout_prior": args.layout_prior or (f"{args.checkpoint}/layout_prior"
+                                                           if getattr(pipe, "layout_prior", None) is not None else None),
+                     "layout_weight": args.layout_weight},
     }
     print(json.dumps(res, indent=1))
     save_grid(args.out, stim_f, sal, rec)

@@ -84,18 +84,22 @@ class NeuroImagenPipeline(DiffusionPipeline):
     scheduler : diffusers scheduler (DDIM for the embedded model)
     text_encoder, tokenizer : transformers models | None
         Only in full mode (Stable Diffusion): the decoded caption's text is encoded by them.
+    layout_prior : neuroimagen.models.LayoutPrior | None
+        Optional: the decoded class's object template, drawn into the saliency map at the object box decoded
+        from the EEG before img2img (``layout_weight``).
     """
 
     model_cpu_offload_seq = "eeg_encoder->semantic_decoder->unet->vae"
-    _optional_components = ["text_encoder", "tokenizer"]
+    _optional_components = ["text_encoder", "tokenizer", "layout_prior"]
 
     def __init__(self, eeg_encoder, saliency_generator, semantic_decoder, caption_bank,
                  vae: AutoencoderKL | AsymmetricAutoencoderKL, unet: UNet2DConditionModel, scheduler,
-                 text_encoder=None, tokenizer=None):
+                 text_encoder=None, tokenizer=None, layout_prior=None):
         super().__init__()
         self.register_modules(eeg_encoder=eeg_encoder, saliency_generator=saliency_generator,
                               semantic_decoder=semantic_decoder, caption_bank=caption_bank, vae=vae, unet=unet,
-                              scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer)
+                              scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer,
+                              layout_prior=layout_prior)
 
     # ----------------------------------------------------------------------------------------------
     # Loading
@@ -161,8 +165,13 @@ class NeuroImagenPipeline(DiffusionPipeline):
 
     # ----------------------------------------------------------------------------------------------
     def check_inputs(self, eeg, strength, guidance_scale, num_inference_steps, caption_source, mode, output_type,
-                     generator, top_k) -> torch.Tensor:
+                     generator, top_k, layout_weight=None) -> torch.Tensor:
         """Validate every argument; return the EEG as a float tensor (batch, n_chans, n_times)."""
+        if layout_weight is not None:
+            check_range("layout_weight", layout_weight, 0.0)
+            if layout_weight > 0 and getattr(self, "layout_prior", None) is None:
+                raise ValueError(f"layout_weight={layout_weight} needs a layout_prior component, and this pipeline "
+                                 f"has none: pass layout_weight=0 (or None), or load a folder with a layout_prior.")
         check_range("strength", strength, 0.0, 1.0, low_inclusive=False)
         check_range("guidance_scale", guidance_scale, 0.0)
         validate_type("num_inference_steps", num_inference_steps, int)
@@ -219,6 +228,7 @@ class NeuroImagenPipeline(DiffusionPipeline):
         top_k: int = 5,
         output_type: str = "pil",
         return_dict: bool = True,
+        layout_weight: float | None = None,
     ) -> NeuroImagenPipelineOutput | tuple:
         r"""Reconstruct the seen image(s).
 
@@ -250,10 +260,14 @@ class NeuroImagenPipeline(DiffusionPipeline):
             ``"pil"``, ``"np"`` or ``"pt"``.
         return_dict : bool
             Return a :class:`NeuroImagenPipelineOutput` (else a tuple of its fields).
+        layout_weight : float | None
+            Opacity (times the template's coverage) of the decoded class's object template, drawn into the
+            saliency map at the box decoded from the EEG (``layout_prior``; 0: the generator's map alone). None:
+            the layout prior's ``default_weight``, or 0 when the pipeline has no layout prior.
         """
         # 1. Check inputs
         x = self.check_inputs(eeg, strength, guidance_scale, num_inference_steps, caption_source, mode, output_type,
-                              generator, top_k)
+                              generator, top_k, layout_weight)
         batch = len(x)
         generators = self._per_trial_generators(generator, batch)
         device = self._execution_device
@@ -271,6 +285,16 @@ class NeuroImagenPipeline(DiffusionPipeline):
         readout = self.caption_bank.readout(states, k=top_k)
         class_probs = readout["class_probs"]
         top_class = class_probs.argmax(-1)
+
+        # 3b. Draw the decoded class's object template into the saliency map, at the decoded box
+        prior = getattr(self, "layout_prior", None)
+        if layout_weight is None:
+            layout_weight = float(prior.config.default_weight) if prior is not None else 0.0
+        if layout_weight > 0 and mode != "caption_only":
+            boxes = prior.boxes(features.float(), x.float())
+            saliency = prior.composite(saliency, top_class.to(device), boxes, layout_weight)
+            notes.append(f"Layout prior (weight {layout_weight:g}): the decoded class's object template was drawn into "
+                         f"the saliency map at the object box decoded from the EEG.")
 
         # 4. Choose the condition (prompt embeddings) and the caption text it stands for
         targets = list(self.semantic_decoder.config.targets)

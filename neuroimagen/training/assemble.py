@@ -25,6 +25,7 @@ class Config:
     unet_fp16: bool = False  # store the UNet in fp16 (halves its size; the budget is 60 MB for the folder)
     wide_decoder: bool = False  # ship <out>/decoder/ (the VAE's encoder, the decoder stage's decoder) instead of <out>/vae/
     refined_unet: bool = False  # ship <out>/refine/ (the UNet fine-tuned to start from saliency maps) instead of <out>/unet/
+    layout_prior: bool = False  # ship <out>/layout/ (the layout stage's class templates and box regressor)
     card_notes: list[str] = field(default_factory=list)  # lines for the card's "Notes on this run" (what metrics miss)
 
 
@@ -45,7 +46,7 @@ def _metrics(paths: Paths, stage: str) -> dict:
 def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     from diffusers import UNet2DConditionModel
 
-    from ..models import CaptionBank, EEGEncoder, ImageClassifier, SaliencyGenerator, SemanticDecoder
+    from ..models import CaptionBank, EEGEncoder, ImageClassifier, LayoutPrior, SaliencyGenerator, SemanticDecoder
     from ..pipelines import NeuroImagenPipeline
     from .unet import Config as UNetConfig
     from .unet import build_scheduler
@@ -60,6 +61,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
         vae=load_autoencoder(stage("decoder" if cfg.wide_decoder else "vae")),
         unet=UNet2DConditionModel.from_pretrained(stage("refine" if cfg.refined_unet else "unet")),
         scheduler=build_scheduler(UNetConfig(**_metrics(paths, "unet").get("config", {}))),
+        layout_prior=LayoutPrior.from_pretrained(find_model_dir(stage("layout"), "LayoutPrior")) if cfg.layout_prior else None,
     )
     out = Path(cfg.checkpoint_dir)
     if out.exists():

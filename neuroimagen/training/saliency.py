@@ -47,6 +47,7 @@ class Config:
     ms_weight: float = 0.01  # a2: mode seeking
     ssim_weight: float = 1.0  # a3: (1 - SSIM) to the stimulus
     thumb_weight: float = 3.0  # ours: L1 between 8 x 8 thumbnails of map and stimulus (layout and colour; 0: off)
+    mse_weight: float = 0.0  # ours: pixel MSE to the stimulus (its optimum is the mean stimulus given f; 0: off)
     epochs: int = 12  # at most
     patience: int = 4  # epochs without validation improvement before stopping
     seed: int = 0
@@ -144,6 +145,8 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
             thumb = F.l1_loss(F.adaptive_avg_pool2d(fake, 8), F.adaptive_avg_pool2d(real, 8))
             g_loss = (cfg.adv_weight * adv + cfg.ms_weight * mode_seeking(fake, fake2, z1, z2)
                       + cfg.ssim_weight * (1 - sim) + cfg.thumb_weight * thumb)
+            if cfg.mse_weight:
+                g_loss = g_loss + cfg.mse_weight * F.mse_loss(fake, real)
             opt_g.zero_grad(set_to_none=True)
             acc.backward(g_loss)
             opt_g.step()
