@@ -36,12 +36,7 @@ def stimulus_boxes(stimuli_dir) -> tuple[torch.Tensor, torch.Tensor]:
     """Each stimulus's object box (n, 3: centre x, centre y, side) and background colour (n, 3) in [-1, 1]."""
     from ..data.stimuli import load_stimulus_metadata
 
-    records = load_stimulus_metadata(stimuli_dir)
-    missing = [f for f in ("cx", "cy", "scale", "background_rgb") if getattr(records[0], f, None) is None]
-    if missing:
-        raise ValueError(f"The layout stage needs each stimulus's object box and background in {stimuli_dir}/"
-                         f"metadata.json, and it has no {missing}: a folder made by 'python -m neuroimagen.data "
-                         f"stimuli' has them (the real EEG-ImageNet images do not).")
+    records = load_stimulus_metadata(stimuli_dir)  # a folder without metadata.json (real images) is refused there
     boxes = torch.tensor([[r.cx, r.cy, r.scale] for r in records], dtype=torch.float32)
     backgrounds = torch.tensor([r.background_rgb for r in records], dtype=torch.float32) / 127.5 - 1
     return boxes, backgrounds
