@@ -1,6 +1,7 @@
 """Benchmark: ``python -m neuroimagen.bench [--checkpoint DIR] [--trial FILE] [--repeats N]`` prints JSON.
 
-Per-stage latency (read, preprocess, encoder, saliency, semantic, readout, diffusion, decode), end to
+Per-stage latency (read, preprocess, encoder, saliency, semantic, readout, layout when the checkpoint has a
+layout prior, diffusion, decode), end to
 end at the defaults (25 steps, strength 0.75, guidance 5), load time and peak resident memory; medians
 over ``--repeats`` runs after one warm-up. The budgets (DESIGN.md): end to end <= 1.0 s median on 2 CPU
 cores; read + preprocess + encoder + saliency + semantic <= 50 ms; loading <= 5 s.
@@ -69,9 +70,13 @@ def run(checkpoint: str | Path = DEFAULT_CHECKPOINT, trial: str | Path | None = 
             "semantic": lambda: pipe.semantic_decoder(x),
             "readout": lambda: pipe.caption_bank.readout(states, k=5),
         }
+        prior = getattr(pipe, "layout_prior", None)
+        if prior is not None:  # the decoded box and the template drawn into the map (step 3b of the pipeline)
+            stages["layout"] = lambda: prior.composite(sal, torch.tensor([0]), prior.boxes(feats, x),
+                                                       prior.config.default_weight)
         ms = {k: _median_ms(f, repeats) for k, f in stages.items()}
         ms["eeg_stages_total"] = round(sum(ms[k] for k in ("read", "preprocess", "encoder", "saliency", "semantic",
-                                                           "readout")), 2)
+                                                           "readout", "layout") if k in ms), 2)
         stage = pipe._diffusion_stage("img2img")
         init = torch.nn.functional.interpolate((sal.clamp(-1, 1) + 1) / 2, size=(
             pipe.unet.config.sample_size * pipe.vae_scale_factor,) * 2, mode="bilinear", align_corners=False)

@@ -201,3 +201,61 @@ def test_semantic_decoder_init_basis_starts_at_the_targets_mean():
         out = dec(torch.randn(2, N_CHANS, N_TIMES, generator=g))
     torch.testing.assert_close(out[0, 0], targets[0].mean(0))
     torch.testing.assert_close(out[1, 1], targets[1].mean(0))
+
+
+# ---- LayoutPrior: class templates aligned on the object box, and an EEG -> box regressor ----
+
+def _boxed_stimuli(n: int, size: int = 32, seed: int = 0):
+    """Stimuli of two classes: a red (class 0) or blue (class 1) square of random centre and side on a grey
+    background; EEG whose early-window means carry the box linearly, plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    boxes = np.stack([rng.uniform(0.3, 0.7, n), rng.uniform(0.3, 0.7, n), rng.uniform(0.25, 0.5, n)], 1)
+    bg = np.array([0.0, 0.0, 0.0])
+    images = np.zeros((n, 3, size, size)) + bg[:, None, None]
+    for i, (cx, cy, s) in enumerate(boxes):
+        x0, x1 = int(round((cx - s / 2) * size)), int(round((cx + s / 2) * size))
+        y0, y1 = int(round((cy - s / 2) * size)), int(round((cy + s / 2) * size))
+        images[i, :, y0:y1, x0:x1] = np.array([[0.9, -0.8, -0.8], [-0.8, -0.8, 0.9]])[labels[i]][:, None, None]
+    eeg = rng.standard_normal((n, 4, 260)) * 0.1
+    eeg[:, :3, 40:260] += boxes[:, :, None]  # channels 0-2 hold cx, cy, side in every early window
+    t = lambda a: torch.tensor(a, dtype=torch.float32)  # noqa: E731
+    return t(images), t(np.tile(bg, (n, 1))), t(boxes), torch.tensor(labels), t(eeg)
+
+
+def test_layout_prior_fits_templates_and_boxes_and_composites_them(tmp_path):
+    from neuroimagen.models.layout_prior import LayoutPrior, box_r2, eeg_window_means, fit_layout_prior
+
+    images, bgs, boxes, labels, eeg = _boxed_stimuli(200)
+    features = torch.zeros(200, 2)  # an encoder that knows nothing: the window means must carry the box
+    prior = fit_layout_prior(LayoutPrior(num_classes=2, template_size=16, feature_dim=2, n_channels=4),
+                             images, bgs, boxes, labels, features, eeg_window_means(eeg), ridge=1.0)
+    # Aligned on their boxes, the squares fill the template: class 0 is red, class 1 blue, nearly everywhere.
+    assert prior.coverage[:, :, 3:13, 3:13].min() > 0.95
+    torch.testing.assert_close(prior.templates[0, :, 8, 8], torch.tensor([0.9, -0.8, -0.8]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(prior.templates[1, :, 8, 8], torch.tensor([-0.8, -0.8, 0.9]), atol=1e-4, rtol=0)
+    test_images, _, test_boxes, test_labels, test_eeg = _boxed_stimuli(50, seed=1)
+    pred = prior.boxes(torch.zeros(50, 2), test_eeg).detach()
+    assert min(box_r2(pred.numpy(), test_boxes.numpy())) > 0.9
+    # Drawn at the true boxes into a grey map, the templates give back the stimuli; weight 0 changes nothing.
+    grey = torch.zeros(50, 3, 32, 32)
+    drawn = prior.composite(grey, test_labels, test_boxes, 1.0)
+    inside = (test_images.abs().sum(1) > 0)
+    assert (drawn - test_images).abs().sum(1)[inside].median() < 0.05
+    assert prior.composite(grey, test_labels, test_boxes, 0.0) is grey
+    prior.save_pretrained(tmp_path)
+    loaded = LayoutPrior.from_pretrained(tmp_path)
+    torch.testing.assert_close(loaded.boxes(torch.zeros(50, 2), test_eeg), pred)
+
+
+def test_layout_prior_refuses_bad_fitting_data():
+    from neuroimagen.models.layout_prior import LayoutPrior, eeg_window_means, fit_layout_prior
+
+    images, bgs, boxes, labels, eeg = _boxed_stimuli(20)
+    prior = LayoutPrior(num_classes=3, template_size=8, feature_dim=2, n_channels=4)
+    with pytest.raises(ValueError, match="no training trial of class 2"):
+        fit_layout_prior(prior, images, bgs, boxes, labels, torch.zeros(20, 2), eeg_window_means(eeg))
+    with pytest.raises(ValueError, match="labels has 19 rows, the images 20"):
+        fit_layout_prior(prior, images, bgs, boxes, labels[:19], torch.zeros(20, 2), eeg_window_means(eeg))
+    with pytest.raises(ValueError, match="needs at least 260 samples per trial, got 200"):
+        eeg_window_means(eeg[..., :200])

@@ -122,6 +122,68 @@ def test_nan_eeg(pipe, eeg):
         pipe(x)
 
 
+# ---- layout prior: the decoded class's template drawn into the saliency map at the decoded box ----
+
+@pytest.fixture(scope="module")
+def laid_out():
+    return make_tiny_pipeline(seed=0, layout_prior=True)
+
+
+def test_layout_prior_draws_the_decoded_class_template_at_the_box(pipe, laid_out, eeg):
+    """The tiny prior's box is the image's middle (side 0.7) and its templates are flat colours: with the default
+    weight (1) the map's middle is the decoded class's colour, its corners the generator's map, and the image
+    changes; weight 0 is the pipeline without a prior, pixel for pixel."""
+    plain, drawn = run(pipe, eeg[0]), run(laid_out, eeg[0])
+    off = run(laid_out, eeg[0], layout_weight=0)
+    np.testing.assert_array_equal(off.images, plain.images)
+    np.testing.assert_array_equal(off.saliency_maps, plain.saliency_maps)
+    top = int(drawn.class_probs[0].argmax())
+    colour = (laid_out.layout_prior.templates[top, :, 0, 0].numpy() + 1) / 2
+    np.testing.assert_allclose(drawn.saliency_maps[0, 16, 16], colour, atol=1e-5)
+    np.testing.assert_allclose(drawn.saliency_maps[0, 12:20, 12:20], np.broadcast_to(colour, (8, 8, 3)), atol=1e-5)
+    np.testing.assert_array_equal(drawn.saliency_maps[0, :3, :3], plain.saliency_maps[0, :3, :3])
+    assert np.abs(drawn.images - plain.images).max() > 1e-2
+    assert any("Layout prior (weight 1)" in n for n in drawn.notes)
+    assert not any("Layout prior" in n for n in off.notes)
+    half = run(laid_out, eeg[0], layout_weight=0.5)  # half opacity: halfway between the map and the colour
+    np.testing.assert_allclose(half.saliency_maps[0, 16, 16], (colour + plain.saliency_maps[0, 16, 16]) / 2, atol=1e-5)
+
+
+def test_layout_prior_leaves_caption_only_mode_alone(pipe, laid_out, eeg):
+    a, b = run(pipe, eeg[0], mode="caption_only"), run(laid_out, eeg[0], mode="caption_only")
+    np.testing.assert_array_equal(a.images, b.images)
+
+
+def test_layout_prior_round_trip_save_load(laid_out, eeg, tmp_path):
+    laid_out.save_pretrained(tmp_path)
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    assert index["layout_prior"] == ["neuroimagen.models.layout_prior", "LayoutPrior"]
+    assert (tmp_path / "layout_prior" / "diffusion_pytorch_model.safetensors").is_file()
+    loaded = NeuroImagenPipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    torch.testing.assert_close(loaded.layout_prior.templates, laid_out.layout_prior.templates)
+    a, b = run(laid_out, eeg[:2]), run(loaded, eeg[:2])
+    np.testing.assert_allclose(a.saliency_maps, b.saliency_maps, atol=1e-5)
+    np.testing.assert_allclose(a.images, b.images, atol=2e-3)
+
+
+def test_batch_with_layout_prior_equals_singles(laid_out, eeg):
+    gens = [torch.Generator().manual_seed(i) for i in range(3)]
+    batch = laid_out(eeg, generator=gens, num_inference_steps=3, output_type="np")
+    singles = [run(laid_out, eeg[i], seed=i, num_inference_steps=3) for i in range(3)]
+    np.testing.assert_allclose(batch.saliency_maps, np.concatenate([s.saliency_maps for s in singles]), atol=1e-5)
+    np.testing.assert_allclose(batch.images, np.concatenate([s.images for s in singles]), atol=1e-4)
+
+
+def test_bad_layout_weight(pipe, laid_out, eeg):
+    with pytest.raises(ValueError, match="layout_weight=1.0 needs a layout_prior component, and this pipeline has none"):
+        pipe(eeg[0], layout_weight=1.0)
+    with pytest.raises(ValueError, match="'layout_weight'"):
+        laid_out(eeg[0], layout_weight=-0.5)
+    with pytest.raises(ValueError, match="'layout_weight'"):
+        laid_out(eeg[0], layout_weight=float("nan"))
+
+
 # ---- full mode: Stable-Diffusion-shaped components with a CLIP text encoder, loaded by path ----
 
 def _tiny_sd(path):
@@ -166,3 +228,18 @@ def test_full_mode_with_tiny_sd_components(pipe, eeg, tmp_path):
     # the condition is the decoded caption's text through SD's encoder
     expected = full._encode_text([out.caption_used[0]])
     torch.testing.assert_close(out.prompt_embeds, expected.cpu())
+
+
+def test_bench_times_every_stage_including_the_layout_prior(laid_out, tmp_path):
+    """``python -m neuroimagen.bench`` on a folder with a layout prior times it with the EEG stages."""
+    from neuroimagen import bench
+
+    laid_out.save_pretrained(tmp_path)
+    res = bench.run(tmp_path, repeats=1)
+    ms = res["latency_ms"]
+    assert {"read", "preprocess", "encoder", "saliency", "semantic", "readout", "layout", "diffusion", "decode",
+            "end_to_end"} <= set(ms)
+    eeg = ("read", "preprocess", "encoder", "saliency", "semantic", "readout", "layout")
+    assert ms["eeg_stages_total"] == pytest.approx(sum(ms[k] for k in eeg), abs=0.02)
+    assert all(v > 0 for v in ms.values()) and res["load_s"] > 0 and res["peak_rss_mb"] > 0
+    assert set(res["budgets_ok"]) == {"end_to_end<=1000ms", "eeg_stages<=50ms", "load<=5s"}

@@ -202,6 +202,22 @@ def test_debug_semantic_stage(debug_run):
     assert bank.readout(states, k=3)["class_probs"].shape == (2, 40)
 
 
+def test_debug_layout_stage(debug_run):
+    """The layout stage fits templates from the stimuli and a box regressor that beats guessing the mean box on
+    held-out trials (the debug simulation encodes position and size in the early visual responses)."""
+    from neuroimagen.models import LayoutPrior
+    from neuroimagen.train import main
+
+    out, args = debug_run
+    assert main(["layout", *args]) == 0
+    m = _metrics(out, "layout")
+    assert m["n_train_trials"] > 0 and m["cpu_time_s"] > 0
+    assert m["val_r2_cx"] > 0.1 and m["test_r2_cx"] > 0.1
+    prior = LayoutPrior.from_pretrained(out / "layout")
+    assert prior.config.num_classes == 40 and prior.coverage.max() > 0.5
+    assert prior.templates.abs().sum((1, 2, 3)).min() > 0  # every class has a template
+
+
 def test_debug_classifier_stage(debug_run):
     from neuroimagen.models import ImageClassifier
 
@@ -401,9 +417,10 @@ def test_decoder_stage_fine_tunes_the_vae_decoder_adversarially(tmp_path, stimul
     assert decoder.Config().adversarial_weight == 0 and not decoder.Config().from_vae  # default: the pixel loss alone
 
 
-def test_assemble_ships_the_wide_decoder_when_asked(debug_run, tmp_path):
+def test_assemble_ships_the_optional_components_when_asked(debug_run, tmp_path):
     """``assemble`` joins the stages into a pipeline folder that loads and runs; with ``wide_decoder`` its VAE is the
-    decoder stage's AsymmetricAutoencoderKL, and the model card has the decoder's row."""
+    decoder stage's AsymmetricAutoencoderKL, with ``layout_prior`` it has the layout stage's prior, and the model
+    card has those stages' rows."""
     from diffusers import AsymmetricAutoencoderKL, AutoencoderKL
 
     from neuroimagen import NeuroImagenPipeline
@@ -412,20 +429,23 @@ def test_assemble_ships_the_wide_decoder_when_asked(debug_run, tmp_path):
     from neuroimagen.training.config import load_config
 
     out, args = debug_run
-    for stage in ("vae", "decoder", "unet"):
+    for stage in ("vae", "decoder", "unet", "layout"):
         assert main([stage, *args]) == 0
     paths, _ = load_config(args[1], overrides={"stimuli": args[7], "out": str(out)})
     for wide, cls in ((False, AutoencoderKL), (True, AsymmetricAutoencoderKL)):
         folder = tmp_path / f"wide_{wide}"
-        assemble.train(assemble.Config(checkpoint_dir=str(folder), wide_decoder=wide), paths)
+        assemble.train(assemble.Config(checkpoint_dir=str(folder), wide_decoder=wide, layout_prior=not wide), paths)
         pipe = NeuroImagenPipeline.from_pretrained(folder)
         assert type(pipe.vae) is cls
+        assert (pipe.layout_prior is None) == wide and (folder / "layout_prior").is_dir() == (not wide)
         card = (folder / "README.md").read_text()
         assert ("| decoder |" in card) == wide and ("AsymmetricAutoencoderKL" in card) == wide
+        assert ("| layout |" in card) == (not wide) and ("| layout_prior |" in card) == (not wide)
         pipe.set_progress_bar_config(disable=True)
-        image = pipe(np.zeros((1, 128, 440), np.float32), num_inference_steps=2, output_type="np",
-                     generator=torch.Generator().manual_seed(0)).images
-        assert image.shape == (1, 64, 64, 3) and np.isfinite(image).all()
+        out_np = pipe(np.zeros((1, 128, 440), np.float32), num_inference_steps=2, output_type="np",
+                      generator=torch.Generator().manual_seed(0))
+        assert out_np.images.shape == (1, 64, 64, 3) and np.isfinite(out_np.images).all()
+        assert any("Layout prior" in n for n in out_np.notes) == (not wide)
 
     # Continuing the assembled UNet elsewhere copies its wide VAE where both the unet and assemble stages look.
     from neuroimagen.training import unet

@@ -9,14 +9,17 @@ from ..data.montage import model_ch_names
 from .pipeline_neuroimagen import NeuroImagenPipeline
 
 
-def make_tiny_pipeline(seed: int = 0, seq_len: int = 8, hidden_dim: int = 384) -> NeuroImagenPipeline:
+def make_tiny_pipeline(seed: int = 0, seq_len: int = 8, hidden_dim: int = 384,
+                       layout_prior: bool = False) -> NeuroImagenPipeline:
     """A NeuroImagenPipeline of tiny random components (a few MB), built in about a second.
 
     The EEG contract is the real one (128 channels, 440 samples at 1 kHz), so real trials go through it.
+    ``layout_prior``: add a LayoutPrior whose templates are random colours, fully covering a box in the
+    middle of the image (so the composite is easy to see in a test).
     """
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    from ..models import CaptionBank, EEGEncoder, SaliencyGenerator, SemanticDecoder
+    from ..models import CaptionBank, EEGEncoder, LayoutPrior, SaliencyGenerator, SemanticDecoder
     from ..training.unet import Config as UNetConfig
     from ..training.unet import build_scheduler
 
@@ -41,8 +44,14 @@ def make_tiny_pipeline(seed: int = 0, seq_len: int = 8, hidden_dim: int = 384) -
         [label_caption(c.index) for c in CLASSES], label_states, torch.randn(1, seq_len, hidden_dim, generator=g),
         [f"a drawing of {CLASSES[k % n_classes].name}, number {k}" for k in range(n_detailed)], detailed_states,
         [k % n_classes for k in range(n_detailed)], temperature=0.05)
+    prior = None
+    if layout_prior:
+        prior = LayoutPrior(num_classes=n_classes, template_size=8, feature_dim=16, n_channels=len(names))
+        prior.templates.copy_(torch.rand(n_classes, 3, 1, 1, generator=g).expand_as(prior.templates) * 2 - 1)
+        prior.coverage.fill_(1.0)
+        prior.eval()
     pipe = NeuroImagenPipeline(eeg_encoder=encoder.eval(), saliency_generator=generator.eval(),
                                semantic_decoder=decoder.eval(), caption_bank=bank, vae=vae.eval(), unet=unet.eval(),
-                               scheduler=build_scheduler(UNetConfig()))
+                               scheduler=build_scheduler(UNetConfig()), layout_prior=prior)
     pipe.set_progress_bar_config(disable=True)
     return pipe

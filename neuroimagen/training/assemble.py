@@ -46,7 +46,14 @@ def _metrics(paths: Paths, stage: str) -> dict:
 def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     from diffusers import UNet2DConditionModel
 
-    from ..models import CaptionBank, EEGEncoder, ImageClassifier, LayoutPrior, SaliencyGenerator, SemanticDecoder
+    from ..models import (
+        CaptionBank,
+        EEGEncoder,
+        ImageClassifier,
+        LayoutPrior,
+        SaliencyGenerator,
+        SemanticDecoder,
+    )
     from ..pipelines import NeuroImagenPipeline
     from .unet import Config as UNetConfig
     from .unet import build_scheduler
@@ -75,7 +82,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     ImageClassifier.from_pretrained(clf_dir).save_pretrained(out / "eval_classifier")
     size_mb = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**20
     (out / "README.md").write_text(model_card(paths, size_mb, cfg.card_notes, type(pipe.vae).__name__,
-                                              cfg.refined_unet, cfg.wide_decoder))
+                                              cfg.refined_unet, cfg.wide_decoder, cfg.layout_prior))
     return {"checkpoint_dir": str(out), "size_mb": round(size_mb, 2)}
 
 
@@ -84,10 +91,10 @@ def _fmt(d: dict, keys: list[str]) -> str:
 
 
 def model_card(paths: Paths, size_mb: float, notes: list[str] | None = None, vae_class: str = "AutoencoderKL",
-               refined_unet: bool = False, decoder_stage: bool = False) -> str:
+               refined_unet: bool = False, decoder_stage: bool = False, layout_prior: bool = False) -> str:
     """The model card, filled from each stage's metrics.json (the optional stages' rows when they are shipped)."""
-    stages = ("vae", "decoder", "unet", "refine", "encoder", "saliency", "semantic", "classifier")
-    shipped = {"decoder": decoder_stage, "refine": refined_unet}
+    stages = ("vae", "decoder", "unet", "refine", "encoder", "saliency", "layout", "semantic", "classifier")
+    shipped = {"decoder": decoder_stage, "refine": refined_unet, "layout": layout_prior}
     m = {s: _metrics(paths, s) for s in stages if shipped.get(s, True)}
     rows = []
     for s, d in m.items():
@@ -115,8 +122,11 @@ def model_card(paths: Paths, size_mb: float, notes: list[str] | None = None, vae
                     if decoder_stage else ""),
                 "AsymmetricAutoencoderKL": "AsymmetricAutoencoderKL, 64 x 64 x 3 <-> 16 x 16 x 4: the `vae` stage's "
                                            "encoder (frozen) with the wider decoder of the `decoder` stage"}[vae_class]
+    layout_row = ("| layout_prior | per-class object templates (training stimuli aligned on their object box) and a "
+                  "ridge regressor EEG -> object box; the decoded class's template is drawn into the saliency map at "
+                  "the decoded box (`layout_weight`) |\n" if layout_prior else "")
     card = CARD.format(size_mb=f"{size_mb:.1f}", stage_rows="\n".join(rows), data=paths.data, stimuli=paths.stimuli,
-                       vae_what=vae_what)
+                       vae_what=vae_what, layout_row=layout_row)
     if notes:
         card += "\n## Notes on this run\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
     return card
@@ -157,7 +167,7 @@ built, so every part was trained here from material that installs from package r
 | saliency_generator | G(z, f) -> 3 x 64 x 64 saliency map (hinge GAN + DiffAugment + mode seeking + SSIM) |
 | semantic_decoder | EEG -> 32 x 384 MiniLM states of the label and the detailed caption (MSE) |
 | caption_bank | caption texts and states: top-k readout, class probabilities, empty caption for guidance |
-| vae | {vae_what} |
+{layout_row}| vae | {vae_what} |
 | unet | UNet2DConditionModel, cross-attention on 384-d caption states (EMA weights) |
 | scheduler | DDIM |
 | eval_classifier | image classifier used only by the evaluation (ACC, IS); not a pipeline component |
