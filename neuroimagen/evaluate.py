@@ -59,8 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance", type=float, default=5.0, help="guidance_scale (default: 5.0)")
     p.add_argument("--batch-size", type=int, default=16, help="trials per pipeline call (default: 16)")
     p.add_argument("--rows", default="all", help="ablation rows: 'paper' (the five of Table 3), 'all' (plus the "
-                   "snapped-label rows L* only and L* + I, the pipeline's default), or a comma list of row names "
-                   "(default: all)")
+                   "snapped-label rows L* only and L* + I, the pipeline's default, and with a layout prior the default "
+                   "without it), or a comma list of row names (default: all)")
     p.add_argument("--sd-model", default=None, help="Stable Diffusion hub id or folder for the last stage")
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma list among {', '.join(PARTS)} (default: all "
                    "that the arguments allow)")
@@ -81,24 +81,34 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+PART_KEYS = ("reconstruction", "baselines", "block_design")  # the parts' keys in metrics.json
+
+
 def _keep_earlier_parts(metrics: dict, out: Path) -> None:
     """Keep the parts this run did not compute from ``out/metrics.json``, when it is for the same data.
 
     So a report can be built in steps (``--parts baselines`` now, ``--parts reconstruction`` after more
     training): each kept part's command stays listed in ``earlier_commands`` and in the report.
     """
+    metrics["part_commands"] = {k: metrics["command"] for k in PART_KEYS if k in metrics}
     f = out / "metrics.json"
     if not f.is_file():
         return
     prior = json.loads(f.read_text())
     if (prior.get("data"), prior.get("splits")) != (metrics.get("data"), metrics.get("splits")):
         return
-    kept = [k for k in ("reconstruction", "baselines", "block_design") if k not in metrics and k in prior]
+    kept = [k for k in PART_KEYS if k not in metrics and k in prior]
     if not kept:
         return
+    made_by = prior.get("part_commands") or {}
     for k in kept:
         metrics[k] = prior[k]
-    metrics["earlier_commands"] = [*prior.get("earlier_commands", []), prior["command"]]
+        metrics["part_commands"][k] = made_by.get(k)
+    # The commands that made the kept parts, each once: a part recomputed now drops its old command. A report
+    # from before part_commands lists all its commands: keep those, but not this run's own.
+    earlier = ([made_by[k] for k in kept] if all(made_by.get(k) for k in kept)
+               else [*prior.get("earlier_commands", []), prior["command"]])
+    metrics["earlier_commands"] = [c for c in dict.fromkeys(earlier) if c != metrics["command"]]
     if prior.get("checkpoint") != metrics.get("checkpoint"):
         metrics["caveats"].append(f"Kept from an earlier run with checkpoint {prior.get('checkpoint')}: {', '.join(kept)}.")
 
@@ -118,7 +128,7 @@ def _versions() -> dict:
     return out
 
 
-def _rows(spec: str) -> dict[str, tuple[str, str]]:
+def _rows(spec: str) -> dict[str, tuple]:
     from .evaluation.ablation import EXTRA_ROWS, ROWS
 
     if spec == "paper":

@@ -230,6 +230,32 @@ def test_evaluate_end_to_end(tiny_setup):
     assert "tiny" in (s["root"] / "README.md").read_text()
 
 
+def test_the_layout_prior_gets_its_own_ablation_row(tiny_setup):
+    """With a layout prior, "all" rows add the default call without it (layout_weight=0); the report names the
+    weight in the row's call. Without a prior the row would repeat the default row, so it is skipped."""
+    from neuroimagen.evaluate import load_classifier
+    from neuroimagen.evaluation.ablation import EXTRA_ROWS, ROWS, run_reconstruction_eval
+    from neuroimagen.evaluation.report import reconstruction_markdown
+    from neuroimagen.pipelines.testing import make_tiny_pipeline
+
+    s = tiny_setup
+    clf = load_classifier(s["root"] / "pipe" / "eval_classifier")
+    rows = {r: spec for r, spec in {**ROWS, **EXTRA_ROWS}.items() if r in ("L + I", "L* + I", "L* + I, no layout prior")}
+    kw = dict(limit=4, samples_per_trial=1, num_inference_steps=2, batch_size=4, log=lambda m: None)
+    with_prior, _ = run_reconstruction_eval(make_tiny_pipeline(seed=0, layout_prior=True), clf, *s["data"],
+                                            s["root"] / "stimuli", rows=rows, **kw)
+    assert list(with_prior["rows"]) == ["L + I", "L* + I", "L* + I, no layout prior"]
+    assert with_prior["setup"]["rows"]["L* + I, no layout prior"]["layout_weight"] == 0.0
+    a, b = with_prior["rows"]["L* + I"], with_prior["rows"]["L* + I, no layout prior"]
+    assert a["ssim"]["mean"] != b["ssim"]["mean"]  # the template changed the images
+    report = reconstruction_markdown(with_prior)
+    assert "`mode=both`, `label`, `layout_weight=0`" in report and "layout prior's templates drawn in" in report
+    plain, _ = run_reconstruction_eval(make_tiny_pipeline(seed=0), clf, *s["data"], s["root"] / "stimuli",
+                                       rows=rows, **kw)
+    assert list(plain["rows"]) == ["L + I", "L* + I"]
+    assert plain["rows"]["L* + I"]["ssim"] == b["ssim"]  # weight 0 is the pipeline without a prior
+
+
 def test_evaluate_refuses_a_classifier_of_other_classes(tiny_setup, tmp_path):
     from neuroimagen.evaluate import main
     from neuroimagen.models import ImageClassifier
@@ -259,3 +285,30 @@ def test_a_report_built_in_steps_keeps_the_earlier_parts_for_the_same_data(tmp_p
     other = {"command": "c", "data": "other.pth", "splits": "s.pth", "checkpoint": "ckpt", "caveats": []}
     _keep_earlier_parts(other, tmp_path)
     assert "baselines" not in other  # another data set: nothing kept
+
+
+def test_a_part_recomputed_drops_its_old_command(tmp_path):
+    """Rebuilding the reconstruction part of a report lists the baselines' command once, not every earlier run."""
+    import json
+
+    from neuroimagen.evaluate import _keep_earlier_parts
+
+    base = {"data": "d.pth", "splits": "s.pth", "checkpoint": "ckpt", "caveats": []}
+    b_cmd, r_cmd = "evaluate --parts baselines", "evaluate --parts reconstruction"
+    first = {**base, "command": b_cmd, "baselines": {"b": 1}}
+    _keep_earlier_parts(first, tmp_path)
+    assert first["part_commands"] == {"baselines": b_cmd} and "earlier_commands" not in first
+    (tmp_path / "metrics.json").write_text(json.dumps(first))
+    for run in range(3):  # the reconstruction part, rebuilt three times (e.g. after more training)
+        now = {**base, "command": r_cmd, "reconstruction": {"r": run}}
+        _keep_earlier_parts(now, tmp_path)
+        assert now["earlier_commands"] == [b_cmd] and now["baselines"] == {"b": 1}
+        assert now["part_commands"] == {"baselines": b_cmd, "reconstruction": r_cmd}
+        (tmp_path / "metrics.json").write_text(json.dumps(now))
+    # A report written before part_commands existed: its listed commands, once each, without this run's own.
+    legacy = {**base, "command": r_cmd, "baselines": {"b": 1}, "reconstruction": {"r": 0},
+              "earlier_commands": [b_cmd, r_cmd, r_cmd]}
+    (tmp_path / "metrics.json").write_text(json.dumps(legacy))
+    now = {**base, "command": r_cmd, "reconstruction": {"r": 1}}
+    _keep_earlier_parts(now, tmp_path)
+    assert now["earlier_commands"] == [b_cmd]

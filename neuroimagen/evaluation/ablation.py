@@ -47,10 +47,13 @@ ROWS: dict[str, tuple[str, str]] = {
     "B + I": ("both", "detailed"),
     "L + I": ("both", "predicted"),
 }
-# Beyond the paper: the label caption snapped to the caption bank's exact states of the decoded class.
-EXTRA_ROWS: dict[str, tuple[str, str]] = {
+# Beyond the paper: the label caption snapped to the caption bank's exact states of the decoded class, and
+# (mode, caption_source, layout_weight) rows: the default call without the layout prior (the generator's map alone).
+# A row with a layout_weight runs only on a pipeline with a layout prior (without one it would repeat the default).
+EXTRA_ROWS: dict[str, tuple] = {
     "L* only": ("caption_only", "label"),
     "L* + I": ("both", "label"),
+    "L* + I, no layout prior": ("both", "label", 0.0),
 }
 FULL = "L + I"
 # The row the pipeline's default call makes (caption_source="label"): what the app shows.
@@ -198,7 +201,7 @@ def shuffled_reference(images: np.ndarray, stimuli: np.ndarray, labels: np.ndarr
 
 
 def run_reconstruction_eval(pipe, classifier, data: str | Path, splits: str | Path, stimuli_dir: str | Path,
-                            rows: dict[str, tuple[str, str]] | None = None, limit: int | None = None, seed: int = 0,
+                            rows: dict[str, tuple] | None = None, limit: int | None = None, seed: int = 0,
                             samples_per_trial: int = 3, batch_size: int = 16, num_inference_steps: int = 25,
                             strength: float = 0.75, guidance_scale: float = 5.0, n_figure_trials: int = 8,
                             log: Callable[[str], None] = print) -> tuple[dict, dict]:
@@ -220,6 +223,11 @@ def run_reconstruction_eval(pipe, classifier, data: str | Path, splits: str | Pa
     rows = dict(ROWS if rows is None else rows)
     if FULL not in rows:
         raise ValueError(f"The rows must include the full model {FULL!r}: got {list(rows)}.")
+    if getattr(pipe, "layout_prior", None) is None:
+        skipped = [r for r, spec in rows.items() if len(spec) > 2]
+        if skipped:
+            log(f"Skipping {skipped}: the pipeline has no layout prior, so they would repeat the rows without it.")
+        rows = {r: spec for r, spec in rows.items() if len(spec) == 2}
     rng = np.random.default_rng([seed, 5])
     t0 = time.perf_counter()
 
@@ -249,15 +257,17 @@ def run_reconstruction_eval(pipe, classifier, data: str | Path, splits: str | Pa
         "setup": {"data": str(data), "splits": str(splits), "stimuli": str(stimuli_dir), "limit": limit,
                   "n_test_trials": int(len(labels_all)), "n_trials": int(len(pick)), "seed": seed,
                   "samples_per_trial": samples_per_trial, **call, "eval_size": EVAL_SIZE, "n_classes": n_classes,
-                  "class_names": ds.class_names, "rows": {r: {"mode": m, "caption_source": c} for r, (m, c) in
-                                                          rows.items()}},
+                  "class_names": ds.class_names, "layout_prior": getattr(pipe, "layout_prior", None) is not None,
+                  "rows": {r: {"mode": spec[0], "caption_source": spec[1],
+                               **({"layout_weight": spec[2]} if len(spec) > 2 else {})} for r, spec in rows.items()}},
         "rows": {}, "timing": {},
     }
     arrays: dict = {"stimuli": stimuli, "labels": labels, "subjects": subjects, "class_names": ds.class_names,
                     "stimuli_full": list(stim[:n_figure_trials]), "images": {}, "pred": {}}
-    for row, (mode, source) in rows.items():
+    for row, (mode, source, *layout) in rows.items():
         rec = reconstruct(pipe, eeg, trial_ids, mode, source, samples_per_trial, seed, batch_size,
-                          keep_full=n_figure_trials if row == FULL else 0, **call)
+                          keep_full=n_figure_trials if row == FULL else 0, **call,
+                          **({"layout_weight": layout[0]} if layout else {}))
         n, k = rec["images"].shape[:2]
         probs = classify_images(classifier, rec["images"].reshape(n * k, *rec["images"].shape[2:])).reshape(n, k, -1)
         results["rows"][row] = score_images(probs, rec["images"], stimuli, labels, stimulus_pred)

@@ -177,7 +177,9 @@ def reconstruction_markdown(rec: dict) -> str:
                                  "subjects**", rec["rows"][DEFAULT_ROW]))
     ref = rec["references"]
     lines += [_metric_row("*reference: the stimuli themselves*", ref["stimuli"]),
-              _metric_row("*reference: saliency maps alone (no diffusion)*", ref["saliency_maps"]), "",
+              _metric_row("*reference: the start images alone (saliency maps with the layout prior's templates drawn "
+                          "in), no diffusion*" if s.get("layout_prior") else
+                          "*reference: saliency maps alone (no diffusion)*", ref["saliency_maps"]), "",
               f"Shuffled pairs (each full-model reconstruction against a stimulus of another class): SSIM "
               f"{_ms(ref['shuffled_pairs']['ssim'])}, pixel correlation {_ms(ref['shuffled_pairs']['pixcorr'])}: the "
               f"level reached without any trial-specific layout. The semantic readout's top-1 on these trials: "
@@ -187,14 +189,19 @@ def reconstruction_markdown(rec: dict) -> str:
               "|---|---|---|---|---|---|---|---|---|"]
     for row, m in rec["rows"].items():
         cfg = s["rows"][row]
-        call = f"`mode={cfg['mode']}`" + ("" if cfg["mode"] == "saliency_only" else f", `{cfg['caption_source']}`")
+        call = f"`mode={cfg['mode']}`" + ("" if cfg["mode"] == "saliency_only" else f", `{cfg['caption_source']}`") + (
+            f", `layout_weight={cfg['layout_weight']:g}`" if "layout_weight" in cfg else "")
         p = PAPER_TABLE3.get(row, ("-", "-", "-"))
         tag = " (full)" if row == FULL else " (pipeline default)" if row == DEFAULT_ROW else ""
         lines.append(f"| {row}{tag} | {call} | {_pct(m['acc'])} | {m['is']:.2f} | "
                      f"{_ms(m['ssim'])} | {_ms(m['pixcorr'])} | {p[0]} | {p[1]} | {p[2]} |")
     lines += ["", "I = saliency map; L = label caption (`predicted`: the semantic decoder's label-caption states; "
               "L* = `label`: the exact states of the decoded class's caption); B = the detailed caption standing in "
-              "for BLIP's. Timing per row (s): " + ", ".join(
+              "for BLIP's. "
+              + ("Every row but `layout_weight=0` draws the decoded class's template into the saliency map at the "
+                 "decoded object box (the checkpoint's layout prior, at its default weight); `mode=caption_only` "
+                 "starts from noise and does not use it. " if s.get("layout_prior") else "")
+              + "Timing per row (s): " + ", ".join(
                   f"{r} {t['seconds']} ({t['seconds_per_image']} per image)" for r, t in rec["timing"].items()
                   if isinstance(t, dict)) + ".", ""]
     return "\n".join(lines)
