@@ -385,7 +385,7 @@ class Handlers:
                     sim_class: str = CLASS_NAMES[8], sim_image: int = 1, sim_subject: int = 1,
                     sim_noise: str = "demo", strength: float = 0.75, guidance_scale: float = 5.0,
                     num_inference_steps: int = 25, seed: int = 0, randomize_seed: bool = False,
-                    caption_source: str = "label", ablation: bool = False,
+                    caption_source: str = "label", ablation: bool = False, layout_weight: float | None = None,
                     progress=gr.Progress(track_tqdm=True)):  # noqa: B008 (Gradio's documented idiom)
         """Reconstruct the seen image from the chosen trial.
 
@@ -400,7 +400,8 @@ class Handlers:
         seed = _int_in("seed", seed, 0, MAX_SEED)
         steps = _int_in("num_inference_steps", num_inference_steps, 1, 1000)
         kwargs = dict(strength=float(strength), guidance_scale=float(guidance_scale), num_inference_steps=steps,
-                      caption_source=caption_source, output_type="pil")
+                      caption_source=caption_source, output_type="pil",
+                      layout_weight=None if layout_weight is None else float(layout_weight))
         progress(0.05, desc="Decoding the EEG and denoising")
         out = self.pipe(trial.model, generator=torch.Generator().manual_seed(seed), mode="both", **kwargs)
         gallery = None

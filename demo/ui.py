@@ -176,6 +176,12 @@ def build_demo(pipe, examples_dir: str | Path | None = None, stimuli_dir: str | 
                     randomize = gr.Checkbox(False, label="Randomize seed")
                 caption_source = gr.Radio(["label", "predicted", "detailed"], value="label",
                                           label="Caption source", info=CAPTION_SOURCE_INFO)
+                prior = getattr(pipe, "layout_prior", None)
+                layout_weight = gr.Slider(0.0, 2.0, value=float(prior.config.default_weight) if prior else 0.0,
+                                          step=0.25, label="Layout prior weight", visible=prior is not None,
+                                          info="opacity of the decoded class's object template, drawn into the "
+                                               "saliency map at the object box decoded from the EEG (0: the "
+                                               "saliency generator's map alone)")
                 ablation = gr.Checkbox(False, label="Show the paper's ablation: saliency only, caption only, both")
                 run = gr.Button("Reconstruct", variant="primary", elem_id="reconstruct-btn")
 
@@ -229,7 +235,7 @@ def build_demo(pipe, examples_dir: str | Path | None = None, stimuli_dir: str | 
                        api_visibility="undocumented", queue=False)
         run.click(h.reconstruct,
                   [source, example, files, sim_class, sim_image, sim_subject, sim_noise, strength, guidance, steps,
-                   seed, randomize, caption_source, ablation],
+                   seed, randomize, caption_source, ablation, layout_weight],
                   [recon, saliency, caption, probs, seed, captions, stimulus, ablation_gallery, notes],
                   api_name="reconstruct", concurrency_limit=1, concurrency_id="pipeline")
         if names:

@@ -172,6 +172,22 @@ def test_bad_files_get_clear_errors_and_the_app_keeps_serving(client, example, t
     _assert_not_blank(out[0])
 
 
+def test_layout_prior_weight_changes_the_start_image(client, example, app_server):  # noqa: F811
+    """The embedded checkpoint has a layout prior: by default its template is drawn into the saliency map (the
+    notes say so); at weight 0 the map is the generator's alone. A checkpoint without one refuses a weight."""
+    name = example[0]
+    default = _reconstruct(client, source="example", example=name, seed=2)
+    off = _reconstruct(client, source="example", example=name, seed=2, layout_weight=0)
+    if (app_server.checkpoint / "layout_prior").is_dir():
+        assert "Layout prior (weight 1)" in default[8] and "Layout prior" not in off[8]
+        assert np.abs(_pixels(default[1]) - _pixels(off[1])).mean() > 1.0  # the template is visible in the map
+        assert not np.array_equal(_pixels(default[0]), _pixels(off[0]))
+    else:
+        assert np.array_equal(_pixels(default[1]), _pixels(off[1]))
+        with pytest.raises(AppError, match="needs a layout_prior component"):
+            _reconstruct(client, source="example", example=name, layout_weight=1.0)
+
+
 def test_out_of_range_settings_are_explained(client, example):
     with pytest.raises(AppError, match="0.05") as err:  # names the allowed minimum
         _reconstruct(client, source="example", example=example[0], strength=0.0)
