@@ -18,6 +18,11 @@ def pipe():
 
 
 @pytest.fixture(scope="module")
+def laid_out():
+    return make_tiny_pipeline(seed=0, layout_prior=True)
+
+
+@pytest.fixture(scope="module")
 def eeg():
     return np.random.default_rng(0).standard_normal((3, 128, 440)).astype(np.float32)
 
@@ -77,11 +82,14 @@ def test_modes_differ(pipe, eeg):
     assert np.abs(both.images - cap.images).max() > 1e-3
 
 
-def test_batch_equals_singles(pipe, eeg):
+@pytest.mark.parametrize("which", ["pipe", "laid_out"])  # laid_out: with a layout prior (its boxes are per trial)
+def test_batch_equals_singles(which, eeg, request):
+    pipe = request.getfixturevalue(which)
     gens = [torch.Generator().manual_seed(i) for i in range(3)]
     batch = pipe(eeg, generator=gens, num_inference_steps=3, output_type="np")
     singles = [run(pipe, eeg[i], seed=i, num_inference_steps=3) for i in range(3)]
     np.testing.assert_allclose(batch.images, np.concatenate([s.images for s in singles]), atol=1e-4)
+    np.testing.assert_allclose(batch.saliency_maps, np.concatenate([s.saliency_maps for s in singles]), atol=1e-5)
     np.testing.assert_allclose(batch.class_probs, np.concatenate([s.class_probs for s in singles]), atol=1e-5)
 
 
@@ -124,11 +132,6 @@ def test_nan_eeg(pipe, eeg):
 
 # ---- layout prior: the decoded class's template drawn into the saliency map at the decoded box ----
 
-@pytest.fixture(scope="module")
-def laid_out():
-    return make_tiny_pipeline(seed=0, layout_prior=True)
-
-
 def test_layout_prior_draws_the_decoded_class_template_at_the_box(pipe, laid_out, eeg):
     """The tiny prior's box is the image's middle (side 0.7) and its templates are flat colours: with the default
     weight (1) the map's middle is the decoded class's colour, its corners the generator's map, and the image
@@ -165,14 +168,6 @@ def test_layout_prior_round_trip_save_load(laid_out, eeg, tmp_path):
     a, b = run(laid_out, eeg[:2]), run(loaded, eeg[:2])
     np.testing.assert_allclose(a.saliency_maps, b.saliency_maps, atol=1e-5)
     np.testing.assert_allclose(a.images, b.images, atol=2e-3)
-
-
-def test_batch_with_layout_prior_equals_singles(laid_out, eeg):
-    gens = [torch.Generator().manual_seed(i) for i in range(3)]
-    batch = laid_out(eeg, generator=gens, num_inference_steps=3, output_type="np")
-    singles = [run(laid_out, eeg[i], seed=i, num_inference_steps=3) for i in range(3)]
-    np.testing.assert_allclose(batch.saliency_maps, np.concatenate([s.saliency_maps for s in singles]), atol=1e-5)
-    np.testing.assert_allclose(batch.images, np.concatenate([s.images for s in singles]), atol=1e-4)
 
 
 def test_bad_layout_weight(pipe, laid_out, eeg):
