@@ -17,7 +17,7 @@ CKPT=checkpoints/neuroimagen-tiny
 
 # The realistic pipeline: the shipped VAE, UNet and classifier with EEG models trained on realistic data
 if [ ! -f runs/tiny-realistic/pipeline/model_index.json ]; then
-  for s in encoder semantic saliency; do
+  for s in encoder semantic saliency layout; do
     [ -f runs/tiny-realistic/$s/metrics.json ] || python -m neuroimagen.train $s --config configs/tiny-realistic.json
   done
   mkdir -p runs/tiny-realistic
