@@ -1,10 +1,10 @@
 """Benchmark: ``python -m neuroimagen.bench [--checkpoint DIR] [--trial FILE] [--repeats N]`` prints JSON.
 
 Per-stage latency (read, preprocess, encoder, saliency, semantic, readout, layout when the checkpoint has a
-layout prior, diffusion, decode), end to
-end at the defaults (25 steps, strength 0.75, guidance 5), load time and peak resident memory; medians
-over ``--repeats`` runs after one warm-up. The budgets (DESIGN.md): end to end <= 1.0 s median on 2 CPU
-cores; read + preprocess + encoder + saliency + semantic <= 50 ms; loading <= 5 s.
+layout prior, diffusion, decode), end to end at the defaults (25 steps, strength 0.75, guidance 5), load
+time and peak resident memory; medians over ``--repeats`` runs after one warm-up. The budgets (DESIGN.md): end to end <= 1.0 s median on 2 CPU
+cores; the EEG stages (read + preprocess + encoder + saliency + semantic + readout + layout) <= 50 ms; loading
+<= 5 s.
 """
 
 from __future__ import annotations

@@ -101,13 +101,15 @@ def _keep_earlier_parts(metrics: dict, out: Path) -> None:
     if not kept:
         return
     made_by = prior.get("part_commands") or {}
+    # A report from before part_commands only lists all its commands: a kept part of it may come from any of
+    # them but this run's own. That list is then stored as the part's commands, so it does not grow later.
+    legacy = [c for c in dict.fromkeys([*prior.get("earlier_commands", []), prior["command"]]) if c != metrics["command"]]
     for k in kept:
         metrics[k] = prior[k]
-        metrics["part_commands"][k] = made_by.get(k)
-    # The commands that made the kept parts, each once: a part recomputed now drops its old command. A report
-    # from before part_commands lists all its commands: keep those, but not this run's own.
-    earlier = ([made_by[k] for k in kept] if all(made_by.get(k) for k in kept)
-               else [*prior.get("earlier_commands", []), prior["command"]])
+        metrics["part_commands"][k] = made_by.get(k) or legacy
+    # The commands that made the kept parts, each once: a part recomputed now drops its old command.
+    earlier = [c for k in kept for c in ([metrics["part_commands"][k]] if isinstance(metrics["part_commands"][k], str)
+                                         else metrics["part_commands"][k])]
     metrics["earlier_commands"] = [c for c in dict.fromkeys(earlier) if c != metrics["command"]]
     if prior.get("checkpoint") != metrics.get("checkpoint"):
         metrics["caveats"].append(f"Kept from an earlier run with checkpoint {prior.get('checkpoint')}: {', '.join(kept)}.")
@@ -136,7 +138,15 @@ def _rows(spec: str) -> dict[str, tuple]:
     known = {**ROWS, **EXTRA_ROWS}
     if spec == "all":
         return known
-    names = [s.strip() for s in spec.split(",") if s.strip()]
+    # A comma separates names, but some names have one ("L* + I, no layout prior", beside "L* + I"): at each
+    # place take the longest run of pieces that is a known name, else the single piece (an unknown name).
+    pieces, names, i = spec.split(","), [], 0
+    while i < len(pieces):
+        j = next((j for j in range(len(pieces), i, -1) if ",".join(pieces[i:j]).strip() in known), i + 1)
+        name = ",".join(pieces[i:j]).strip()
+        if name:
+            names.append(name)
+        i = j
     unknown = [n for n in names if n not in known]
     if unknown:
         raise SystemExit(f"Unknown ablation rows {unknown}: allowed 'paper', 'all' or names among {list(known)}.")

@@ -4,6 +4,7 @@ on a tiny synthetic data set, a tiny stimulus set and the tiny random pipeline."
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -311,4 +312,20 @@ def test_a_part_recomputed_drops_its_old_command(tmp_path):
     (tmp_path / "metrics.json").write_text(json.dumps(legacy))
     now = {**base, "command": r_cmd, "reconstruction": {"r": 1}}
     _keep_earlier_parts(now, tmp_path)
-    assert now["earlier_commands"] == [b_cmd]
+    assert now["earlier_commands"] == [b_cmd] and now["part_commands"]["baselines"] == [b_cmd]
+    for run in range(2, 5):  # then rebuilt with other commands: the legacy part's list does not grow
+        (tmp_path / "metrics.json").write_text(json.dumps(now))
+        now = {**base, "command": f"{r_cmd} --limit {run}", "reconstruction": {"r": run}}
+        _keep_earlier_parts(now, tmp_path)
+        assert now["earlier_commands"] == [b_cmd]
+
+
+def test_rows_by_name_including_names_with_a_comma():
+    from neuroimagen.evaluate import _rows
+
+    assert list(_rows("L + I,L* + I, no layout prior")) == ["L + I", "L* + I, no layout prior"]
+    assert list(_rows("L* + I, no layout prior, I only")) == ["L* + I, no layout prior", "I only"]
+    assert list(_rows("L* + I,L* + I, no layout prior")) == ["L* + I", "L* + I, no layout prior"]
+    assert _rows("L* + I, no layout prior")["L* + I, no layout prior"] == ("both", "label", 0.0)
+    with pytest.raises(SystemExit, match=re.escape("Unknown ablation rows ['L + X']")):
+        _rows("L + I,L + X")

@@ -155,6 +155,8 @@ def test_layout_prior_draws_the_decoded_class_template_at_the_box(pipe, laid_out
 def test_layout_prior_leaves_caption_only_mode_alone(pipe, laid_out, eeg):
     a, b = run(pipe, eeg[0], mode="caption_only"), run(laid_out, eeg[0], mode="caption_only")
     np.testing.assert_array_equal(a.images, b.images)
+    np.testing.assert_array_equal(a.saliency_maps, b.saliency_maps)  # the map shown is the generator's alone
+    assert not any("Layout prior" in n for n in b.notes)
 
 
 def test_layout_prior_round_trip_save_load(laid_out, eeg, tmp_path):

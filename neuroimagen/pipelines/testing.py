@@ -37,6 +37,8 @@ def make_tiny_pipeline(seed: int = 0, seq_len: int = 8, hidden_dim: int = 384,
                                     layers_per_block=1, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
                                     up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=hidden_dim,
                                     attention_head_dim=4, norm_num_groups=8)
+        prior = LayoutPrior(num_classes=len(CLASSES), template_size=8, feature_dim=16,
+                            n_channels=len(names)) if layout_prior else None
     n_classes, n_detailed = len(CLASSES), 80
     label_states = torch.randn(n_classes, seq_len, hidden_dim, generator=g)
     detailed_states = torch.randn(n_detailed, seq_len, hidden_dim, generator=g)
@@ -44,9 +46,7 @@ def make_tiny_pipeline(seed: int = 0, seq_len: int = 8, hidden_dim: int = 384,
         [label_caption(c.index) for c in CLASSES], label_states, torch.randn(1, seq_len, hidden_dim, generator=g),
         [f"a drawing of {CLASSES[k % n_classes].name}, number {k}" for k in range(n_detailed)], detailed_states,
         [k % n_classes for k in range(n_detailed)], temperature=0.05)
-    prior = None
-    if layout_prior:
-        prior = LayoutPrior(num_classes=n_classes, template_size=8, feature_dim=16, n_channels=len(names))
+    if prior is not None:
         prior.templates.copy_(torch.rand(n_classes, 3, 1, 1, generator=g).expand_as(prior.templates) * 2 - 1)
         prior.coverage.fill_(1.0)
         prior.eval()
