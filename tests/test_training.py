@@ -559,3 +559,14 @@ def test_a_resumed_run_adds_its_time_to_the_earlier_runs(debug_run):
     after = _metrics(out, "semantic")
     assert after["cpu_time_s"] >= before["cpu_time_s"] > 0
     assert after["wall_time_s"] > before["wall_time_s"]
+
+
+def test_shipped_card_notes_are_the_configs():
+    """The shipped model card's "Notes on this run" are configs/tiny.json's card_notes, in order, so that
+    `train all --config configs/tiny.json` writes the card that ships (a note edited in one place only fails)."""
+    root = Path(__file__).resolve().parents[1]
+    notes = json.loads((root / "configs" / "tiny.json").read_text())["assemble"]["card_notes"]
+    card = (root / "checkpoints" / "neuroimagen-tiny" / "README.md").read_text()
+    section = card.split("\n## Notes on this run\n\n", 1)[1].split("\n## ", 1)[0]
+    shipped = [line[2:] for line in section.strip().split("\n") if line.startswith("- ")]
+    assert shipped == notes
