@@ -177,7 +177,7 @@ def build_demo(pipe, examples_dir: str | Path | None = None, stimuli_dir: str | 
                 caption_source = gr.Radio(["label", "predicted", "detailed"], value="label",
                                           label="Caption source", info=CAPTION_SOURCE_INFO)
                 prior = getattr(pipe, "layout_prior", None)
-                layout_weight = gr.Slider(0.0, 2.0, value=float(prior.config.default_weight) if prior else 0.0,
+                layout_weight = gr.Slider(0.0, 2.0, value=pipe.default_layout_weight,
                                           step=0.25, label="Layout prior weight", visible=prior is not None,
                                           info="opacity of the decoded class's object template, drawn into the "
                                                "saliency map at the object box decoded from the EEG (0: the "

@@ -73,7 +73,7 @@ def run(checkpoint: str | Path = DEFAULT_CHECKPOINT, trial: str | Path | None = 
         prior = getattr(pipe, "layout_prior", None)
         if prior is not None:  # the decoded box and the template drawn into the map (step 3b of the pipeline)
             stages["layout"] = lambda: prior.composite(sal, torch.tensor([0]), prior.boxes(feats, x),
-                                                       prior.config.default_weight)
+                                                       pipe.default_layout_weight)
         ms = {k: _median_ms(f, repeats) for k, f in stages.items()}
         ms["eeg_stages_total"] = round(sum(ms[k] for k in ("read", "preprocess", "encoder", "saliency", "semantic",
                                                            "readout", "layout") if k in ms), 2)

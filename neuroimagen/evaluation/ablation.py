@@ -200,12 +200,6 @@ def shuffled_reference(images: np.ndarray, stimuli: np.ndarray, labels: np.ndarr
             "pixcorr": mean_sem(np.nanmean(pixel_correlation(a, b).reshape(n, k), axis=1))}
 
 
-def _default_layout_weight(pipe) -> float:
-    """The layout_weight of a call that gives none (0 without a layout prior)."""
-    prior = getattr(pipe, "layout_prior", None)
-    return 0.0 if prior is None else float(prior.config.default_weight)
-
-
 def run_reconstruction_eval(pipe, classifier, data: str | Path, splits: str | Path, stimuli_dir: str | Path,
                             rows: dict[str, tuple] | None = None, limit: int | None = None, seed: int = 0,
                             samples_per_trial: int = 3, batch_size: int = 16, num_inference_steps: int = 25,
@@ -263,8 +257,8 @@ def run_reconstruction_eval(pipe, classifier, data: str | Path, splits: str | Pa
         "setup": {"data": str(data), "splits": str(splits), "stimuli": str(stimuli_dir), "limit": limit,
                   "n_test_trials": int(len(labels_all)), "n_trials": int(len(pick)), "seed": seed,
                   "samples_per_trial": samples_per_trial, **call, "eval_size": EVAL_SIZE, "n_classes": n_classes,
-                  "class_names": ds.class_names, "layout_prior": _default_layout_weight(pipe) > 0,
-                  "default_layout_weight": _default_layout_weight(pipe),
+                  "class_names": ds.class_names, "layout_prior": pipe.default_layout_weight > 0,
+                  "default_layout_weight": pipe.default_layout_weight,
                   "rows": {r: {"mode": spec[0], "caption_source": spec[1],
                                **({"layout_weight": spec[2]} if len(spec) > 2 else {})} for r, spec in rows.items()}},
         "rows": {}, "timing": {},

@@ -153,6 +153,12 @@ class NeuroImagenPipeline(DiffusionPipeline):
         same_model = getattr(self.text_encoder.config, "model_type", None) == self.caption_bank.config.text_encoder_type
         return not (same_dim and same_model)
 
+    @property
+    def default_layout_weight(self) -> float:
+        """The ``layout_weight`` of a call that gives none: the layout prior's ``default_weight``, 0 without one."""
+        prior = getattr(self, "layout_prior", None)
+        return 0.0 if prior is None else float(prior.config.default_weight)
+
     def describe(self) -> dict:
         """Facts about the loaded model for the UI: device, components and sizes."""
         n = {name: sum(p.numel() for p in getattr(self, name).parameters())
@@ -289,7 +295,7 @@ class NeuroImagenPipeline(DiffusionPipeline):
         # 3b. Draw the decoded class's object template into the saliency map, at the decoded box
         prior = getattr(self, "layout_prior", None)
         if layout_weight is None:
-            layout_weight = float(prior.config.default_weight) if prior is not None else 0.0
+            layout_weight = self.default_layout_weight
         if layout_weight > 0 and mode != "caption_only":
             boxes = prior.boxes(features.float(), x.float())
             saliency = prior.composite(saliency, top_class.to(device), boxes, layout_weight)
