@@ -117,6 +117,22 @@ def test_bad_arguments(pipe, eeg, kwargs, message):
         pipe(eeg[0], **kwargs)
 
 
+def test_too_few_steps_for_the_strength_are_refused_with_the_minimum(pipe, eeg):
+    """1 step at strength 0.75 gives img2img int(0.75) = 0 denoising steps: refused before running, naming the
+    fewest steps that work; that many (and no fewer) runs, at every strength the app's slider offers."""
+    from neuroimagen.pipelines.pipeline_neuroimagen import min_inference_steps
+
+    with pytest.raises(ValueError, match=r"at strength=0.75 num_inference_steps must be at least 2, but got 1"):
+        pipe(eeg[0], num_inference_steps=1, strength=0.75)
+    for strength in (0.05, 0.15000000000000002, 0.3, 0.75, 1.0):  # slider values, float error included
+        n = min_inference_steps(strength)
+        assert int(n * strength) == 1
+        if n > 1:
+            with pytest.raises(ValueError, match=f"at least {n}, but got {n - 1}"):
+                pipe(eeg[0], num_inference_steps=n - 1, strength=strength)
+    assert run(pipe, eeg[0], num_inference_steps=2, strength=0.75).images.shape == (1, 32, 32, 3)
+
+
 @pytest.mark.parametrize("shape", [(64, 440), (128, 500), (2, 3, 128, 440), (440,)])
 def test_wrong_eeg_shape(pipe, shape):
     with pytest.raises(ValueError, match="Invalid EEG shape: expected .*128, 440"):

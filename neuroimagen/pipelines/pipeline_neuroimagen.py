@@ -27,6 +27,19 @@ from .._check import check_option, check_range, validate_type
 
 CAPTION_SOURCES = ("predicted", "label", "detailed")
 MODES = ("both", "saliency_only", "caption_only")
+
+
+def min_inference_steps(strength: float) -> int:
+    """The fewest ``num_inference_steps`` that give img2img at least one denoising step at ``strength``.
+
+    img2img (diffusers' ``get_timesteps``) runs ``int(num_inference_steps * strength)`` steps, e.g. none for
+    1 step at strength 0.75: this is the smallest ``n`` with ``int(n * strength) >= 1`` (float products included).
+    """
+    check_range("strength", strength, 0.0, 1.0, low_inclusive=False)
+    n = max(1, int(np.ceil(1.0 / strength)))
+    while int(n * strength) < 1:
+        n += 1
+    return n
 OUTPUT_TYPES = ("pil", "np", "pt")
 
 
@@ -188,9 +201,11 @@ class NeuroImagenPipeline(DiffusionPipeline):
         check_option("output_type", output_type, OUTPUT_TYPES)
         if mode != "caption_only" and int(num_inference_steps * strength) < 1:
             # img2img runs int(steps * strength) steps; with none, diffusers fails with a reshape error.
-            raise ValueError(f"strength * num_inference_steps must allow at least one denoising step, but "
-                             f"int({num_inference_steps} * {strength}) = 0: raise 'strength' or "
-                             f"'num_inference_steps'.")
+            raise ValueError(f"Invalid value for the 'num_inference_steps' parameter: img2img runs "
+                             f"int(num_inference_steps * strength) denoising steps and needs at least one denoising "
+                             f"step, so at strength={strength:g} num_inference_steps must be at least "
+                             f"{min_inference_steps(strength)}, but got {num_inference_steps} (int({num_inference_steps}"
+                             f" * {strength:g}) = 0). Raise 'num_inference_steps' or 'strength'.")
         x = self._eeg_to_tensor(eeg)
         if isinstance(generator, list) and len(generator) != len(x):
             raise ValueError(f"Got {len(generator)} generators for a batch of {len(x)} trials: pass one generator "
