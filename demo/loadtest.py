@@ -11,6 +11,12 @@ Starts ``app.py`` on a free loopback port (or uses ``--url`` of a running one, l
    Gradio's "queue full" error (counted as ``queue_full``, not as a failure), the rest must come back
    right, and the app must still answer the next request.
 
+3. **corpus** (``--corpus DIR``, e.g. ``tests/data/bad``): before the load, every file of a bad-input
+   corpus (its ``manifest.json``) is uploaded to ``/show_upload`` and ``/reconstruct`` one after the
+   other. Every refusal must be explained (no generic Gradio error), and memory must stay bounded by what
+   is used: the app's peak RSS over the corpus at most ``CORPUS_PEAK_MB`` and, a few seconds later,
+   within ``CORPUS_AFTER_MB`` of its idle level (measured after one good request, before the corpus).
+
 It samples the resident memory of the app's process and its children all along, and prints one JSON
 report on stdout (``--out FILE`` also writes it): success rate, p50/p95 latency, peak memory, the burst's
 outcome and, for an app it started, the files its requests left in Gradio's cache and temp folder.
@@ -54,6 +60,8 @@ MAX_CLIENTS, MAX_REQUESTS, MAX_BURST = 64, 100, 200
 START_TIMEOUT_S = 180
 MAX_API_STEPS = 50  # the app's steps slider: the API refuses more
 SAMPLE_EVERY_S = 0.05
+CORPUS_PEAK_MB, CORPUS_AFTER_MB = 1536, 100  # issue 19's budget for the bad-input corpus
+GENERIC_ERROR = "has not enabled verbose error reporting"  # what users see when an exception is not explained
 
 
 # ------------------------------------------------------------------------------------------------ the app
@@ -489,6 +497,54 @@ def _file_report(app: App, before: dict) -> dict:
                     "until delete_cache removes them (files older than 1 h, checked every 30 min)"}
 
 
+# ------------------------------------------------------------------------------------------------ corpus
+def _settled_rss(memory: MemorySampler, seconds: float = 3.0) -> float | None:
+    """The median RSS over ``seconds`` (the app idle meanwhile)."""
+    values = []
+    for _ in range(max(1, int(seconds / 0.25))):
+        rss = memory.rss_mb()
+        if rss is not None:
+            values.append(rss)
+        time.sleep(0.25)
+    return round(float(np.median(values)), 1) if values else None
+
+
+def run_corpus(url: str, corpus: Path, memory: MemorySampler, example_trial: Path, steps: int, deadline: float,
+               work: Path) -> dict:
+    """Every corpus file through ``/show_upload`` and ``/reconstruct``; memory before, during and after."""
+    from gradio_client import handle_file
+
+    manifest = json.loads((corpus / "manifest.json").read_text())
+    client = _client(url, work / "downloads" / "corpus")
+    warm = Outcome(0, 0, 0, steps, example_trial)
+    _wait(_submit(client, warm, 0.75, 5.0), warm, time.perf_counter(), deadline)
+    idle = _settled_rss(memory)
+    first = len(memory.samples)
+    unexplained, accepted, refused = [], 0, 0
+    for name in sorted(manifest):
+        if time.perf_counter() > deadline:
+            break
+        upload = [handle_file(str(corpus / name))]
+        for api, kwargs in (("/show_upload", {"time_ms": 170}),
+                            ("/reconstruct", {"source": "upload", "num_inference_steps": steps, "seed": 1})):
+            try:
+                client.predict(files=upload, api_name=api, **kwargs)
+                accepted += 1
+            except Exception as err:  # noqa: BLE001 - each refusal is classified, none stops the run
+                refused += 1
+                if GENERIC_ERROR in str(err) or "Traceback" in str(err):
+                    unexplained.append(f"{name} {api}: {str(err)[:200]}")
+    peak = round(max(memory.samples[first:], default=0.0), 1)
+    after = _settled_rss(memory)
+    client.close()
+    ok = (not unexplained and peak <= CORPUS_PEAK_MB and idle is not None and after is not None
+          and after - idle <= CORPUS_AFTER_MB)
+    return {"files": len(manifest), "requests": accepted + refused, "accepted": accepted, "refused": refused,
+            "unexplained": unexplained, "idle_rss_mb": idle, "peak_rss_mb": peak, "after_rss_mb": after,
+            "after_minus_idle_mb": None if idle is None or after is None else round(after - idle, 1),
+            "budget": {"peak_rss_mb": CORPUS_PEAK_MB, "after_minus_idle_mb": CORPUS_AFTER_MB}, "ok": ok}
+
+
 # ------------------------------------------------------------------------------------------------ main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m demo.loadtest", description=__doc__.split("\n\n")[0],
@@ -506,6 +562,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--burst", type=int, default=QUEUE_MAX_SIZE + 8,
                    help="requests sent at once after the load, to overflow the queue (default: %(default)s; 0: "
                         "skip)")
+    p.add_argument("--corpus", default=None, help="a bad-input corpus folder with manifest.json (e.g. "
+                                                   "tests/data/bad): run it first and report memory")
     p.add_argument("--seed", type=int, default=0, help="first seed (client c, request r: seed + 1000 c + r)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds for the whole run (default: %(default)s)")
     p.add_argument("--out", default=None, help="also write the JSON report to this file")
@@ -514,6 +572,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                             ("steps", 1, MAX_API_STEPS), ("timeout", 1, 3600)):
         if not low <= getattr(args, name) <= high:
             p.error(f"--{name} must be in [{low}, {high}], got {getattr(args, name)}")
+    if args.corpus is not None and not (Path(args.corpus) / "manifest.json").is_file():
+        p.error(f"--corpus must be a folder with a manifest.json, got {args.corpus}")
     if args.url is not None:
         try:
             args.url = check_loopback(args.url)
@@ -572,6 +632,12 @@ def run(args: argparse.Namespace, log=sys.stderr) -> dict:
             phases = {"setup": round(time.perf_counter() - t_start, 1)}
             before = {"gradio": set(_files(app.gradio_dir)), "tmp": set(_files(app.tmp_dir))}
             with _client_tempdir(work / "client-tmp"), MemorySampler(app.pid) as memory:
+                corpus = None
+                if args.corpus:
+                    print(f"[loadtest] corpus: every file of {args.corpus} through /show_upload and /reconstruct",
+                          file=log)
+                    corpus = run_corpus(app.url, Path(args.corpus), memory, trials[0], args.steps, deadline, work)
+                    phases["corpus"] = round(time.perf_counter() - t_start - sum(phases.values()), 1)
                 print(f"[loadtest] load: {args.clients} clients x {args.requests} requests, {args.steps} steps",
                       file=log)
                 outcomes, wall = run_load(app.url, trials, args.requests, args.steps, args.seed, deadline, work,
@@ -615,6 +681,7 @@ def run(args: argparse.Namespace, log=sys.stderr) -> dict:
                                       for o in outcomes if o.status != "ok"][:10],
                          "peak_rss_mb": load_memory.get("peak_rss_mb")},
                 "burst": burst,
+                "corpus": corpus,
                 "memory": memory_report,
                 "files": _file_report(app, before),
                 "app_alive": app.alive(),
@@ -623,7 +690,8 @@ def run(args: argparse.Namespace, log=sys.stderr) -> dict:
             burst_ok = burst is None or (burst["ok"] + burst["queue_full"] == burst["submitted"]
                                          and burst["blocker_status"] == "ok" and burst["next_request"] == "ok"
                                          and burst["app_alive_after"])
-            report["ok"] = bool(counts["ok"] == n and report["app_alive"] and burst_ok)
+            report["ok"] = bool(counts["ok"] == n and report["app_alive"] and burst_ok
+                                and (corpus is None or corpus["ok"]))
             return report
         finally:
             if app is not None:

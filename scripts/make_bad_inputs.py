@@ -139,10 +139,32 @@ def _object_npy(p: Path) -> None:
     np.save(p, np.array([{"data": [1, 2, 3]}], dtype=object), allow_pickle=True)
 
 
+def vhdr_text(data_line: str, marker_line: str, comment: str = "") -> str:
+    """A one-channel BrainVision header with the given ``DataFile=`` / ``MarkerFile=`` lines (any case, any value)."""
+    return ("Brain Vision Data Exchange Header File Version 1.0\n[Common Infos]\nCodepage=UTF-8\n"
+            f"{data_line}\n{marker_line}\nDataFormat=BINARY\nDataOrientation=MULTIPLEXED\nNumberOfChannels=1\n"
+            "SamplingInterval=1000\n[Binary Infos]\nBinaryFormat=IEEE_FLOAT_32\n[Channel Infos]\nCh1=Cz,,0.1,uV\n"
+            + (f"[Comment]\n{comment}\n" if comment else ""))
+
+
 def _lonely_vhdr(p: Path) -> None:
-    p.write_text("Brain Vision Data Exchange Header File Version 1.0\n[Common Infos]\nCodepage=UTF-8\n"
-                 f"DataFile={p.stem}.eeg\nMarkerFile={p.stem}.vmrk\nDataFormat=BINARY\nNumberOfChannels=1\n"
-                 "SamplingInterval=1000\n[Binary Infos]\nBinaryFormat=IEEE_FLOAT_32\n[Channel Infos]\nCh1=Cz,,0.1,uV\n")
+    p.write_text(vhdr_text(f"DataFile={p.stem}.eeg", f"MarkerFile={p.stem}.vmrk"))
+
+
+def _vhdr(data_line: str, marker_line: str, comment: str = "") -> Callable[[Path], None]:
+    return lambda p: p.write_text(vhdr_text(data_line, marker_line, comment))
+
+
+def _int8_bomb(p: Path) -> None:
+    """100 MB of int8 (500 channels, 10 s at 20 kHz) in a ~100 KB archive: inside the file and trial-length
+    limits, 381 MB as float32 and 800 MB as float64."""
+    ch = [f"E{k + 1}" for k in range(500)]
+    np.savez_compressed(p, data=np.zeros((500, 200_000), np.int8), sfreq=20_000.0, ch_names=np.array(ch))
+
+
+def _v73_set(p: Path) -> None:
+    p.write_bytes(b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Dec  1 00:00:00 2026 HDF5 schema 1.00 ."
+                  .ljust(512, b" ") + b"\x89HDF\r\n\x1a\n" + bytes(64))
 
 
 def cases() -> dict[str, tuple[Callable[[Path], None], dict]]:
@@ -174,8 +196,17 @@ def cases() -> dict[str, tuple[Callable[[Path], None], dict]]:
         "corrupt.npz": (_bytes(b"PK\x03\x04" + junk), bad("Could not read 'corrupt.npz' as NumPy archive: ")),
         "corrupt.npy": (_bytes(b"\x93NUMPY" + junk), bad("Could not read 'corrupt.npy' as NumPy array: ")),
         "corrupt.pth": (_bytes(junk), bad("Could not read 'corrupt.pth' as PyTorch: not a file of plain tensors")),
-        "lonely.vhdr": (_lonely_vhdr, bad("'lonely.vhdr' is a BrainVision header whose 'lonely.eeg' and 'lonely.vmrk' "
-                                          "are not beside it")),
+        "lonely.vhdr": (_lonely_vhdr, bad("'lonely.vhdr' names 'lonely.eeg' and 'lonely.vmrk', which are not")),
+        # -- headers that name files outside what was given (refused before anything else is opened)
+        "absolute_datafile.vhdr": (_vhdr("datafile=/etc/hostname", "MarkerFile=absolute_datafile.vmrk",
+                                         "DataFile=absolute_datafile.eeg"),
+                                   bad("'absolute_datafile.vhdr' names DataFile='/etc/hostname' in [Common Infos]: "
+                                       "expected the bare name of a file given with it")),
+        "dotdot_marker.vhdr": (_vhdr("DataFile=dotdot_marker.eeg", "MARKERFILE=../dotdot_marker.vmrk"),
+                               bad("'dotdot_marker.vhdr' names MarkerFile='../dotdot_marker.vmrk' in [Common Infos]: "
+                                   "expected the bare name")),
+        "v73.set": (_v73_set, bad("'v73.set' is a MATLAB 7.3 (HDF5) file: expected an EEGLAB .set saved in MATLAB "
+                                  "v7 format")),
         "object_array.npy": (_object_npy, bad("Refused to load 'object_array.npy': the file carries Python objects")),
         # -- readable files that are not one trial
         "one_d.npy": (_npy(np.zeros(500, np.int8)), bad("expected 2 dimensions (n_chans, n_times), got shape (500,)")),
@@ -192,6 +223,14 @@ def cases() -> dict[str, tuple[Callable[[Path], None], dict]]:
                           bad("Invalid 'sfreq' in 'bad_sfreq.npz': expected one positive number of Hz, got -5.0.")),
         "text_data.npz": (lambda p: np.savez(p, data=np.array([["a", "b"]])),
                           bad("Invalid EEG array in 'text_data.npz': expected numbers, got dtype <U1.")),
+        "label_1000.npz": (lambda p: save_npz(p, tiled(), n, label=1000),
+                           bad("Invalid 'label' in 'label_1000.npz': expected a class index "
+                               "(neuroimagen.data.classes.CLASSES) from 0 to 39, got 1000.")),
+        "empty_stimulus.npz": (lambda p: save_npz(p, tiled(), n, stimulus=np.zeros((0, 0, 3), np.uint8)),
+                               bad("Invalid 'stimulus' in 'empty_stimulus.npz': expected an RGB image (height, width, "
+                                   "3) of 1 to 4096 pixels a side with values 0-255, got shape (0, 0, 3)")),
+        "int8_bomb.npz": (_int8_bomb, bad("'int8_bomb.npz' holds 100,000,000 EEG samples (500 x 200,000): 381 MB as "
+                                          "float32, over the 128 MB limit for one trial")),
         "whole_dataset.pth": (_whole_dataset, bad("'whole_dataset.pth' is a whole EEG-ImageNet data set (2 trials), "
                                                   "not one trial: use neuroimagen.data.load_eeg_imagenet")),
         "list.pth": (_torch_obj([1, 2, 3]), bad("'list.pth' holds a list: expected a tensor (n_chans, n_times)")),

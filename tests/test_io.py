@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +75,8 @@ def test_npz_and_pth_keep_the_stimulus(smooth_trial, tmp_path):
 def test_brainvision_needs_its_companions(smooth_trial, tmp_path):
     path = write_trial(smooth_trial, tmp_path / "rec.vhdr")
     (tmp_path / "rec.vmrk").unlink()
-    with pytest.raises(ValueError, match="'rec.vhdr' is a BrainVision header whose 'rec.vmrk' is not beside it"):
+    with pytest.raises(ValueError, match="'rec.vhdr' names 'rec.vmrk', which is not beside it: a BrainVision "
+                                         "recording is three files"):
         read_trial(path)
 
 
@@ -146,3 +150,202 @@ def test_an_archive_that_unpacks_too_big_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(io, "MAX_FILE_BYTES", 100_000)
     with pytest.raises(ValueError, match=r"'bomb.npz' unpacks to 1.0 MB: the limit is 0 MB"):
         read_trial(tmp_path / "bomb.npz")
+
+
+# ---------------------------------------------------------------- only the given files are ever read
+SENTINEL_OPENS: list[str] = []
+
+
+def _watch_opens(event, args):
+    """A test-side audit hook: every open of a path whose name holds 'sentinel' is recorded (never blocked)."""
+    if event == "open" and not isinstance(args[0], int) and "sentinel" in os.fsdecode(args[0]):
+        SENTINEL_OPENS.append(os.fsdecode(args[0]))
+
+
+sys.addaudithook(_watch_opens)  # permanent for the session; it only records
+
+
+@pytest.fixture
+def sentinel(tmp_path, smooth_trial):
+    """A BrainVision recording outside the upload folder whose data WOULD decode fine (and a large file), and
+    an upload folder holding a header; the test fails if any sentinel file is ever opened."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    write_trial(EEGTrial(smooth_trial.data[:1], 1000.0, ["Cz"]), outside / "sentinel.vhdr")
+    (outside / "sentinel_large.eeg").write_bytes(b"\0" * (4 * 2**20))  # "a reference to a large file"
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    SENTINEL_OPENS.clear()
+    yield outside, uploads
+    assert not SENTINEL_OPENS, f"a file outside the given ones was opened: {SENTINEL_OPENS}"
+
+
+def _header(uploads: Path, data_line: str, marker_line: str, comment: str = "") -> Path:
+    vhdr_text = load_script("make_bad_inputs").vhdr_text
+    path = uploads / "rec.vhdr"
+    path.write_text(vhdr_text(data_line, marker_line, comment))
+    (uploads / "rec.eeg").write_bytes(np.zeros(500, np.float32).tobytes())  # the uploaded companions
+    (uploads / "rec.vmrk").write_text("Brain Vision Data Exchange Marker File, Version 1.0\n[Marker Infos]\n")
+    return path
+
+
+@pytest.mark.parametrize("data_line, marker_line, comment, where", [
+    ("datafile={out}/sentinel.eeg", "MarkerFile=rec.vmrk", "DataFile=rec.eeg", "DataFile="),  # lower case
+    ("DATAFILE={out}/sentinel.eeg", "MarkerFile=rec.vmrk", "", "DataFile="),  # upper case
+    ("DataFile=rec.eeg", "mArKeRfIlE={out}/sentinel.vmrk", "MarkerFile=rec.vmrk", "MarkerFile="),  # mixed case
+    ("DataFile=../outside/sentinel.eeg", "MarkerFile=rec.vmrk", "", "DataFile='../outside/"),  # relative, ..
+    ("DataFile={out}/sentinel_large.eeg", "MarkerFile=rec.vmrk", "", "sentinel_large.eeg"),  # a large file
+    ("DataFile=rec.eeg", "MarkerFile=rec.vmrk\ndatafile = {out}/sentinel.eeg", "", None),  # duplicate key
+])
+@pytest.mark.parametrize("given", ["uploads", "beside"])
+def test_a_header_never_makes_the_reader_open_another_file(sentinel, data_line, marker_line, comment, where, given):
+    outside, uploads = sentinel
+    fill = {"out": str(outside)}
+    path = _header(uploads, data_line.format(**fill), marker_line.format(**fill), comment)
+    companions = [uploads / "rec.eeg", uploads / "rec.vmrk"] if given == "uploads" else None
+    with pytest.raises(ValueError) as err:
+        read_trial(path, companions=companions)
+    text = str(err.value)
+    assert "'rec.vhdr'" in text
+    if where is None:  # MNE's parser refuses a key given twice in one section: so do we, before reading
+        assert "Could not read 'rec.vhdr' as BrainVision" in text and "datafile" in text
+    else:
+        assert where in text and "expected the bare name of a file given with it" in text
+    assert str(outside) not in text.replace(fill["out"] + "/sentinel", "") or where
+
+
+def test_a_symlink_among_the_uploads_is_refused(sentinel, smooth_trial):
+    outside, uploads = sentinel
+    path = _header(uploads, "DataFile=rec.eeg", "MarkerFile=rec.vmrk")
+    (uploads / "rec.eeg").unlink()
+    (uploads / "rec.eeg").symlink_to(outside / "sentinel.eeg")
+    with pytest.raises(ValueError, match="'rec.eeg' is a symbolic link: expected the file itself"):
+        read_trial(path, companions=[uploads / "rec.eeg", uploads / "rec.vmrk"])
+
+
+def test_an_eeglab_set_naming_another_data_file_is_refused(sentinel, smooth_trial):
+    import scipy.io
+
+    outside, uploads = sentinel
+    (outside / "sentinel.fdt").write_bytes(smooth_trial.data.astype(np.float32).T.tobytes())  # would decode
+    SENTINEL_OPENS.clear()  # writing it was the test's own open
+    write_trial(smooth_trial, uploads / "rec.set")
+    mat = {k: v for k, v in scipy.io.loadmat(uploads / "rec.set").items() if not k.startswith("__")}
+    for reference, message in ((str(outside / "sentinel.fdt"), "names data="),
+                               ("../outside/sentinel.fdt", "names data='../outside/sentinel.fdt'"),
+                               ("sentinel.fdt", "names 'sentinel.fdt', which is not among the files given")):
+        scipy.io.savemat(uploads / "rec.set", {**mat, "data": reference}, appendmat=False)
+        with pytest.raises(ValueError, match=re.escape(message)):
+            read_trial(uploads / "rec.set", companions=[])
+    # the same with its own .fdt given: read, and it is the data of that file
+    (uploads / "rec.fdt").write_bytes(smooth_trial.data.astype(np.float32).T.tobytes())
+    scipy.io.savemat(uploads / "rec.set", {**mat, "data": "rec.fdt"}, appendmat=False)
+    back = read_trial(uploads / "rec.set", companions=[uploads / "rec.fdt"])
+    np.testing.assert_allclose(back.data, smooth_trial.data.astype(np.float32) * 1e-6, rtol=1e-5)
+
+
+def test_a_split_fif_is_refused(tmp_path, smooth_trial):
+    import mne
+
+    from neuroimagen.data.montage import make_info
+
+    raw = mne.io.RawArray(np.tile(smooth_trial.data, (1, 40)), make_info(), verbose="error")
+    raw.save(tmp_path / "long_raw.fif", split_size="10MB", verbose="error")
+    parts = sorted(tmp_path.glob("long_raw*.fif"))
+    assert len(parts) >= 2
+    for part in parts:  # the first names its next part, the others their previous one
+        with pytest.raises(ValueError, match=rf"'{part.name}' is one part of a split FIF recording") as err:
+            read_trial(part)
+        assert str(tmp_path) not in str(err.value)
+
+
+def test_uploads_in_separate_folders_are_read_and_their_header_rewritten(tmp_path, smooth_trial):
+    """Gradio stores each upload in its own folder: the header's bare names are matched to the given files;
+    keys in any case work, as in MNE."""
+    write_trial(smooth_trial, tmp_path / "orig" / "rec.vhdr")
+    text = (tmp_path / "orig" / "rec.vhdr").read_text().replace("DataFile=", "DATAFILE=")
+    files = []
+    for k, name in enumerate(("rec.vhdr", "rec.eeg", "rec.vmrk")):
+        (tmp_path / f"u{k}").mkdir()
+        src = tmp_path / "orig" / name
+        files.append(tmp_path / f"u{k}" / name)
+        files[-1].write_bytes(text.encode() if name == "rec.vhdr" else src.read_bytes())
+    back = read_trial(files[0], companions=files[1:])
+    np.testing.assert_allclose(back.data, smooth_trial.data, atol=1e-9)
+    with pytest.raises(ValueError, match=r"Got 'other.npz' with 'rec.vhdr', which names 'rec.eeg', 'rec.vmrk'"):
+        read_trial(files[0], companions=[*files[1:], tmp_path / "other.npz"])
+    with pytest.raises(ValueError, match="'rec.vhdr' names 'rec.vmrk', which is not among the files given"):
+        read_trial(files[0], companions=files[1:2])
+
+
+def test_the_guard_refuses_other_files_in_its_thread_only(tmp_path):
+    import threading
+
+    from neuroimagen.data.companions import OutsideFileRefused, only_these_files
+
+    given, other = tmp_path / "given.txt", tmp_path / "other.txt"
+    given.write_text("a")
+    other.write_text("b")
+    seen = []
+    with only_these_files([given]) as refused:
+        assert given.read_text() == "a"
+        with pytest.raises(OutsideFileRefused):
+            other.read_text()
+        thread = threading.Thread(target=lambda: seen.append(other.read_text()))  # another request's thread
+        thread.start()
+        thread.join()
+    assert refused == ["other.txt"] and seen == ["b"]
+    assert other.read_text() == "b"  # and nothing is refused once outside
+
+
+# ---------------------------------------------------------------- memory and metadata
+def test_sizes_are_checked_in_float32_before_converting(tmp_path, monkeypatch, model_names):
+    import neuroimagen.data.io as io
+
+    monkeypatch.setattr(io, "MAX_TRIAL_BYTES", 128 * 1000 * 4 - 1)  # one sample short of a 128 x 1000 trial
+    data = np.zeros((128, 1000), np.int8)
+    np.save(tmp_path / "a.npy", data)
+    torch.save({"data": torch.zeros(128, 1000, dtype=torch.int8)}, tmp_path / "a.pth")
+    np.savez(tmp_path / "a.npz", data=data)
+    for ext in (".npy", ".pth", ".npz"):
+        with pytest.raises(ValueError, match=rf"'a{ext}' holds 128,000 EEG samples \(128 x 1,000\): 0 MB as float32"):
+            read_trial(tmp_path / f"a{ext}")
+    monkeypatch.setattr(io, "MAX_TRIAL_BYTES", 128 * 1000 * 4)
+    assert read_trial(tmp_path / "a.npz").data.dtype == np.float32  # the dtype trials are computed in
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("label", 40, "Invalid 'label' in 't.npz': expected a class index (neuroimagen.data.classes.CLASSES) from 0 to 39, "
+                  "got 40."),
+    ("label", -1, "got -1."),
+    ("label", 2.5, "got 2.5."),
+    ("subject", -3, "Invalid 'subject' in 't.npz': expected a subject number >= 0, got -3."),
+    ("stimulus", np.zeros((8, 8), np.uint8), "got shape (8, 8) of dtype uint8."),
+    ("stimulus", np.full((4, 4, 3), 300.0), "expected values 0-255, got values from 300.0 to 300.0."),
+    ("stimulus", np.zeros((5000, 1, 3), np.uint8), "of 1 to 4096 pixels a side"),
+])
+def test_trial_metadata_is_validated_not_dropped(tmp_path, smooth_trial, field, value, message):
+    np.savez(tmp_path / "t.npz", data=smooth_trial.data, **{field: value})
+    with pytest.raises(ValueError, match=re.escape(message)):
+        read_trial(tmp_path / "t.npz")
+
+
+@pytest.mark.parametrize("target", ["os.system", "posix.system", "builtins.eval", "subprocess.Popen"])
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy-pickle"])
+def test_every_pickled_call_is_refused_as_code_without_torchs_advice(tmp_path, target, legacy):
+    import importlib
+
+    module, name = target.split(".")
+
+    class Call:
+        def __reduce__(self):
+            return getattr(importlib.import_module(module), name), ("true",)
+
+    path = tmp_path / "evil.pth"
+    torch.save({"data": torch.zeros(128, 500), "x": Call()}, path, _use_new_zipfile_serialization=not legacy)
+    with pytest.raises(ValueError) as err:
+        read_trial(path)
+    text = str(err.value)
+    assert text.startswith("Refused to load 'evil.pth'") and "could run code" in text, text
+    assert name in text  # names what it would have called
+    assert "weights_only" not in text and "trusted source" not in text  # never torch's advice to load it anyway

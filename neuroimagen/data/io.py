@@ -5,6 +5,11 @@ or a trial dict), ``.fif``, ``.edf``, ``.bdf``, ``.set`` and ``.vhdr`` (MNE's re
 file's units (volts for the MNE formats). Nothing is executed while reading: ``.pth`` files are opened
 with ``torch.load(..., weights_only=True)`` and ``.npy``/``.npz`` with ``allow_pickle=False``.
 
+Only the files the caller hands over are opened: a header's references (BrainVision, EEGLAB, split FIF) must
+be bare names of the given companions, and MNE reads copies in a private folder under a guard that refuses
+any other file (:mod:`neuroimagen.data.companions`). Memory is bounded by what is used: sizes are checked in
+float32, the dtype trials are computed in, before any array is converted.
+
 Every failure is a ``ValueError`` (or ``FileNotFoundError`` for a path that does not exist) whose message
 names the file, what was expected and what came; a file that a reader chokes on is reported as
 "Could not read 'x.edf' as EDF: <reason>. The file may be truncated or corrupt."
@@ -15,14 +20,20 @@ from __future__ import annotations
 import os
 import re
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .classes import CLASSES
+from .companions import OutsideFileRefused, only_these_files, stage
+from .errors import TrialFileError
 from .montage import SFREQ, model_ch_names
 
 MAX_FILE_BYTES = 100 * 2**20  # larger uploads (all companion files together) are refused before reading
+MAX_TRIAL_BYTES = 128 * 2**20  # one trial's EEG as float32 (e.g. 128 channels x 10 s at 25 kHz): more is refused
+MAX_STIMULUS_SIDE = 4096  # pixels; a seen image carried in a trial file
 READERS = {".npz": "NumPy archive", ".npy": "NumPy array", ".pth": "PyTorch", ".fif": "FIF", ".edf": "EDF",
            ".bdf": "BDF", ".set": "EEGLAB", ".vhdr": "BrainVision"}
 ALLOWED = ", ".join(READERS)
@@ -72,28 +83,42 @@ class EEGTrial:
         return self.n_times / self.sfreq
 
 
-class TrialFileError(ValueError):
-    """A file that cannot be read as one trial; the message names the file, what was expected and what came."""
-
-
 # ------------------------------------------------------------------------------------------------- reading
 def _as_numpy(v) -> np.ndarray:
     return np.asarray(v.numpy() if hasattr(v, "numpy") else v)
 
 
-def _check_eeg_array(data, name: str) -> np.ndarray:
-    data = _as_numpy(data)
-    if data.dtype.kind not in "iuf":
-        raise TrialFileError(f"Invalid EEG array in {name!r}: expected numbers, got dtype {data.dtype}.")
-    if data.ndim != 2:
-        hint = (f" A batch of {data.shape[0]} trials? Save one trial per file."
-                if data.ndim == 3 else " One channel? Expected all channels of one trial." if data.ndim == 1 else "")
+def check_trial_bytes(shape: tuple[int, ...], name: str) -> None:
+    """Refuse, before reading or converting, an EEG array over ``MAX_TRIAL_BYTES`` as float32."""
+    n = int(np.prod(shape, dtype=np.int64))
+    if 4 * n > MAX_TRIAL_BYTES:
+        dims = " x ".join(f"{d:,}" for d in shape)
+        raise TrialFileError(f"{name!r} holds {n:,} EEG samples ({dims}): {4 * n / 2**20:,.0f} MB as float32, over "
+                             f"the {MAX_TRIAL_BYTES / 2**20:.0f} MB limit for one trial (e.g. 128 channels x 10 s at "
+                             f"25 kHz). Crop the recording to the trial first.")
+
+
+def _check_eeg_shape(shape: tuple[int, ...], dtype: np.dtype, name: str) -> None:
+    if dtype.kind not in "iuf":
+        raise TrialFileError(f"Invalid EEG array in {name!r}: expected numbers, got dtype {dtype}.")
+    if len(shape) != 2:
+        hint = (f" A batch of {shape[0]} trials? Save one trial per file."
+                if len(shape) == 3 else " One channel? Expected all channels of one trial." if len(shape) == 1 else "")
         raise TrialFileError(f"Invalid EEG array in {name!r}: expected 2 dimensions (n_chans, n_times), got shape "
-                             f"{data.shape}.{hint}")
-    if 0 in data.shape:
+                             f"{tuple(shape)}.{hint}")
+    if 0 in shape:
         raise TrialFileError(f"Invalid EEG array in {name!r}: expected (n_chans, n_times), got the empty shape "
-                             f"{data.shape}.")
-    return data.astype(np.float64)
+                             f"{tuple(shape)}.")
+    check_trial_bytes(tuple(shape), name)
+
+
+def _check_eeg_array(data, name: str) -> np.ndarray:
+    """The EEG as float32 (the dtype trials are computed in), checked before it is converted."""
+    if hasattr(data, "numpy"):  # a tensor: check its shape before numpy copies a half or bfloat16 one
+        _check_eeg_shape(tuple(data.shape), np.dtype("float32" if data.is_floating_point() else "int64"), name)
+    data = _as_numpy(data)
+    _check_eeg_shape(data.shape, data.dtype, name)
+    return data.astype(np.float32, copy=False)
 
 
 def _model_montage_trial(data, name: str, sfreq: float | None = None, **kw) -> EEGTrial:
@@ -111,12 +136,39 @@ def _model_montage_trial(data, name: str, sfreq: float | None = None, **kw) -> E
     return EEGTrial(data=data, sfreq=rate, ch_names=list(model_ch_names()), info=info, **kw)
 
 
-def _opt_int(v) -> int | None:
+def _opt_int(v, key: str, name: str, low: int = 0, high: int | None = None, what: str = "") -> int | None:
+    """An optional integer field, refused (not dropped) when it is not one in [low, high]."""
     if v is None:
         return None
     a = _as_numpy(v)
-    ok = a.ndim == 0 and a.dtype.kind in "iuf" and np.isfinite(a) and int(a) >= 0
-    return int(a) if ok else None
+    ok = a.ndim == 0 and a.dtype.kind in "iuf" and bool(np.isfinite(a)) and float(a) == int(a)
+    if not ok or not (low <= int(a) and (high is None or int(a) <= high)):
+        rng = f"from {low} to {high}" if high is not None else f">= {low}"
+        got = a.tolist() if a.size <= 8 else f"an array of shape {a.shape}"
+        raise TrialFileError(f"Invalid {key!r} in {name!r}: expected {what or 'an integer'} {rng}, got {got!r}.")
+    return int(a)
+
+
+def _check_stimulus_shape(shape: tuple[int, ...], dtype: np.dtype, name: str) -> None:
+    if len(shape) != 3 or shape[-1] != 3 or dtype.kind not in "iuf" or not (
+            1 <= shape[0] <= MAX_STIMULUS_SIDE and 1 <= shape[1] <= MAX_STIMULUS_SIDE):
+        raise TrialFileError(f"Invalid 'stimulus' in {name!r}: expected an RGB image (height, width, 3) of 1 to "
+                             f"{MAX_STIMULUS_SIDE} pixels a side with values 0-255, got shape {tuple(shape)} of "
+                             f"dtype {dtype}.")
+
+
+def _stimulus(v, name: str) -> np.ndarray | None:
+    """The seen image: (height, width, 3) of 0-255 values, or refused with what came."""
+    if v is None:
+        return None
+    a = _as_numpy(v)
+    _check_stimulus_shape(a.shape, a.dtype, name)
+    if a.dtype != np.uint8:
+        if not np.isfinite(a).all() or a.min() < 0 or a.max() > 255:
+            raise TrialFileError(f"Invalid 'stimulus' in {name!r}: expected values 0-255, got values from "
+                                 f"{a.min()} to {a.max()}.")
+        a = np.rint(a).astype(np.uint8)
+    return a
 
 
 def _sfreq(v, name: str) -> float:
@@ -131,12 +183,10 @@ def _from_mapping(d: dict, name: str) -> EEGTrial:
     key = "data" if "data" in d else ("eeg" if "eeg" in d else None)
     if key is None:
         raise TrialFileError(f"{name!r} has no EEG: expected a key 'data' or 'eeg', found {sorted(map(str, d))}.")
-    stim = d.get("stimulus")
-    stim = None if stim is None else _as_numpy(stim)
-    if stim is not None and not (stim.ndim == 3 and stim.shape[-1] == 3 and stim.dtype.kind in "iuf"):
-        stim = None  # an extra we cannot show is ignored, not refused
-    kw = {"subject": _opt_int(d.get("subject")), "label": _opt_int(d.get("label")),
-          "stimulus": None if stim is None else np.clip(stim, 0, 255).astype(np.uint8)}
+    kw = {"subject": _opt_int(d.get("subject"), "subject", name, what="a subject number"),
+          "label": _opt_int(d.get("label"), "label", name, 0, len(CLASSES) - 1,
+                            "a class index (neuroimagen.data.classes.CLASSES)"),
+          "stimulus": _stimulus(d.get("stimulus"), name)}
     sfreq = _sfreq(d["sfreq"], name) if "sfreq" in d else None
     if "ch_names" not in d:
         trial = _model_montage_trial(d[key], name, sfreq, **kw)
@@ -150,36 +200,97 @@ def _from_mapping(d: dict, name: str) -> EEGTrial:
         trial = EEGTrial(data=data, sfreq=SFREQ if sfreq is None else sfreq, ch_names=names, **kw)
         if sfreq is None:
             trial.info["assumed"] = f"no 'sfreq' in the file: taken as {SFREQ:g} Hz"
-    if _opt_int(d.get("image")) is not None:
-        trial.info["image"] = _opt_int(d.get("image"))
+    image = _opt_int(d.get("image"), "image", name, what="an image index")
+    if image is not None:
+        trial.info["image"] = image
     return trial
 
 
+TRIAL_KEYS = ("data", "eeg", "sfreq", "ch_names", "subject", "label", "stimulus", "image")  # what a trial file holds
+MAX_NAMES_BYTES = 2**20  # channel names, or any small field of a trial file
+
+
+def _npy_header(f, name: str) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) from a ``.npy`` header, without reading the array."""
+    from numpy.lib import format as npy
+
+    version = npy.read_magic(f)
+    read = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}.get(version)
+    if read is None:
+        raise TrialFileError(_corrupt_msg(name, "NumPy array", f"unsupported .npy version {version}"))
+    shape, _, dtype = read(f)
+    return tuple(shape), np.dtype(dtype)
+
+
+def _check_member(key: str, shape: tuple[int, ...], dtype: np.dtype, name: str) -> None:
+    """Before loading an archive's member: object arrays are refused, the EEG is checked in float32, and
+    every other field must be small (a stimulus image, names, numbers)."""
+    if dtype.hasobject:
+        raise _pickle_refusal(name, f"{key!r} is an array of Python objects", "Save numeric arrays.")
+    if key in ("data", "eeg"):
+        check_trial_bytes(shape, name)
+    elif key == "stimulus":
+        _check_stimulus_shape(shape, dtype, name)
+    elif int(np.prod(shape, dtype=np.int64)) * dtype.itemsize > MAX_NAMES_BYTES:
+        raise TrialFileError(f"Invalid {key!r} in {name!r}: expected a small field (names or a number), got an "
+                             f"array of shape {shape} ({dtype}).")
+
+
 def _read_npz(path: Path) -> EEGTrial:
+    with zipfile.ZipFile(path) as zf:  # check every member we will load from its header, before loading it
+        members = {i.filename.removesuffix(".npy"): i for i in zf.infolist()}
+        if "data" not in members and "eeg" not in members:
+            raise TrialFileError(f"{path.name!r} has no EEG: expected a key 'data' or 'eeg', found "
+                                 f"{sorted(members)[:20]}.")
+        for key in TRIAL_KEYS:
+            if key in members:
+                with zf.open(members[key]) as f:
+                    _check_member(key, *_npy_header(f, path.name), path.name)
     with np.load(path, allow_pickle=False) as z:
-        return _from_mapping({k: z[k] for k in z.files}, path.name)
+        return _from_mapping({k: z[k] for k in TRIAL_KEYS if k in z.files}, path.name)
 
 
 def _read_npy(path: Path) -> EEGTrial:
+    with open(path, "rb") as f:
+        shape, dtype = _npy_header(f, path.name)
+    if dtype.hasobject:
+        raise _pickle_refusal(path.name, "an array of Python objects", "Save a numeric array.")
+    _check_eeg_shape(shape, dtype, path.name)
     return _model_montage_trial(np.load(path, allow_pickle=False), path.name)
 
 
 def _pickle_refusal(name: str, reason: str, advice: str) -> TrialFileError:
     return TrialFileError(f"Refused to load {name!r}: the file carries Python objects other than tensors, arrays, "
-                          f"numbers, strings, lists and dicts, which could run code, so it was not opened. {advice} "
-                          f"(Details: {reason})")
+                          f"numbers, strings, lists and dicts ({reason}); loading them could run code, so it was "
+                          f"not opened. {advice}")
+
+
+# How torch's safe loader (weights_only=True) names a refused global, across its versions:
+#   "Unsupported global: GLOBAL builtins.eval was not an allowed global by default"   (2.4 - 2.12)
+#   "Trying to load unsupported GLOBAL posix.system whose module posix is blocked"   (2.13)
+#   "... add_safe_globals([subprocess.Popen]) ..."                                     (the advice it appends)
+_GLOBAL_PATTERNS = (r"GLOBAL\s+([\w.]+)", r"safe_globals\(\[([\w.]+)\]\)", r"[Uu]nsupported global:?\s*([\w.]+)")
+_CODE_WORDS = ("GLOBAL", "global", "blocked")
 
 
 def unpickling_reason(err: BaseException) -> tuple[bool, str]:
-    """What ``torch.load(weights_only=True)`` refused: (carries code or objects?, the short reason).
+    """What ``torch.load(weights_only=True)`` refused: (carries code or objects?, a short reason of ours).
 
-    A pickle naming a global (a class or function) is refused as possibly running code; any other
-    unpickling failure (an instruction the safe loader does not know, random bytes) is a corrupt file.
+    A pickle naming a global (a class or function) is refused as possibly running code: the reason names the
+    global (``"it names posix.system"``). Any other failure (an instruction the safe loader does not know,
+    random bytes) is a corrupt file. The reason never repeats torch's advice (to load with
+    ``weights_only=False``): an upload must never be loaded that way.
     """
     text = str(err)
+    for pattern in _GLOBAL_PATTERNS:
+        m = re.search(pattern, text)
+        if m:
+            return True, f"it names {m.group(1)}"
+    if any(w in text for w in _CODE_WORDS):
+        return True, "it names a Python class or function"
     m = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s|\n|$)", text, flags=re.DOTALL)
-    reason = " ".join((m.group(1) if m else _first_line(err)).split())[:200]
-    return "Unsupported global" in text or "GLOBAL" in reason, reason
+    detail = " ".join(m.group(1).split())[:200] if m else type(err).__name__
+    return False, detail
 
 
 def _read_pth(path: Path) -> EEGTrial:
@@ -187,8 +298,8 @@ def _read_pth(path: Path) -> EEGTrial:
 
     import torch
 
-    try:
-        obj = torch.load(path, weights_only=True, map_location="cpu")
+    try:  # zip files are mapped, not read: tensor sizes are checked before anything is copied
+        obj = torch.load(path, weights_only=True, map_location="cpu", mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as err:
         code, reason = unpickling_reason(err)
         if not code:
@@ -203,31 +314,11 @@ def _read_pth(path: Path) -> EEGTrial:
         raise TrialFileError(f"{path.name!r} is a whole EEG-ImageNet data set ({n} trials), not one trial: use "
                              f"neuroimagen.data.load_eeg_imagenet, or save one item of its 'dataset'.")
     if isinstance(obj, dict):
-        return _from_mapping(obj, path.name)
+        return _from_mapping({k: obj[k] for k in TRIAL_KEYS if k in obj} if set(obj) & {"data", "eeg"} else obj,
+                             path.name)
     raise TrialFileError(f"{path.name!r} holds a {type(obj).__name__}: expected a tensor (n_chans, n_times), an "
                          f"EEG-ImageNet item {{'eeg', 'label', 'image', 'subject'}} or a trial dict {{'data', "
                          f"'sfreq', 'ch_names'}}.")
-
-
-def _companions(path: Path) -> list[Path]:
-    """The files a BrainVision header names (data and markers); they must be beside it."""
-    if path.suffix.lower() != ".vhdr":
-        return []
-    text = path.read_bytes()[:65536].decode("latin-1")
-    out = []
-    for key in ("DataFile", "MarkerFile"):
-        m = re.search(rf"^\s*{key}\s*=\s*(.+?)\s*$", text, flags=re.MULTILINE)
-        if m is None:
-            raise TrialFileError(f"Could not read {path.name!r} as BrainVision: the header has no {key}= line. "
-                                 f"The file may be truncated or corrupt.")
-        out.append(path.parent / Path(m.group(1).replace("\\", "/")).name)  # names only: never leave the folder
-    missing = [p.name for p in out if not p.is_file()]
-    if missing:
-        verb = "is" if len(missing) == 1 else "are"
-        raise TrialFileError(f"{path.name!r} is a BrainVision header whose {' and '.join(map(repr, missing))} {verb} "
-                             f"not beside it: a BrainVision recording is three files (.vhdr, .vmrk, .eeg); give all "
-                             f"three.")
-    return out
 
 
 def _drop_export_padding(raw) -> None:
@@ -240,42 +331,73 @@ def _drop_export_padding(raw) -> None:
             return
 
 
-def _read_mne(path: Path) -> EEGTrial:
+CHUNK_SAMPLES = 2**16  # MNE returns float64: read in pieces into the float32 trial
+
+
+def _eeg_picks(inst, name: str) -> list[int]:
     import mne
 
-    ext = path.suffix.lower()
-    info: dict = {}
-    if ext == ".fif" and path.name.lower().endswith(("-epo.fif", "_epo.fif")):
-        inst = mne.read_epochs(path, preload=True, verbose="error")
-        info["note"] = f"first of {len(inst)} epochs"
-        if inst.tmin < 0:  # a trial starts at stimulus onset
-            inst.crop(tmin=0.0)
-            info["note"] += ", from stimulus onset (t = 0)"
-    else:
-        reader = {".fif": mne.io.read_raw_fif, ".edf": mne.io.read_raw_edf, ".bdf": mne.io.read_raw_bdf,
-                  ".set": mne.io.read_raw_eeglab, ".vhdr": mne.io.read_raw_brainvision}[ext]
-        inst = reader(path, preload=True, verbose="error")
-        if ext in (".edf", ".bdf"):
-            _drop_export_padding(inst)
     picks = mne.pick_types(inst.info, eeg=True, exclude=[])
     if len(picks) == 0:  # files from other tools may not type their channels: take the untyped ones
         picks = mne.pick_types(inst.info, eeg=False, misc=True, exclude=[])
     if len(picks) == 0:
         types = sorted(set(inst.get_channel_types()))
-        raise TrialFileError(f"{path.name!r} has no EEG channels: expected channels of type 'eeg', found {types}.")
-    data = inst.get_data(picks=picks)
-    data = data[0] if data.ndim == 3 else data
-    return EEGTrial(data=data, sfreq=float(inst.info["sfreq"]), ch_names=[inst.ch_names[i] for i in picks],
-                    info=info)
+        raise TrialFileError(f"{name!r} has no EEG channels: expected channels of type 'eeg', found {types}.")
+    return list(picks)
+
+
+def _read_mne_staged(path: Path, name: str) -> EEGTrial:
+    """Read a staged recording without preloading: sizes checked first, data read into float32."""
+    import mne
+
+    ext = path.suffix.lower()
+    info: dict = {}
+    if ext == ".fif" and name.lower().endswith(("-epo.fif", "_epo.fif")):
+        inst = mne.read_epochs(path, preload=False, verbose="error")
+        picks = _eeg_picks(inst, name)
+        keep = np.flatnonzero(inst.times >= 0)  # a trial starts at stimulus onset
+        if keep.size == 0:
+            raise TrialFileError(f"{name!r} has epochs from {inst.tmin:g} to {inst.tmax:g} s: expected samples after "
+                                 f"stimulus onset (t >= 0).")
+        check_trial_bytes((len(picks), len(inst.times)), name)
+        data = inst.get_data(picks=picks, item=0)[0, :, keep[0]:].astype(np.float32)
+        info["note"] = f"first of {len(inst)} epochs"
+        if inst.tmin < 0:
+            info["note"] += ", from stimulus onset (t = 0)"
+        return EEGTrial(data=data, sfreq=float(inst.info["sfreq"]), ch_names=[inst.ch_names[i] for i in picks],
+                        info=info)
+    reader = {".fif": mne.io.read_raw_fif, ".edf": mne.io.read_raw_edf, ".bdf": mne.io.read_raw_bdf,
+              ".set": mne.io.read_raw_eeglab, ".vhdr": mne.io.read_raw_brainvision}[ext]
+    raw = reader(path, preload=False, verbose="error")
+    if ext in (".edf", ".bdf"):
+        _drop_export_padding(raw)
+    picks = _eeg_picks(raw, name)
+    check_trial_bytes((len(picks), raw.n_times), name)
+    data = np.empty((len(picks), raw.n_times), np.float32)
+    for start in range(0, raw.n_times, CHUNK_SAMPLES):
+        stop = min(start + CHUNK_SAMPLES, raw.n_times)
+        data[:, start:stop] = raw.get_data(picks=picks, start=start, stop=stop)
+    return EEGTrial(data=data, sfreq=float(raw.info["sfreq"]), ch_names=[raw.ch_names[i] for i in picks], info=info)
+
+
+def _read_mne(path: Path, companions) -> EEGTrial:
+    """MNE reads copies of exactly the given files, in a private folder, under a guard that refuses any other."""
+    with stage(path, companions, max_bytes=MAX_FILE_BYTES) as staged:
+        files = [p for p in staged.parent.iterdir()]
+        with only_these_files(files) as refused:
+            try:
+                trial = _read_mne_staged(staged, path.name)
+            except OutsideFileRefused:
+                trial = None
+        if refused or trial is None:
+            raise TrialFileError(f"{path.name!r} made the reader open {', '.join(map(repr, refused))}, which is not "
+                                 f"among the files given: refused. Expected a recording whose files are all given.")
+    return trial
 
 
 def _check_size(path: Path) -> None:
-    """Refuse, before reading, files (with their companions) over MAX_FILE_BYTES, and archives that unpack to more."""
-    files = [path, *_companions(path)]
-    if path.suffix.lower() == ".set" and path.with_suffix(".fdt").is_file():
-        files.append(path.with_suffix(".fdt"))
-    size = sum(f.stat().st_size for f in files)
-    what = "is"
+    """Refuse, before reading, files over MAX_FILE_BYTES, and archives that unpack to more (companions: ``stage``)."""
+    size, what = path.stat().st_size, "is"
     if size <= MAX_FILE_BYTES and path.suffix.lower() in (".npz", ".pth") and zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as z:  # a small archive can unpack to gigabytes
             size, what = sum(i.file_size for i in z.infolist()), "unpacks to"
@@ -284,29 +406,43 @@ def _check_size(path: Path) -> None:
                              f"{MAX_FILE_BYTES / 2**20:.0f} MB for one trial. Crop the recording to the trial first.")
 
 
-def read_trial(path: str | Path) -> EEGTrial:
+def read_trial(path: str | Path, companions: Sequence[str | Path] | None = None) -> EEGTrial:
     """Read one EEG trial from a file.
 
     Parameters
     ----------
     path : str | Path
-        ``.npz`` (keys ``data`` or ``eeg``; optional ``sfreq``, ``ch_names``, ``subject``, ``label``,
-        ``stimulus``), ``.npy`` (a (128, n_times) array), ``.pth`` (a tensor, an EEG-ImageNet item or a
-        trial dict), ``.fif`` (raw; ``-epo.fif``: the first epoch), ``.edf``, ``.bdf``, ``.set`` or ``.vhdr``
-        (with its ``.eeg`` and ``.vmrk`` beside it). Without channel names, a 128-row array is taken as the
-        model's montage and, without a rate, at 1000 Hz; ``info["assumed"]`` says so.
+        ``.npz`` (keys ``data`` or ``eeg``; optional ``sfreq``, ``ch_names``, ``subject``, ``label`` (0-39),
+        ``stimulus`` (H, W, 3)), ``.npy`` (a (128, n_times) array), ``.pth`` (a tensor, an EEG-ImageNet item or
+        a trial dict), ``.fif`` (raw; ``-epo.fif``: the first epoch, from t = 0), ``.edf``, ``.bdf``, ``.set``
+        (with its ``.fdt`` when the data are separate) or ``.vhdr`` (with its ``.eeg`` and ``.vmrk``). Without
+        channel names, a 128-row array is taken as the model's montage and, without a rate, at 1000 Hz;
+        ``info["assumed"]`` says so.
+    companions : list of (str | Path) | None
+        The files given with ``path`` (uploads: a server must pass them, see below). The header's
+        references must be the bare names of these files and nothing else is read; symbolic links among
+        them are refused. ``None``: the files the header names are taken from ``path``'s folder (a local
+        recording). :func:`neuroimagen.data.companions.companion_names` lists what a header needs.
 
     Returns
     -------
     trial : EEGTrial
-        ``data`` shape (n_chans, n_times), float64, in the file's units; EEG channels only.
+        ``data`` shape (n_chans, n_times), float32, in the file's units; EEG channels only.
 
     Raises
     ------
     TrialFileError (a ValueError)
-        Unsupported extension, empty, oversized, truncated or corrupt file, a pickle with code, no EEG.
+        Unsupported extension, empty, oversized (``MAX_FILE_BYTES`` on disk, ``MAX_TRIAL_BYTES`` as float32),
+        truncated or corrupt file, a pickle with code, no EEG, invalid ``label``/``stimulus``, a header that
+        names a path or a file that was not given, a split FIF.
     FileNotFoundError
         No file at ``path``.
+
+    Notes
+    -----
+    Only the given files are ever opened: MNE reads copies of them in a private folder, the BrainVision
+    header rewritten from its parsed values, under a guard that refuses to open any other file
+    (:mod:`neuroimagen.data.companions`).
     """
     from .._check import validate_type
 
@@ -321,14 +457,15 @@ def read_trial(path: str | Path) -> EEGTrial:
         raise TrialFileError(f"{path.name!r} is empty (0 bytes): expected one EEG trial in {READERS[ext]} format.")
     try:
         _check_size(path)
-        if ext == ".npz":
-            trial = _read_npz(path)
-        elif ext == ".npy":
-            trial = _read_npy(path)
-        elif ext == ".pth":
-            trial = _read_pth(path)
+        if ext in (".npz", ".npy", ".pth"):
+            if companions:
+                names = ", ".join(repr(Path(c).name) for c in companions)
+                raise TrialFileError(f"Got {names} with {path.name!r}: a {READERS[ext]} file is one trial on its own; "
+                                     f"give it alone.")
+            with only_these_files([path]):
+                trial = {".npz": _read_npz, ".npy": _read_npy, ".pth": _read_pth}[ext](path)
         else:
-            trial = _read_mne(path)
+            trial = _read_mne(path, companions)
     except TrialFileError:
         raise
     except ValueError as err:
@@ -344,16 +481,18 @@ def read_trial(path: str | Path) -> EEGTrial:
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     line = text[0] if text else type(err).__name__
-    return line.replace(str(Path.cwd()), ".")[:300]  # never echo where the server keeps its files
+    return re.sub(r"(?:/[^\s'\"/]+)+/", "", line)[:300]  # file names only: never where the server keeps files
+
+
+def _corrupt_msg(name: str, fmt: str, reason: str) -> str:
+    return f"Could not read {name!r} as {fmt}: {reason.rstrip('. ')}. The file may be truncated or corrupt."
 
 
 def _corrupt(path: Path, err: BaseException | str) -> str:
     reason = err if isinstance(err, str) else _first_line(err)
-    reason = reason.replace(str(path.parent) + "/", "").replace(str(path.parent), "").rstrip(". ")
     if isinstance(err, FileNotFoundError):
         reason = f"a file it refers to is missing ({Path(str(err.filename or reason)).name}); give it too"
-    fmt = READERS[path.suffix.lower()]
-    return f"Could not read {path.name!r} as {fmt}: {reason}. The file may be truncated or corrupt."
+    return _corrupt_msg(path.name, READERS[path.suffix.lower()], reason)
 
 
 # ------------------------------------------------------------------------------------------------- writing
