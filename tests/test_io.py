@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import load_script, write_exploit
+from conftest import load_script, smooth_eeg, write_exploit
 
 from neuroimagen.data import EEGTrial, load_eeg_imagenet, preprocess, read_trial, write_trial
 from neuroimagen.data.io import TrialFileError
@@ -80,17 +80,103 @@ def test_brainvision_needs_its_companions(smooth_trial, tmp_path):
         read_trial(path)
 
 
-def test_epochs_fif_gives_the_first_epoch_from_onset(smooth_trial, tmp_path):
+def _corr(a, b) -> float:
+    return float(np.corrcoef(np.ravel(a), np.ravel(b))[0, 1])
+
+
+def test_an_epochs_file_keeps_its_tmin_and_index_or_average_choose(smooth_trial, tmp_path):
     import mne
 
     from neuroimagen.data.montage import make_info
 
-    data = np.stack([smooth_trial.data, 2 * smooth_trial.data])  # 2 epochs, -100 ms .. 399 ms
-    epochs = mne.EpochsArray(data, make_info(), tmin=-0.1, verbose="error")
-    epochs.save(tmp_path / "t-epo.fif", verbose="error")
+    one = smooth_eeg(700)
+    data = np.stack([one, 2 * one, -one])  # 3 epochs, -200 .. 499 ms
+    mne.EpochsArray(data, make_info(), tmin=-0.2, verbose="error").save(tmp_path / "t-epo.fif", verbose="error")
     back = read_trial(tmp_path / "t-epo.fif")
-    np.testing.assert_allclose(back.data, smooth_trial.data[:, 100:], rtol=1e-6, atol=1e-12)
-    assert "first of 2 epochs" in back.info["note"] and "stimulus onset" in back.info["note"]
+    assert back.tmin == pytest.approx(-0.2) and back.data.shape == (128, 700)
+    np.testing.assert_allclose(back.data, one, rtol=1e-6, atol=1e-12)
+    assert back.info["note"] == "epoch 1 of 3, from -200 ms"
+    second = read_trial(tmp_path / "t-epo.fif", index=1)
+    np.testing.assert_allclose(second.data, 2 * one, rtol=1e-6, atol=1e-12)
+    mean = read_trial(tmp_path / "t-epo.fif", average=True)
+    np.testing.assert_allclose(mean.data, data.mean(0), rtol=1e-5, atol=1e-12)
+    assert mean.info["note"].startswith("average of 3 epochs") and mean.info["n_averaged"] == 3
+    with pytest.raises(ValueError, match="'t-epo.fif' has 3 epochs: expected index from 0 to 2, got 3"):
+        read_trial(tmp_path / "t-epo.fif", index=3)
+
+    # the model input starts 20 ms after onset: the epoch decodes like the unshifted trial, not like one whose
+    # tmin is ignored (onset taken at its first sample)
+    unshifted = preprocess(EEGTrial(one[:, 200:], 1000.0, smooth_trial.ch_names, tmin=0.0)).data
+    ignored = preprocess(EEGTrial(back.data, 1000.0, back.ch_names)).data
+    model_input = preprocess(back).data
+    assert _corr(model_input, unshifted) > 0.95 > _corr(ignored, unshifted) + 0.2
+
+
+def _continuous(smooth_trial, n_events: int = 4, gap: int = 700):
+    """A continuous recording with ``n_events`` 'stim' annotations, each followed by the smooth trial (x k+1)."""
+    import mne
+
+    from neuroimagen.data.montage import make_info
+
+    n = 400 + n_events * gap
+    x = np.zeros((128, n))
+    onsets = [300 + k * gap for k in range(n_events)]
+    for k, on in enumerate(onsets):
+        x[:, on - 100:on + 500] += (k + 1) * smooth_eeg(600)
+    raw = mne.io.RawArray(x, make_info(), verbose="error")
+    raw.set_annotations(mne.Annotations([o / 1000 for o in onsets], [0.0] * n_events, ["stim"] * n_events))
+    return raw, onsets
+
+
+@pytest.mark.parametrize("ext", [".fif", ".vhdr", ".edf"])
+def test_a_continuous_recording_gives_the_trial_of_one_event(smooth_trial, tmp_path, ext):
+    """One occurrence gives the same model input as that trial written as an epoch; events are listed;
+    nothing is chosen silently."""
+    import mne
+
+    from neuroimagen.data import read_events
+    from neuroimagen.data.montage import make_info
+
+    raw, onsets = _continuous(smooth_trial)
+    path = tmp_path / f"rec{ext}"
+    if ext == ".fif":
+        raw.save(path, verbose="error")
+    else:
+        mne.export.export_raw(path, raw, physical_range="channelwise" if ext == ".edf" else "auto", verbose="error")
+    events = read_events(path)
+    stim = "Comment/stim" if ext == ".vhdr" else "stim"  # MNE exports annotations as BrainVision comments
+    assert list(events) == [stim] and np.allclose(events[stim], np.array(onsets) / 1000, atol=2e-3)
+    with pytest.raises(ValueError, match=r"'rec" + re.escape(ext) + r"' is a continuous recording of 3\.2 s with "
+                                         rf"events: '{stim}' \(4x\)\. Choose the event"):
+        read_trial(path)
+    with pytest.raises(ValueError, match=rf"has no event 'Stimulus/S 1': its events are '{stim}' \(4x\)"):
+        read_trial(path, event="Stimulus/S 1")
+    trial = read_trial(path, event=stim, index=2, tmin=-0.1, tmax=0.5)
+    assert trial.tmin == pytest.approx(-0.1) and trial.data.shape == (128, 600)
+    assert trial.info["note"] == f"occurrence 3 of 4 of '{stim}', -100 to +500 ms, baseline before onset"
+    epoch = mne.EpochsArray(3 * smooth_eeg(600)[None], make_info(), tmin=-0.1, baseline=(None, 0), verbose="error")
+    epoch.save(tmp_path / "one-epo.fif", verbose="error")
+    atol = 5e-3 if ext == ".edf" else 1e-4  # EDF stores 16-bit integers
+    np.testing.assert_allclose(preprocess(trial).data, preprocess(read_trial(tmp_path / "one-epo.fif")).data,
+                               atol=atol)
+    erp = read_trial(path, event=stim, average=True, tmin=-0.1, tmax=0.5)
+    assert erp.info["n_averaged"] == 4 and f"average of 4 occurrences of '{stim}'" in erp.info["note"]
+    assert _corr(erp.data, smooth_eeg(600)) > 0.99  # (1 + 2 + 3 + 4) / 4 times the trial
+
+
+def test_a_recording_without_events_is_one_trial_only_when_short(smooth_trial, tmp_path):
+    import mne
+
+    from neuroimagen.data.montage import make_info
+
+    long = mne.io.RawArray(np.tile(smooth_trial.data, (1, 18)), make_info(), verbose="error")  # 9 s, no events
+    long.save(tmp_path / "long_raw.fif", verbose="error")
+    with pytest.raises(ValueError, match=r"'long_raw.fif' is a continuous recording of 9.0 s without events: "
+                                         r"expected one trial \(at most 1 s"):
+        read_trial(tmp_path / "long_raw.fif")
+    path = write_trial(smooth_trial, tmp_path / "short_raw.fif")
+    short = read_trial(path)
+    assert short.tmin == 0 and "stimulus onset taken at its first sample" in short.info["assumed"]
 
 
 def test_pth_items_and_bare_arrays(smooth_trial, tmp_path, model_names):

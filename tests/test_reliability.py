@@ -15,6 +15,7 @@ Against the one shared ``python app.py`` of the session (``tests/app_server.py``
 from __future__ import annotations
 
 import json
+import os
 import re
 import urllib.error
 import urllib.request
@@ -24,7 +25,7 @@ import numpy as np
 import pytest
 import torch
 from app_server import app_server  # noqa: F401 (the shared server fixture)
-from conftest import write_exploit
+from conftest import load_script, write_exploit
 from PIL import Image
 
 from neuroimagen.data import EEGTrial, write_trial
@@ -42,8 +43,6 @@ API_MESSAGES = {
     "notes.txt": INVALID_TYPE,  # the upload widget's own file-type check (lists the accepted extensions)
     "table.csv": INVALID_TYPE,
     "trial": INVALID_TYPE,
-    "lonely.vhdr": "A BrainVision header needs its data and marker files uploaded with it: lonely.vhdr names "
-                   "lonely.eeg, lonely.vmrk, which were not uploaded.",
 }
 FAST = dict(num_inference_steps=2)  # one img2img step at strength 0.75: these tests are about plumbing
 
@@ -131,6 +130,46 @@ def test_a_pickle_with_code_is_refused_and_never_runs_in_the_app(client, example
         client.predict(files=[handle_file(str(path))], time_ms=170, api_name="/show_upload")  # the other entry
     assert not marker.exists(), "the pickle's code ran in the app"
     _assert_serves_a_good_request(client, example, app_server, seed=3)
+
+
+# ---------------------------------------------------------------------------------------------- files a header names
+def _reads_leave_atime(path: Path) -> bool:
+    """Whether reading ``path`` moves its access time on this file system (relatime, strictatime), so that a
+    read by the app process can be seen from here; the access time is set back into the past either way."""
+    os.utime(path, (946684800, path.stat().st_mtime))  # atime 2000-01-01, before mtime: relatime updates it
+    path.read_bytes()
+    moved = path.stat().st_atime > 946684800
+    os.utime(path, (946684800, path.stat().st_mtime))
+    return moved
+
+
+@pytest.mark.parametrize("data_line", ["datafile={sentinel}", "DATAFILE=../outside/sentinel.eeg"])
+def test_a_header_never_makes_the_app_read_a_file_that_was_not_uploaded(client, example, app_server, tmp_path,  # noqa: F811
+                                                                        data_line):
+    """A BrainVision header whose DataFile names a file outside the uploads, in a case and section MNE reads
+    and the old check did not; the file WOULD decode fine. The app must refuse it, naming the reference, and
+    never open it (its access time stays put where the file system records reads)."""
+    vhdr_text = load_script("make_bad_inputs").vhdr_text
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    write_trial(EEGTrial(1e-5 * np.ones((1, 500)), 1000.0, ["Cz"]), outside / "sentinel.vhdr")
+    sentinel = outside / "sentinel.eeg"
+    watch = _reads_leave_atime(sentinel)
+    up = tmp_path / "up"
+    up.mkdir()
+    (up / "rec.vhdr").write_text(vhdr_text(data_line.format(sentinel=sentinel), "MarkerFile=rec.vmrk",
+                                           comment="DataFile=rec.eeg"))
+    (up / "rec.eeg").write_bytes(np.zeros(500, np.float32).tobytes())
+    (up / "rec.vmrk").write_text("Brain Vision Data Exchange Marker File, Version 1.0\n[Marker Infos]\n")
+    files = [handle_file(str(up / n)) for n in ("rec.vhdr", "rec.eeg", "rec.vmrk")]
+    for api, kwargs in (("/reconstruct", {**FAST, "source": "upload"}), ("/show_upload", {"time_ms": 170})):
+        with pytest.raises(AppError) as err:
+            client.predict(files=files, api_name=api, **kwargs)
+        _assert_clear(err.value, app_server, "'rec.vhdr' names DataFile=")
+        assert "expected the bare name of a file given with it" in str(err.value)
+    if watch:
+        assert sentinel.stat().st_atime == 946684800, "the app read the file the header named"
+    _assert_serves_a_good_request(client, example, app_server, seed=5)
 
 
 # ---------------------------------------------------------------------------------------------- limits
@@ -323,6 +362,30 @@ def test_loadtest_small_run(app_server, tmp_path):  # noqa: F811
     assert burst["ok"] + burst["queue_full"] == burst["submitted"], burst  # none mismatched or corrupt
     assert burst["app_alive_after"] and burst["next_request"] == "ok"
     assert report["ok"] and app_server.alive()
+
+
+def test_loadtest_corpus_phase_reports_memory_and_explanations(app_server, tmp_path):  # noqa: F811
+    """``--corpus`` sends each file to /show_upload and /reconstruct and reports idle, peak and after RSS:
+    here on three files (the int8 bomb that once took the app to 3 GB, a good one, one with a bad label)."""
+    import shutil
+
+    from demo import loadtest
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    names = ["int8_bomb.npz", "bare_128.npy", "label_1000.npz"]
+    for name in names:
+        shutil.copy(BAD_DIR / name, corpus / name)
+    (corpus / "manifest.json").write_text(json.dumps({n: MANIFEST[n] for n in names}))
+    args = loadtest.parse_args(["--url", app_server.url, "--pid", str(app_server.proc.pid), "--checkpoint",
+                                str(app_server.checkpoint), "--clients", "1", "--requests", "1", "--steps", "2",
+                                "--burst", "0", "--corpus", str(corpus), "--timeout", "300"])
+    report = loadtest.run(args)["corpus"]
+    assert report["files"] == 3 and report["requests"] == 6 and report["accepted"] == 2  # bare_128.npy, twice
+    assert report["unexplained"] == [], report["unexplained"]
+    assert 100 < report["idle_rss_mb"] <= report["peak_rss_mb"] and report["after_rss_mb"] > 100
+    assert report["ok"] == (report["peak_rss_mb"] <= loadtest.CORPUS_PEAK_MB
+                            and report["after_minus_idle_mb"] <= loadtest.CORPUS_AFTER_MB)
 
 
 def test_loadtest_detects_a_mixed_up_result(tmp_path):

@@ -4,7 +4,7 @@
 (numpy only); torch, scipy and MNE are imported by the functions that need them.
 """
 
-from .io import EEGTrial, TrialFileError, read_trial, write_trial
+from .io import EEGTrial, TrialFileError, read_events, read_trial, write_trial
 from .preprocessing import bandpass, preprocess, standardize
 
 
@@ -17,5 +17,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'neuroimagen.data' has no attribute {name!r}")
 
 
-__all__ = ["EEGTrial", "TrialFileError", "read_trial", "write_trial", "preprocess", "bandpass", "standardize",
+__all__ = ["EEGTrial", "TrialFileError", "read_events", "read_trial", "write_trial", "preprocess", "bandpass", "standardize",
            "load_eeg_imagenet", "EEGImageNetDataset", "save_eeg_imagenet", "save_splits"]

@@ -17,6 +17,7 @@ names the file, what was expected and what came; a file that a reader chokes on 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import zipfile
@@ -56,9 +57,12 @@ class EEGTrial:
     stimulus : ndarray, shape (H, W, 3), uint8 | None
         The image that was seen, when known.
     info : dict
-        Provenance (``file``, ``format``, ``assumed`` when rate or channels were not in the file) and,
-        after :func:`~neuroimagen.data.preprocess`, the channel report (``info["channels"]``) and
-        ``info["preprocessed"] = True``.
+        Provenance (``file``, ``format``, ``assumed`` when rate, channels or onset were not in the file,
+        ``note`` for the epoch or event occurrence taken) and, after :func:`~neuroimagen.data.preprocess`,
+        the channel report (``info["channels"]``) and ``info["preprocessed"] = True``.
+    tmin : float
+        Time of the first sample relative to stimulus onset, in seconds: 0 for a trial that starts at
+        onset, -0.2 for an epoch with 200 ms before it.
     """
 
     data: np.ndarray
@@ -68,6 +72,7 @@ class EEGTrial:
     label: int | None = None
     stimulus: np.ndarray | None = None
     info: dict = field(default_factory=dict)
+    tmin: float = 0.0
 
     @property
     def n_chans(self) -> int:
@@ -203,10 +208,20 @@ def _from_mapping(d: dict, name: str) -> EEGTrial:
     image = _opt_int(d.get("image"), "image", name, what="an image index")
     if image is not None:
         trial.info["image"] = image
+    if "tmin" in d:
+        trial.tmin = _seconds(d["tmin"], "tmin", name)
     return trial
 
 
-TRIAL_KEYS = ("data", "eeg", "sfreq", "ch_names", "subject", "label", "stimulus", "image")  # what a trial file holds
+def _seconds(v, key: str, name: str) -> float:
+    a = _as_numpy(v)
+    if a.size != 1 or a.dtype.kind not in "iuf" or not np.isfinite(a).all() or abs(float(a.ravel()[0])) > 60:
+        raise TrialFileError(f"Invalid {key!r} in {name!r}: expected one number of seconds (from -60 to 60), got "
+                             f"{a.tolist()!r}.")
+    return float(a.ravel()[0])
+
+
+TRIAL_KEYS = ("data", "eeg", "sfreq", "ch_names", "tmin", "subject", "label", "stimulus", "image")  # what a trial file holds
 MAX_NAMES_BYTES = 2**20  # channel names, or any small field of a trial file
 
 
@@ -346,53 +361,235 @@ def _eeg_picks(inst, name: str) -> list[int]:
     return list(picks)
 
 
-def _read_mne_staged(path: Path, name: str) -> EEGTrial:
-    """Read a staged recording without preloading: sizes checked first, data read into float32."""
+ONE_TRIAL_SECONDS = 1.0  # a recording without events is taken as one trial (onset at its first sample) up to this
+IGNORED_ANNOTATIONS = ("bad", "edge", "new segment", "boundary")  # annotations that are not stimulus events
+
+
+@dataclass
+class Window:
+    """Which part of a recording becomes the trial: ``event`` occurrence ``index`` (or all, ``average``),
+    from ``tmin`` to ``tmax`` seconds around its onset."""
+
+    event: str | None = None
+    index: int = 0
+    average: bool = False
+    tmin: float = -0.2
+    tmax: float = 0.5
+
+
+def _raw_events(raw) -> dict[str, np.ndarray]:
+    """Event description -> onset samples (from the recording's first sample): annotations (EDF+, BrainVision
+    markers, EEGLAB events, FIF annotations), else the stim channel's codes."""
+    import mne
+
+    sfreq = raw.info["sfreq"]
+    out: dict[str, list[int]] = {}
+    for onset, desc in zip(raw.annotations.onset - raw.first_time, raw.annotations.description):
+        if desc.lower().startswith(IGNORED_ANNOTATIONS) or desc.lower() in ("stimulus/", ""):
+            continue
+        out.setdefault(str(desc), []).append(int(round(onset * sfreq)))
+    stim = mne.pick_types(raw.info, meg=False, stim=True, exclude=[])
+    if not out and len(stim):
+        events = mne.find_events(raw, stim_channel=[raw.ch_names[stim[0]]], shortest_event=1, initial_event=True,
+                                 verbose="error")
+        for sample, _, code in events:
+            out.setdefault(str(int(code)), []).append(int(sample - raw.first_samp))
+    return {k: np.array(sorted(v), dtype=np.int64) for k, v in sorted(out.items())}
+
+
+def _event_list(events: dict[str, np.ndarray], k: int = 8) -> str:
+    items = [f"{name!r} ({len(on)}x)" for name, on in events.items()]
+    return ", ".join(items[:k]) + (f", ... ({len(items)} in all)" if len(items) > k else "")
+
+
+def _cut(raw, picks: list[int], onsets: np.ndarray, window: Window, name: str) -> tuple[np.ndarray, int]:
+    """The window around each onset, baseline-corrected (before onset), in float32; averaged when several.
+
+    Returns (data, number of occurrences used); occurrences whose window leaves the recording are skipped
+    (the caller says how many)."""
+    sfreq = raw.info["sfreq"]
+    start_off, n = int(round(window.tmin * sfreq)), int(round((window.tmax - window.tmin) * sfreq))
+    if n <= 0:
+        raise ValueError(f"Invalid window: tmin={window.tmin:g} s must be before tmax={window.tmax:g} s.")
+    check_trial_bytes((len(picks), n), name)
+    total, used = np.zeros((len(picks), n), np.float64), 0
+    for onset in onsets:
+        start = int(onset) + start_off
+        if start < 0 or start + n > raw.n_times:
+            continue
+        seg = raw.get_data(picks=picks, start=start, stop=start + n)
+        if window.tmin < 0:  # baseline: the mean before onset
+            seg = seg - seg[:, : -start_off].mean(axis=1, keepdims=True)
+        total += seg
+        used += 1
+    return (total / max(used, 1)).astype(np.float32), used
+
+
+def _read_raw_window(raw, name: str, window: Window) -> EEGTrial:
+    """A continuous recording: one occurrence of an event (or their average), or the whole recording when it
+    has no events and is at most one trial long."""
+    if raw.info["sfreq"] <= 0:
+        raise TrialFileError(f"{name!r} has no sampling rate.")
+    picks = _eeg_picks(raw, name)
+    sfreq, seconds = float(raw.info["sfreq"]), raw.n_times / raw.info["sfreq"]
+    events = _raw_events(raw)
+    names = [raw.ch_names[i] for i in picks]
+    if window.event is None:
+        if events:
+            raise TrialFileError(f"{name!r} is a continuous recording of {seconds:.1f} s with events: "
+                                 f"{_event_list(events)}. Choose the event to cut the trial at (event=..., then "
+                                 f"index=... or average=True).")
+        if seconds > ONE_TRIAL_SECONDS:
+            raise TrialFileError(f"{name!r} is a continuous recording of {seconds:.1f} s without events: expected "
+                                 f"one trial (at most {ONE_TRIAL_SECONDS:g} s, starting at stimulus onset) or events "
+                                 f"marking the stimuli. Cut one trial out of the recording, or add its events.")
+        check_trial_bytes((len(picks), raw.n_times), name)
+        data = np.empty((len(picks), raw.n_times), np.float32)
+        for start in range(0, raw.n_times, CHUNK_SAMPLES):
+            stop = min(start + CHUNK_SAMPLES, raw.n_times)
+            data[:, start:stop] = raw.get_data(picks=picks, start=start, stop=stop)
+        info = {"assumed": "no events in the file: stimulus onset taken at its first sample"}
+        return EEGTrial(data=data, sfreq=sfreq, ch_names=names, info=info)
+    if window.event not in events:
+        found = _event_list(events) if events else "none"
+        raise TrialFileError(f"{name!r} has no event {window.event!r}: its events are {found}.")
+    onsets = events[window.event]
+    if not window.average:
+        if not 0 <= window.index < len(onsets):
+            raise TrialFileError(f"{name!r} has {len(onsets)} occurrences of {window.event!r}: expected index from 0 "
+                                 f"to {len(onsets) - 1}, got {window.index}.")
+        onsets = onsets[[window.index]]
+    data, used = _cut(raw, picks, onsets, window, name)
+    if used == 0:
+        raise TrialFileError(f"{name!r}: the window {window.tmin:g} to {window.tmax:g} s around "
+                             f"{'every occurrence' if window.average else 'occurrence ' + str(window.index)} of "
+                             f"{window.event!r} leaves the recording ({seconds:.1f} s).")
+    if window.average:
+        skipped = len(onsets) - used
+        note = (f"average of {used} occurrences of {window.event!r}"
+                + (f" ({skipped} too close to the recording's edges left out)" if skipped else ""))
+    else:
+        note = f"occurrence {window.index + 1} of {len(events[window.event])} of {window.event!r}"
+    note += f", {window.tmin * 1000:+.0f} to {window.tmax * 1000:+.0f} ms" + (
+        ", baseline before onset" if window.tmin < 0 else "")
+    return EEGTrial(data=data, sfreq=sfreq, ch_names=names, info={"note": note, "n_averaged": used},
+                    tmin=window.tmin)
+
+
+def _read_epochs_window(path: Path, name: str, window: Window) -> EEGTrial:
+    """An epochs file keeps its own tmin; ``index`` picks an epoch, ``average`` averages them (of ``event``)."""
+    import mne
+
+    epochs = mne.read_epochs(path, preload=False, verbose="error")
+    if window.event is not None:
+        if window.event not in epochs.event_id:
+            raise TrialFileError(f"{name!r} has no event {window.event!r}: its epochs are of "
+                                 f"{sorted(epochs.event_id)}.")
+        epochs = epochs[window.event]
+    picks = _eeg_picks(epochs, name)
+    n = len(epochs)
+    check_trial_bytes((len(picks), len(epochs.times)), name)
+    of = f" of {window.event!r}" if window.event is not None else ""
+    if window.average:
+        total = np.zeros((len(picks), len(epochs.times)))
+        for k in range(n):
+            total += epochs.get_data(picks=picks, item=k)[0]
+        data, note = (total / n).astype(np.float32), f"average of {n} epochs{of}"
+    else:
+        if not 0 <= window.index < n:
+            raise TrialFileError(f"{name!r} has {n} epochs{of}: expected index from 0 to {n - 1}, got "
+                                 f"{window.index}.")
+        data = epochs.get_data(picks=picks, item=window.index)[0].astype(np.float32)
+        note = f"epoch {window.index + 1} of {n}{of}"
+    note += f", from {epochs.tmin * 1000:+.0f} ms"
+    return EEGTrial(data=data, sfreq=float(epochs.info["sfreq"]), ch_names=[epochs.ch_names[i] for i in picks],
+                    info={"note": note, "n_averaged": n if window.average else 1}, tmin=float(epochs.tmin))
+
+
+def _open_raw(path: Path):
     import mne
 
     ext = path.suffix.lower()
-    info: dict = {}
-    if ext == ".fif" and name.lower().endswith(("-epo.fif", "_epo.fif")):
-        inst = mne.read_epochs(path, preload=False, verbose="error")
-        picks = _eeg_picks(inst, name)
-        keep = np.flatnonzero(inst.times >= 0)  # a trial starts at stimulus onset
-        if keep.size == 0:
-            raise TrialFileError(f"{name!r} has epochs from {inst.tmin:g} to {inst.tmax:g} s: expected samples after "
-                                 f"stimulus onset (t >= 0).")
-        check_trial_bytes((len(picks), len(inst.times)), name)
-        data = inst.get_data(picks=picks, item=0)[0, :, keep[0]:].astype(np.float32)
-        info["note"] = f"first of {len(inst)} epochs"
-        if inst.tmin < 0:
-            info["note"] += ", from stimulus onset (t = 0)"
-        return EEGTrial(data=data, sfreq=float(inst.info["sfreq"]), ch_names=[inst.ch_names[i] for i in picks],
-                        info=info)
     reader = {".fif": mne.io.read_raw_fif, ".edf": mne.io.read_raw_edf, ".bdf": mne.io.read_raw_bdf,
               ".set": mne.io.read_raw_eeglab, ".vhdr": mne.io.read_raw_brainvision}[ext]
     raw = reader(path, preload=False, verbose="error")
     if ext in (".edf", ".bdf"):
         _drop_export_padding(raw)
-    picks = _eeg_picks(raw, name)
-    check_trial_bytes((len(picks), raw.n_times), name)
-    data = np.empty((len(picks), raw.n_times), np.float32)
-    for start in range(0, raw.n_times, CHUNK_SAMPLES):
-        stop = min(start + CHUNK_SAMPLES, raw.n_times)
-        data[:, start:stop] = raw.get_data(picks=picks, start=start, stop=stop)
-    return EEGTrial(data=data, sfreq=float(raw.info["sfreq"]), ch_names=[raw.ch_names[i] for i in picks], info=info)
+    return raw
 
 
-def _read_mne(path: Path, companions) -> EEGTrial:
-    """MNE reads copies of exactly the given files, in a private folder, under a guard that refuses any other."""
-    with stage(path, companions, max_bytes=MAX_FILE_BYTES) as staged:
-        files = [p for p in staged.parent.iterdir()]
-        with only_these_files(files) as refused:
-            try:
-                trial = _read_mne_staged(staged, path.name)
-            except OutsideFileRefused:
-                trial = None
-        if refused or trial is None:
-            raise TrialFileError(f"{path.name!r} made the reader open {', '.join(map(repr, refused))}, which is not "
-                                 f"among the files given: refused. Expected a recording whose files are all given.")
-    return trial
+def _is_epochs(name: str) -> bool:
+    return name.lower().endswith(("-epo.fif", "_epo.fif"))
+
+
+def _read_mne_staged(path: Path, name: str, window: Window) -> EEGTrial:
+    """Read a staged recording without preloading: sizes checked first, data read into float32."""
+    if _is_epochs(name):
+        return _read_epochs_window(path, name, window)
+    return _read_raw_window(_open_raw(path), name, window)
+
+
+@contextlib.contextmanager
+def _reading_mne(path: Path, companions):
+    """MNE reads copies of exactly the given files, in a private folder, under a guard that refuses any other.
+    Yields the staged path; a refused open becomes a TrialFileError naming what was tried."""
+    with stage(path, companions, max_bytes=MAX_FILE_BYTES) as staged, \
+            only_these_files(list(staged.parent.iterdir())) as refused:
+        try:
+            yield staged
+        except OutsideFileRefused:
+            pass
+        else:
+            if not refused:
+                return
+        raise TrialFileError(f"{path.name!r} made the reader open {', '.join(map(repr, refused))}, which is not "
+                             f"among the files given: refused. Expected a recording whose files are all given.")
+
+
+def _read_mne(path: Path, companions, window: Window) -> EEGTrial:
+    with _reading_mne(path, companions) as staged:
+        return _read_mne_staged(staged, path.name, window)
+
+
+def read_events(path: str | Path, companions: Sequence[str | Path] | None = None) -> dict[str, np.ndarray]:
+    """The events of a recording: description -> onsets in seconds from its first sample.
+
+    From the annotations (EDF+, BrainVision ``.vmrk`` markers, EEGLAB events, FIF annotations), else from a
+    stim channel (codes as descriptions, e.g. ``"3"``); for epochs files, the epochs' events (their onset is
+    each epoch's t = 0). Boundary and bad-segment annotations are not events. Array files have none (``{}``).
+
+    Parameters
+    ----------
+    path : str | Path
+        A recording :func:`read_trial` reads.
+    companions : list of (str | Path) | None
+        As for :func:`read_trial`.
+
+    Returns
+    -------
+    events : dict of str to ndarray, shape (n_occurrences,)
+        Onsets in seconds, sorted, per description (sorted by description).
+    """
+    path = _check_path(path)
+    if path.suffix.lower() in (".npz", ".npy", ".pth"):
+        return {}
+    try:
+        with _reading_mne(path, companions) as staged:
+            if _is_epochs(path.name):
+                import mne
+
+                epochs = mne.read_epochs(staged, preload=False, verbose="error")
+                codes = {v: k for k, v in epochs.event_id.items()}
+                out: dict[str, list[float]] = {}
+                for sample, _, code in epochs.events:
+                    out.setdefault(codes.get(code, str(code)), []).append(sample / epochs.info["sfreq"])
+                return {k: np.array(sorted(v)) for k, v in sorted(out.items())}
+            raw = _open_raw(staged)
+            return {k: v / raw.info["sfreq"] for k, v in _raw_events(raw).items()}
+    except (TrialFileError, FileNotFoundError):
+        raise
+    except Exception as err:  # noqa: BLE001 - untrusted bytes: any reader failure becomes one clear message
+        raise TrialFileError(_corrupt(path, err)) from None
 
 
 def _check_size(path: Path) -> None:
@@ -406,7 +603,8 @@ def _check_size(path: Path) -> None:
                              f"{MAX_FILE_BYTES / 2**20:.0f} MB for one trial. Crop the recording to the trial first.")
 
 
-def read_trial(path: str | Path, companions: Sequence[str | Path] | None = None) -> EEGTrial:
+def read_trial(path: str | Path, companions: Sequence[str | Path] | None = None, *, event: str | None = None,
+               index: int = 0, average: bool = False, tmin: float = -0.2, tmax: float = 0.5) -> EEGTrial:
     """Read one EEG trial from a file.
 
     Parameters
@@ -414,20 +612,33 @@ def read_trial(path: str | Path, companions: Sequence[str | Path] | None = None)
     path : str | Path
         ``.npz`` (keys ``data`` or ``eeg``; optional ``sfreq``, ``ch_names``, ``subject``, ``label`` (0-39),
         ``stimulus`` (H, W, 3)), ``.npy`` (a (128, n_times) array), ``.pth`` (a tensor, an EEG-ImageNet item or
-        a trial dict), ``.fif`` (raw; ``-epo.fif``: the first epoch, from t = 0), ``.edf``, ``.bdf``, ``.set``
-        (with its ``.fdt`` when the data are separate) or ``.vhdr`` (with its ``.eeg`` and ``.vmrk``). Without
-        channel names, a 128-row array is taken as the model's montage and, without a rate, at 1000 Hz;
+        a trial dict), ``.fif`` (raw, or epochs when named ``-epo.fif``), ``.edf``, ``.bdf``, ``.set`` (with its
+        ``.fdt`` when the data are separate) or ``.vhdr`` (with its ``.eeg`` and ``.vmrk``). Without channel
+        names, a 128-row array is taken as the model's montage and, without a rate, at 1000 Hz;
         ``info["assumed"]`` says so.
     companions : list of (str | Path) | None
         The files given with ``path`` (uploads: a server must pass them, see below). The header's
         references must be the bare names of these files and nothing else is read; symbolic links among
         them are refused. ``None``: the files the header names are taken from ``path``'s folder (a local
         recording). :func:`neuroimagen.data.companions.companion_names` lists what a header needs.
+    event : str | None
+        A continuous recording: the event (a description of :func:`read_events`) to cut the trial at. Without
+        one, a recording with events is refused with their list, and one without events is taken whole (onset
+        at its first sample, ``info["assumed"]`` says so) only when at most ``ONE_TRIAL_SECONDS`` long. An
+        epochs file: only its epochs of this event.
+    index : int
+        Which occurrence of ``event`` (0-based), or which epoch.
+    average : bool
+        Average every occurrence (or epoch) instead: an ERP; ``info["n_averaged"]`` says how many.
+    tmin, tmax : float
+        The window around the event's onset, in seconds; the mean before onset is subtracted (baseline).
+        Epochs files keep their own window.
 
     Returns
     -------
     trial : EEGTrial
-        ``data`` shape (n_chans, n_times), float32, in the file's units; EEG channels only.
+        ``data`` shape (n_chans, n_times), float32, in the file's units; EEG channels only; ``tmin`` the
+        time of its first sample relative to onset; ``info["note"]`` which epoch or occurrence was taken.
 
     Raises
     ------
@@ -444,17 +655,9 @@ def read_trial(path: str | Path, companions: Sequence[str | Path] | None = None)
     header rewritten from its parsed values, under a guard that refuses to open any other file
     (:mod:`neuroimagen.data.companions`).
     """
-    from .._check import validate_type
-
-    validate_type("path", path, (str, os.PathLike), "str or Path")
-    path = Path(path)
+    window = _window(event, index, average, tmin, tmax)
+    path = _check_path(path)
     ext = path.suffix.lower()
-    if ext not in READERS:
-        raise TrialFileError(f"Unsupported file type {ext or '(none)'!r} for {path.name!r}. Allowed: {ALLOWED}.")
-    if not path.is_file():
-        raise FileNotFoundError(f"No file at {path}.")
-    if path.stat().st_size == 0:
-        raise TrialFileError(f"{path.name!r} is empty (0 bytes): expected one EEG trial in {READERS[ext]} format.")
     try:
         _check_size(path)
         if ext in (".npz", ".npy", ".pth"):
@@ -462,10 +665,13 @@ def read_trial(path: str | Path, companions: Sequence[str | Path] | None = None)
                 names = ", ".join(repr(Path(c).name) for c in companions)
                 raise TrialFileError(f"Got {names} with {path.name!r}: a {READERS[ext]} file is one trial on its own; "
                                      f"give it alone.")
+            if event is not None or average or index:
+                raise TrialFileError(f"{path.name!r} is one trial ({READERS[ext]}): it has no events or epochs to "
+                                     f"choose from (event, index, average are for recordings and epochs files).")
             with only_these_files([path]):
                 trial = {".npz": _read_npz, ".npy": _read_npy, ".pth": _read_pth}[ext](path)
         else:
-            trial = _read_mne(path, companions)
+            trial = _read_mne(path, companions, window)
     except TrialFileError:
         raise
     except ValueError as err:
@@ -478,10 +684,40 @@ def read_trial(path: str | Path, companions: Sequence[str | Path] | None = None)
     return trial
 
 
+def _check_path(path) -> Path:
+    from .._check import validate_type
+
+    validate_type("path", path, (str, os.PathLike), "str or Path")
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext not in READERS:
+        raise TrialFileError(f"Unsupported file type {ext or '(none)'!r} for {path.name!r}. Allowed: {ALLOWED}.")
+    if not path.is_file():
+        raise FileNotFoundError(f"No file at {path}.")
+    if path.stat().st_size == 0:
+        raise TrialFileError(f"{path.name!r} is empty (0 bytes): expected one EEG trial in {READERS[ext]} format.")
+    return path
+
+
+def _window(event, index, average, tmin, tmax) -> Window:
+    from .._check import check_range, validate_type
+
+    validate_type("event", event, (str, type(None)), "str or None")
+    validate_type("index", index, (int, np.integer), "int")
+    validate_type("average", average, (bool, np.bool_), "bool")
+    check_range("index", index, 0)
+    check_range("tmin", tmin, -10.0, 10.0)
+    check_range("tmax", tmax, -10.0, 10.0)
+    if not tmin < tmax or not tmin <= 0 < tmax:
+        raise ValueError(f"Invalid window: expected tmin <= 0 < tmax (seconds around the event's onset), got "
+                         f"tmin={tmin!r}, tmax={tmax!r}.")
+    return Window(event, int(index), bool(average), float(tmin), float(tmax))
+
+
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     line = text[0] if text else type(err).__name__
-    return re.sub(r"(?:/[^\s'\"/]+)+/", "", line)[:300]  # file names only: never where the server keeps files
+    return re.sub(r"(?:[^\s'\"/]*/)+", "", line)[:300]  # file names only: never where the server keeps files
 
 
 def _corrupt_msg(name: str, fmt: str, reason: str) -> str:

@@ -135,7 +135,8 @@ def preprocess(trial, ch_names: tuple[str, ...] | list[str] | None = None, sfreq
     Parameters
     ----------
     trial : EEGTrial
-        From :func:`neuroimagen.data.read_trial`; data shape (n_chans, n_times), stimulus onset at sample 0.
+        From :func:`neuroimagen.data.read_trial`; data shape (n_chans, n_times), its first sample at
+        ``trial.tmin`` seconds from stimulus onset (0: onset at sample 0; -0.2: an epoch with a baseline).
     ch_names : list of str | None
         The model's channels (default: the 128 actiCAP channels of ``brainproducts-RNP-BA-128``).
     sfreq : float
@@ -200,15 +201,18 @@ def preprocess(trial, ch_names: tuple[str, ...] | list[str] | None = None, sfreq
             f"{len(file_names)} channels ({_names(file_names)}). At most {max_interpolated} missing channels "
             f"can be interpolated.")
     matched = [m for m in model if m in rows]
-    x = np.zeros((len(model), data.shape[1]))
+    # Memory: only the model's channels are copied, in float32 (the file's other channels never are), and every
+    # check below works row by row, so a long trial at a high rate costs about one copy of what is used.
+    x = np.zeros((len(model), data.shape[1]), np.float32)
     k_matched = [k for k, m in enumerate(model) if m in rows]
-    x[k_matched] = data[[rows[m] for m in matched]]
-    bad = ~np.isfinite(x[k_matched])
-    if bad.any():
-        bad_rows = [matched[i] for i in np.flatnonzero(bad.any(axis=1))]
-        raise ValueError(f"The EEG contains {int(bad.sum())} NaN or infinite values in {len(bad_rows)} channels "
+    for k, m in zip(k_matched, matched):
+        x[k] = data[rows[m]]
+    n_bad = np.array([int((~np.isfinite(x[k])).sum()) for k in k_matched], dtype=np.int64)
+    if n_bad.any():
+        bad_rows = [matched[i] for i in np.flatnonzero(n_bad)]
+        raise ValueError(f"The EEG contains {int(n_bad.sum())} NaN or infinite values in {len(bad_rows)} channels "
                          f"({_names(bad_rows, 5)}); expected finite numbers. Repair or drop those channels first.")
-    std = x[k_matched].std(axis=1)
+    std = np.array([x[k].std(dtype=np.float64) for k in k_matched])
     if len(std) and std.max() < FLAT_STD:
         raise ValueError(f"The EEG is flat: all {len(std)} model channels in the file are constant; expected a "
                          f"recording (e.g. tens of microvolts).")
@@ -233,12 +237,22 @@ def preprocess(trial, ch_names: tuple[str, ...] | list[str] | None = None, sfreq
         x = resample_poly(x, frac.numerator, frac.denominator, axis=-1)
         info["resampled"] = f"{trial.sfreq:g} Hz -> {sfreq:g} Hz"
 
-    # 4. Length: the crop must fit, unless the trial is already cropped
+    # 4. Length: the crop, counted from stimulus onset (trial.tmin before the first sample), must fit,
+    #    unless the trial starts at onset and is exactly the crop's length (already cropped)
     n_crop = crop[1] - crop[0]
-    if x.shape[1] != n_crop and x.shape[1] < crop[1]:
+    tmin = float(getattr(trial, "tmin", 0.0))
+    onset = int(round(-tmin * sfreq))
+    already = tmin == 0 and x.shape[1] == n_crop
+    start, stop = (0, n_crop) if already else (onset + crop[0], onset + crop[1])
+    starts = f" (it starts {tmin * 1000:+.0f} ms from onset)" if tmin else ""
+    if start < 0:
+        raise ValueError(f"The trial starts too late: its first sample is {tmin * 1000:.0f} ms after stimulus onset; "
+                         f"expected data from {crop[0] / sfreq * 1000:.0f} ms after onset (samples {crop[0]}-{crop[1]} "
+                         f"after onset are used).")
+    if stop > x.shape[1]:
         raise ValueError(f"The trial is too short: {trial.n_times} samples at {trial.sfreq:g} Hz "
-                         f"({trial.duration * 1000:.0f} ms); expected at least {crop[1] / sfreq * 1000:.0f} ms from "
-                         f"stimulus onset (samples {crop[0]}-{crop[1]} are used), or exactly {n_crop} samples "
+                         f"({trial.duration * 1000:.0f} ms{starts}); expected at least {crop[1] / sfreq * 1000:.0f} ms "
+                         f"from stimulus onset (samples {crop[0]}-{crop[1]} are used), or exactly {n_crop} samples "
                          f"at {sfreq:g} Hz if already cropped.")
 
     # 5. Interpolate missing / flat channels from their neighbours (MNE spherical splines)
@@ -247,16 +261,14 @@ def preprocess(trial, ch_names: tuple[str, ...] | list[str] | None = None, sfreq
 
     # 6. Filter on the whole trial, then crop, then standardize
     x = bandpass(x, sfreq, l_freq, h_freq)
-    if x.shape[1] == n_crop:
+    if already:
         info["cropped"] = f"already {n_crop} samples: taken as samples {crop[0]}-{crop[1]} after onset, not cropped"
-    else:
-        x = x[:, crop[0]:crop[1]]
-    x = standardize(x)
+    x = standardize(x[:, start:stop])
     info["channels"] = {"mapped": [m for m in matched if m not in interpolated], "interpolated": interpolated,
                         "dropped": dropped}
     info["preprocessed"] = True
     return EEGTrial(data=x.astype(np.float32), sfreq=float(sfreq), ch_names=list(model), subject=trial.subject,
-                    label=trial.label, stimulus=trial.stimulus, info=info)
+                    label=trial.label, stimulus=trial.stimulus, info=info, tmin=crop[0] / sfreq)
 
 
 def _interpolate(x: np.ndarray, ch_names: tuple[str, ...], sfreq: float, bads: list[str]) -> np.ndarray:
