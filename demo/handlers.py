@@ -2,7 +2,8 @@
 
 Every handler turns the library's ``ValueError`` / ``TypeError`` / ``FileNotFoundError`` into
 ``gr.Error(message)`` so the user reads the library's own explanation and the app keeps serving.
-Trials come from three sources, all reachable through the API with plain values:
+A user's mistake writes one line to the server log (logger ``demo``); anything else is a bug and keeps its
+traceback. Trials come from three sources, all reachable through the API with plain values:
 
 - ``"example"``: a name from ``examples/index.json`` (or any ``examples/*.npz`` when there is no index);
 - ``"upload"``: one trial file, with its companions (BrainVision ``.vhdr`` + ``.eeg`` + ``.vmrk``,
@@ -15,6 +16,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import logging
 import re
 import tempfile
 import time
@@ -47,12 +49,23 @@ MAX_SEED = 2**31 - 1
 TMIN = CROP[0] / SFREQ  # the model input starts 20 ms after stimulus onset
 DEFAULT_LATENCY_MS = 170  # the N1 / N170 of visual evoked potentials
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError)
+logger = logging.getLogger("demo")
 
 # Upload limits (docs/RELIABILITY.md). A trial is ~0.5 s of 128 channels (~0.25-0.5 MB); these bound what one
 # request can cost in memory and CPU before the model runs: Gradio refuses bigger files while they stream in
 # (ui.py passes MAX_UPLOAD_BYTES as ``max_file_size``), and ``preprocess`` refuses, before any resampling,
 # filtering or interpolation, trials over the library's limits (neuroimagen.data.preprocessing.check_trial_limits).
 MAX_UPLOAD_BYTES = 10 * 2**20  # per file; the library's own limit (io.MAX_FILE_BYTES) is 100 MB
+
+
+def refuse(message: str, title: str = "Invalid input", event: str = "request") -> gr.Error:
+    """A ``gr.Error`` for a user's mistake: the user reads ``message``; the server log gets one line, no traceback.
+
+    Gradio prints the traceback of every exception an event raises unless it is a ``gr.Error`` with
+    ``print_exception=False`` (``queueing.py``); a bad upload is not a bug of the app.
+    """
+    logger.info("%s refused (%s): %s", event, title, " ".join(str(message).split()))
+    return gr.Error(message, title=title, print_exception=False)
 
 
 def user_errors(fn):
@@ -62,11 +75,13 @@ def user_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except gr.Error:
+        except gr.Error as err:
+            if err.print_exception:  # raised by our own code or Gradio's: still the user's mistake
+                raise refuse(err.message, err.title, fn.__name__) from err
             raise
         except USER_ERRORS as err:
-            raise gr.Error(str(err), title="File not found" if isinstance(err, FileNotFoundError) else "Invalid input"
-                           ) from err
+            title = "File not found" if isinstance(err, FileNotFoundError) else "Invalid input"
+            raise refuse(str(err), title, fn.__name__) from err
 
     return wrapper
 
@@ -99,8 +114,8 @@ class Example:
 
     @property
     def caption(self) -> str:
-        name = self.class_name or "unknown class"
-        return name if self.subject is None else f"{name} (S{self.subject})"
+        """The gallery caption: the class (the trial's name and subject show when it is picked)."""
+        return self.class_name or "unknown class"
 
 
 def load_examples(examples_dir: str | Path | None = None) -> list[Example]:
@@ -134,21 +149,39 @@ def _npz_entry(path: Path) -> dict:
     return {"file": path.name, "label": label, "subject": subject}
 
 
-def upload_examples(examples_dir: str | Path | None = None) -> list[list[str]]:
-    """Files in the examples folder that show each upload format, grouped with their companions.
+# What each upload format is called, and the companion files it is uploaded with.
+FORMATS = {
+    ".vhdr": ("BrainVision", (".eeg", ".vmrk")),
+    ".set": ("EEGLAB", (".fdt",)),
+    ".fif": ("MNE (FIF)", ()),
+    ".edf": ("EDF", ()),
+    ".bdf": ("BioSemi (BDF)", ()),
+    ".npz": ("NumPy archive", ()),
+    ".npy": ("NumPy array, the model's 128 channels at 1 kHz", ()),
+    ".pth": ("PyTorch, one EEG-ImageNet item", ()),
+}
 
-    Returns one ``[paths]`` entry per trial file that is not an indexed example, e.g.
-    ``[["examples/formats/trial.vhdr", ".../trial.eeg", ".../trial.vmrk"], ["examples/formats/trial.edf"]]``.
+
+def upload_examples(examples_dir: str | Path | None = None) -> list[tuple[str, list[str]]]:
+    """Files in the examples folder that show each upload format: ``(label, [trial file, companions...])``.
+
+    One entry per trial file that is not an indexed example, with only the companions its format uses (a
+    BrainVision header's ``.eeg`` and ``.vmrk``, an EEGLAB ``.set``'s ``.fdt``, when there), e.g.
+    ``("BrainVision: trial.vhdr + .eeg + .vmrk", ["examples/formats/trial.vhdr", ".../trial.eeg", ...])``.
     """
     root = Path(EXAMPLES_DIR if examples_dir is None else examples_dir)
     indexed = {e.file.resolve() for e in load_examples(root)} if root.is_dir() else set()
-    groups = []
-    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in TRIAL_EXTENSIONS):
+    entries = []
+    order = list(FORMATS)
+    for path in sorted((p for p in root.rglob("*") if p.suffix.lower() in TRIAL_EXTENSIONS),
+                       key=lambda p: (order.index(p.suffix.lower()) if p.suffix.lower() in order else len(order), p)):
         if path.resolve() in indexed:
             continue
-        companions = sorted(p for p in path.parent.glob(path.stem + ".*") if p.suffix.lower() in COMPANION_EXTENSIONS)
-        groups.append([str(path)] + [str(p) for p in companions])
-    return groups
+        name, companion_exts = FORMATS.get(path.suffix.lower(), (path.suffix.lower(), ()))
+        companions = [c for ext in companion_exts if (c := path.with_suffix(ext)).is_file()]
+        label = f"{name}: {path.name}" + "".join(f" + {c.suffix}" for c in companions)
+        entries.append((label, [str(path)] + [str(c) for c in companions]))
+    return entries
 
 
 # --------------------------------------------------------------------------------------------------
@@ -310,6 +343,17 @@ class Handlers:
         return self._simulated_trial(_class_index(sim_class), _int_in("sim_image", sim_image, 1, IMAGES_PER_CLASS),
                                      _int_in("sim_subject", sim_subject, 1, N_SUBJECTS), sim_noise)
 
+    @staticmethod
+    def trial_key(source: str, example: str | None, files, sim_class: str, sim_image, sim_subject,
+                  sim_noise: str) -> str:
+        """Which trial the widgets describe, without reading it (uploads by their stored paths: Gradio stores
+        each upload in a folder named by its content's hash, so another file of the same name differs)."""
+        if source == "example":
+            return f"example:{Path(str(example)).stem if example else ''}"
+        if source == "upload":
+            return "upload:" + "|".join(sorted(str(getattr(f, "name", f)) for f in _as_list(files)))
+        return f"simulate:{sim_class}:{sim_image}:{sim_subject}:{sim_noise}"
+
     def trial(self, source: str, example: str | None, files, sim_class: str, sim_image, sim_subject,
               sim_noise: str) -> LoadedTrial:
         """The trial the widgets describe."""
@@ -356,8 +400,8 @@ class Handlers:
     @user_errors
     def load_upload(self, files=None, time_ms: float = DEFAULT_LATENCY_MS):
         """Load an uploaded trial: (source, facts, butterfly, topomap, channels, stimulus, state)."""
-        if not _as_list(files):  # the upload widget was cleared
-            return ("upload", "", None, None, "", None, None)
+        if not _as_list(files):  # nothing uploaded yet, or the upload widget was cleared
+            return ("upload", NO_UPLOAD, None, None, "", None, None)
         trial = self.upload_trial(files)
         # The session keeps only what the topomap needs (not the raw recording, up to MAX_UPLOAD_BYTES read
         # as float64): sessions live on after the request (Gradio drops their state ~1 h after they close).
@@ -371,9 +415,39 @@ class Handlers:
         return ("simulate", *self.eeg_views(trial, time_ms), trial)
 
     @staticmethod
+    def no_trial():
+        """The EEG panel when the chosen trial could not be read (the error message says why):
+        (facts, butterfly, topomap, channels, stimulus, state)."""
+        return (UNREADABLE, None, None, "", None, None)
+
+    @staticmethod
     def show_ablation(ablation: bool):
         """Show the ablation gallery only while its checkbox is ticked."""
         return gr.Gallery(visible=bool(ablation))
+
+    # Results: (reconstruction, saliency map, caption, class probabilities, seed used, top captions, ablation
+    # gallery, notes, title), cleared together; the seen image belongs to the trial and stays.
+    @staticmethod
+    def clear_results():
+        """Empty results, shown while a reconstruction runs: a failed one leaves nothing stale on screen."""
+        return (*EMPTY_RESULTS[:-1], RUNNING)
+
+    @staticmethod
+    def clear_results_if(ablation: bool):
+        """Empty results when the ablation box was just ticked (its run follows), else leave them."""
+        return Handlers.clear_results() if ablation else tuple(gr.skip() for _ in EMPTY_RESULTS)
+
+    @staticmethod
+    def failed_results() -> str:
+        """The results title after a reconstruction failed (its outputs were emptied when it started)."""
+        return FAILED
+
+    def clear_stale(self, source: str, example: str | None, files, sim_class: str, sim_image, sim_subject,
+                    sim_noise: str, result_key: str | None):
+        """After a trial is loaded: empty the results unless they are of the trial the widgets now describe
+        (a reconstruction of this trial may have finished while it was loading)."""
+        key = self.trial_key(source, example, files, sim_class, sim_image, sim_subject, sim_noise)
+        return tuple(gr.skip() for _ in EMPTY_RESULTS) if key == result_key else EMPTY_RESULTS
 
     @user_errors
     def topomap(self, time_ms: float, state: LoadedTrial | None):
@@ -390,11 +464,12 @@ class Handlers:
         """Reconstruct the seen image from the chosen trial.
 
         Returns (reconstruction, saliency map, caption, class probabilities, seed used, top-5 captions,
-        true stimulus, ablation gallery, notes).
+        true stimulus, ablation gallery, notes, title naming the trial), and the trial's key for the page.
         """
         t0 = time.perf_counter()
         progress(0, desc="Reading the trial")
         trial = self.trial(source, example, files, sim_class, sim_image, sim_subject, sim_noise)
+        key = self.trial_key(source, example, files, sim_class, sim_image, sim_subject, sim_noise)
         if randomize_seed:
             seed = int(np.random.default_rng().integers(0, MAX_SEED))
         seed = _int_in("seed", seed, 0, MAX_SEED)
@@ -402,13 +477,16 @@ class Handlers:
         kwargs = dict(strength=float(strength), guidance_scale=float(guidance_scale), num_inference_steps=steps,
                       caption_source=caption_source, output_type="pil",
                       layout_weight=None if layout_weight is None else float(layout_weight))
-        progress(0.05, desc="Decoding the EEG and denoising")
+        runs = 3 if ablation else 1
+        progress(0.05, desc="Decoding the EEG and denoising" + (f" (run 1 of {runs})" if ablation else ""))
         out = self.pipe(trial.model, generator=torch.Generator().manual_seed(seed), mode="both", **kwargs)
         gallery = None
         if ablation:
             # The paper's ablation: same trial, same seed, one condition left out at a time.
             gallery = []
-            for mode, label in (("saliency_only", "saliency map only"), ("caption_only", "caption only")):
+            for k, (mode, label) in enumerate((("saliency_only", "saliency map only"),
+                                               ("caption_only", "caption only")), start=2):
+                progress((k - 1) / runs, desc=f"Ablation: {label} (run {k} of {runs})")
                 alt = self.pipe(trial.model, generator=torch.Generator().manual_seed(seed), mode=mode, **kwargs)
                 gallery.append((alt.images[0], label))
             gallery.append((out.images[0], "saliency map + caption"))
@@ -417,12 +495,40 @@ class Handlers:
         notes = list(out.notes) + [f"Seed {seed}; {steps} steps at strength {strength:g} (img2img runs "
                                    f"{int(steps * float(strength))}), guidance {float(guidance_scale):g}; "
                                    f"{time.perf_counter() - t0:.2f} s on {self.pipe.device}."]
+        label = trial.label
+        title = f"Reconstructed from **{trial.name}**" + (f" (true class: {CLASS_NAMES[label]})"
+                                                          if label is not None else "")
         return (out.images[0], out.saliency_maps[0], caption, probs, seed, captions_table(out), trial.stimulus,
-                gallery, "\n".join(f"- {n}" for n in notes))
+                gallery, "\n".join(f"- {n}" for n in notes), title, key)
+
+    def reconstruct_if_ablation(self):
+        """``reconstruct`` for the ablation checkbox: runs when it is ticked, leaves everything when unticked.
+
+        Same parameters as :meth:`reconstruct` (Gradio reads them, and ``gr.Progress``, from its signature).
+        """
+        import inspect
+
+        signature = inspect.signature(self.reconstruct)
+
+        @functools.wraps(self.reconstruct)
+        def run(*args, **kwargs):
+            if not signature.bind(*args, **kwargs).arguments.get("ablation"):
+                return tuple(gr.skip() for _ in range(len(EMPTY_RESULTS) + 2))  # + seen image, trial key
+            return self.reconstruct(*args, **kwargs)
+
+        return run
 
 
 # --------------------------------------------------------------------------------------------------
 # Text views
+NO_UPLOAD = ("**No trial uploaded yet.** Drop one EEG trial file above (with its companion files), or click one "
+             "of the example files: its EEG shows here, and Reconstruct uses it.")
+UNREADABLE = ("**This trial could not be read**: the error message says why. Upload another file or pick "
+              "another trial; Reconstruct uses what this panel shows.")
+NO_RESULTS = "Press **Reconstruct**: the results of the trial shown appear here."
+RUNNING = "Reconstructing the trial shown…"
+FAILED = "**The reconstruction failed**: the error message says why. Nothing shown here is stale."
+EMPTY_RESULTS = (None, None, "", None, None, "", None, "", NO_RESULTS)
 def _as_list(files) -> list:
     if files is None:
         return []
@@ -439,16 +545,13 @@ def trial_facts(trial: LoadedTrial) -> str:
     """A markdown table: the trial as read and as the model sees it."""
     r, m = trial.raw, trial.model
     label = trial.label
-    rows = [
-        ("channels", f"{len(r.ch_names)}", f"{len(m.ch_names)}"),
-        ("sampling rate", f"{r.sfreq:g} Hz", f"{m.sfreq:g} Hz"),
-        ("duration", f"{1000 * r.data.shape[-1] / r.sfreq:.0f} ms", f"{1000 * m.data.shape[-1] / m.sfreq:.0f} ms"),
-    ]
-    lines = [f"**{trial.name}**", "", "| | as read | model input |", "|---|---|---|"]
-    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     subject = getattr(r, "subject", None)
-    lines += ["", f"subject: **{subject if subject is not None else 'unknown'}** · true class: "
-                  f"**{CLASS_NAMES[label] if label is not None else 'unknown'}**"]
+    lines = [f"**{trial.name}**", "",
+             f"subject: **{subject if subject is not None else 'unknown'}** · true class: "
+             f"**{CLASS_NAMES[label] if label is not None else 'unknown'}**", "",
+             "| | channels | sampling rate | duration |", "|---|---|---|---|"]
+    lines += [f"| {what} | {len(t.ch_names)} | {t.sfreq:g} Hz | {1000 * t.data.shape[-1] / t.sfreq:.0f} ms |"
+              for what, t in (("as read", r), ("model input", m))]
     notes = [info.get(k) for info in (r.info, m.info) if isinstance(info, dict)
              for k in ("assumed", "note", "resampled", "cropped")]
     lines += [f"\n*{n}*" for n in dict.fromkeys(n for n in notes if n)]
@@ -472,13 +575,26 @@ def channel_report(trial) -> str:
     return "\n".join(lines)
 
 
+# The detailed captions describe how a stimulus was drawn in the words of its generator
+# (neuroimagen.data.stimuli.detailed_caption); the app shows them in plainer words. Display only: the model is
+# conditioned on the caption bank's own text and states, which the "Decoded caption" box shows as they are.
+PLAIN_WORDS = {"mirrored": "flipped left to right"}
+
+
+def plain_caption(text: str) -> str:
+    """A caption for display, in plain words (``PLAIN_WORDS``)."""
+    for word, plain in PLAIN_WORDS.items():
+        text = re.sub(rf"\b{word}\b", plain, text)
+    return text
+
+
 def captions_table(out) -> str:
     """Top-5 label captions (probability) and detailed captions (similarity) as markdown."""
-    lines = ["| decoded caption | p |", "|---|---|"]
-    lines += [f"| {text} | {score:.3f} |" for text, score in out.captions[0]]
+    lines = ["| decoded caption | probability |", "|---|---|"]
+    lines += [f"| {plain_caption(text)} | {score:.3f} |" for text, score in out.captions[0]]
     if getattr(out, "detailed_captions", None):
         lines += ["", "| nearest detailed caption | similarity |", "|---|---|"]
-        lines += [f"| {text} | {score:.3f} |" for text, score in out.detailed_captions[0]]
+        lines += [f"| {plain_caption(text)} | {score:.3f} |" for text, score in out.detailed_captions[0]]
     return "\n".join(lines)
 
 
@@ -497,3 +613,43 @@ def model_card(pipe) -> str | None:
     """The checkpoint's model card (README.md) text, when the pipeline was loaded from a folder."""
     path = Path(str(pipe.config.get("_name_or_path", "") or "")) / "README.md"
     return path.read_text() if path.is_file() else None
+
+
+@dataclass
+class ModelCard:
+    """A model card split for display: its YAML metadata as a table, its body as markdown sections."""
+
+    title: str  # the body's "# " heading ("" without one)
+    metadata: str  # markdown table of the front matter ("" without one)
+    intro: str  # the body up to its first "## " heading
+    sections: list[tuple[str, str]]  # (heading, markdown) of each "## " section
+
+
+def split_model_card(text: str) -> ModelCard:
+    """Split a Hugging Face model card: ``---`` YAML front matter, then markdown.
+
+    Markdown would render the front matter as a heading (its closing ``---`` underlines the lines above);
+    here it becomes a two-column table, and the body is cut at its ``## `` headings.
+    """
+    import yaml
+
+    metadata = ""
+    match = re.match(r"\A---[ \t]*\n(.*?)\n---[ \t]*(?:\n|\Z)", text, flags=re.S)
+    if match:
+        text = text[match.end():]
+        try:
+            meta = yaml.safe_load(match.group(1))
+        except yaml.YAMLError:
+            meta = None
+        if isinstance(meta, dict) and meta:
+            def cell(value) -> str:
+                value = ", ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+                return value.replace("|", "\\|").replace("\n", " ")
+
+            metadata = "\n".join(["| | |", "|---|---|"] + [f"| {k} | {cell(v)} |" for k, v in meta.items()])
+    title = ""
+    if match := re.match(r"\s*# +(.+?)\s*$", text, flags=re.M):
+        title, text = match.group(1), text[match.end():]
+    parts = re.split(r"^## +(.+?)\s*$", text, flags=re.M)  # [intro, heading, body, heading, body, ...]
+    sections = [(parts[i].strip(), parts[i + 1].strip()) for i in range(1, len(parts) - 1, 2)]
+    return ModelCard(title=title, metadata=metadata, intro=parts[0].strip(), sections=sections)

@@ -1,13 +1,16 @@
 """The app's API through gradio_client, against ``python app.py`` running in a subprocess.
 
 ``/reconstruct`` takes plain values (an example name, or uploaded files with ``handle_file``) and
-returns (reconstruction, saliency map, caption, class probabilities, seed, top captions, seen image,
-ablation gallery, notes). Bad files must come back as a clear ``AppError`` while the app keeps serving.
+returns (reconstruction, saliency map, caption, class probabilities, seed used, top captions, seen image,
+ablation gallery, notes, title naming the trial). Bad files must come back as a clear ``AppError`` while
+the app keeps serving, and write one line to the server's log. The handlers' pure helpers are tested
+here too, without a server.
 """
 
 from __future__ import annotations
 
 import json
+import time
 import warnings
 from pathlib import Path
 
@@ -71,7 +74,7 @@ def _raw_from_example(npz_path):
 
 def test_reconstruct_example(client, example):
     name, label, _ = example
-    recon, sal, caption, probs, seed, captions, stimulus, ablation, notes = client.predict(
+    recon, sal, caption, probs, seed, captions, stimulus, ablation, notes, title = client.predict(
         source="example", example=name, seed=123, api_name="/reconstruct")  # every other input at its default
     _assert_not_blank(recon)
     _assert_not_blank(sal)
@@ -85,6 +88,7 @@ def test_reconstruct_example(client, example):
     assert caption in captions  # the caption is among the top captions listed
     assert "Seed 123" in notes and "25 steps" in notes
     assert not ablation  # only with the checkbox
+    assert f"example {name}" in title  # the results name the trial they are of
 
 
 def test_seed_reproduces_and_randomize_returns_the_seed_used(client, example):
@@ -188,6 +192,46 @@ def test_layout_prior_weight_changes_the_start_image(client, example, app_server
             _reconstruct(client, source="example", example=name, layout_weight=1.0)
 
 
+def test_too_few_steps_for_the_strength_are_refused_and_the_fewest_run(client, example):
+    """Steps 1 at strength 0.75 gives int(0.75) = 0 denoising steps: refused before running, naming the fewest."""
+    with pytest.raises(AppError, match="at strength=0.75 num_inference_steps must be at least 2, but got 1"):
+        _reconstruct(client, source="example", example=example[0], num_inference_steps=1, strength=0.75)
+    out = _reconstruct(client, source="example", example=example[0], num_inference_steps=2, strength=0.75)
+    _assert_not_blank(out[1])
+    assert "2 steps at strength 0.75 (img2img runs 1)" in out[8]
+
+
+def _new_log(app_server, offset: int, n_lines: int, timeout_s: float = 10.0) -> str:  # noqa: F811
+    """The server's log after ``offset``, once it has ``n_lines`` lines (or after ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        text = app_server.log.read_bytes()[offset:].decode(errors="replace")
+        if len(text.splitlines()) >= n_lines or time.monotonic() > deadline:
+            return text
+        time.sleep(0.2)
+
+
+def test_a_user_error_writes_one_log_line(client, example, app_server, tmp_path):  # noqa: F811
+    """A user's mistake is one line in the server log (what and why), never a traceback."""
+    corrupt = tmp_path / "broken.edf"
+    corrupt.write_bytes(b"0       " + bytes(np.random.default_rng(1).integers(0, 256, 3000, dtype=np.uint8)))
+    mistakes = [dict(source="upload", files=[handle_file(str(corrupt))]),  # the library's message
+                dict(source="example", example=example[0], num_inference_steps=1),  # the pipeline's
+                dict(source="example", example=example[0], strength=0.0),  # Gradio's own slider range check
+                dict(source="upload")]  # the app's
+    for k, kwargs in enumerate(mistakes):
+        offset = app_server.log.stat().st_size
+        with pytest.raises(AppError):
+            _reconstruct(client, **kwargs)
+        log = _new_log(app_server, offset, 1)
+        time.sleep(0.5)  # anything printed after the line (a traceback) would arrive now
+        log = _new_log(app_server, offset, 1)
+        assert "Traceback" not in log, f"mistake {k} printed a traceback:\n{log}"
+        lines = [ln for ln in log.splitlines() if ln.strip()]
+        assert len(lines) == 1 and "refused" in lines[0], f"mistake {k} should write one line, wrote:\n{log}"
+    assert "broken.edf" in app_server.log.read_text(errors="replace")  # the line says which file
+
+
 def test_out_of_range_settings_are_explained(client, example):
     with pytest.raises(AppError, match="0.05") as err:  # names the allowed minimum
         _reconstruct(client, source="example", example=example[0], strength=0.0)
@@ -213,3 +257,58 @@ def test_simulated_trial(client):
     out = _reconstruct(client, source="simulate", sim_class="banana", sim_image=3, sim_subject=2, seed=0)
     _assert_not_blank(out[0])
     assert np.array_equal(_pixels(out[6]), _pixels(stimulus))  # the simulated trial's own stimulus
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def test_user_errors_turn_mistakes_into_quiet_messages_and_let_bugs_through():
+    import gradio as gr
+
+    from demo.handlers import user_errors
+
+    @user_errors
+    def handler(kind):
+        raise {"mistake": ValueError("Invalid value for the 'x' parameter."), "bug": KeyError("oops")}[kind]
+
+    with pytest.raises(gr.Error) as err:
+        handler("mistake")
+    assert err.value.message == "Invalid value for the 'x' parameter." and not err.value.print_exception
+    with pytest.raises(KeyError):  # a bug keeps its type, so Gradio prints its traceback
+        handler("bug")
+
+
+def test_upload_examples_one_entry_per_format_with_its_own_companions(tmp_path):
+    from demo.handlers import upload_examples
+
+    formats = tmp_path / "formats"
+    formats.mkdir()
+    for ext in (".vhdr", ".eeg", ".vmrk", ".edf", ".fif", ".set"):
+        (formats / f"trial{ext}").write_bytes(b"x")
+    entries = upload_examples(tmp_path)
+    assert [label for label, _ in entries] == ["BrainVision: trial.vhdr + .eeg + .vmrk", "EEGLAB: trial.set",
+                                               "MNE (FIF): trial.fif", "EDF: trial.edf"]
+    files = {Path(paths[0]).suffix: [Path(p).name for p in paths] for _, paths in entries}
+    assert files[".vhdr"] == ["trial.vhdr", "trial.eeg", "trial.vmrk"]
+    assert files[".edf"] == ["trial.edf"] and files[".set"] == ["trial.set"]  # no BrainVision files with them
+
+
+def test_model_card_front_matter_becomes_a_table():
+    from demo.handlers import split_model_card
+
+    card = split_model_card("---\nlicense: cc-by-sa-4.0\ntags: [eeg, diffusion]\n---\n\n# tiny\n\nIntro.\n\n"
+                            "## Components\n\n| a | b |\n\n## Limits\n\n- simulated\n")
+    assert card.title == "tiny" and card.intro == "Intro."
+    assert "| license | cc-by-sa-4.0 |" in card.metadata and "| tags | eeg, diffusion |" in card.metadata
+    assert [h for h, _ in card.sections] == ["Components", "Limits"] and card.sections[1][1] == "- simulated"
+    assert split_model_card("Just text.").metadata == ""
+
+
+def test_captions_are_shown_in_plain_words():
+    from types import SimpleNamespace
+
+    from demo.handlers import captions_table
+
+    out = SimpleNamespace(captions=[[("an image of a banana", 0.9)]],
+                          detailed_captions=[[("a small banana at the top, mirrored, on a white background", 0.5)]])
+    table = captions_table(out)
+    assert "mirrored" not in table and "flipped left to right" in table
+    assert "| 0.500 |" in table

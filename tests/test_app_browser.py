@@ -1,20 +1,24 @@
-"""The app in a real browser: Playwright (sync API) driving Debian's headless Chromium.
+"""The app in a real browser: Playwright (sync API) driving Debian's headless Chromium, in a laptop's window.
 
-Opens the app, picks an example from the gallery, clicks Reconstruct, waits for the saliency map,
-caption and reconstruction, checks that the images are not blank and that no error toast appeared,
-then saves ``docs/screenshots/app.png``. A deliberate bad request checks that errors do show as toasts.
+A 1280 x 720 window, as a user with a laptop has it. The tests check what that user notices: the trial
+"The EEG" shows is always the trial reconstructed (after uploading and going back to the examples, after
+changing the simulated class), a failed request leaves no stale result, a seed typed during a run stays,
+ticking the ablation runs it, and the page reads in its numbering order with the Reconstruct button
+on the first screen. Screenshots go to a temporary folder (``scripts/screenshots.py`` updates
+``docs/screenshots/``; a test run never writes tracked files).
 """
 
 from __future__ import annotations
 
 import io
+import re
 import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from app_server import ROOT, app_server  # noqa: F401 (the shared server fixture)
+from app_server import app_server  # noqa: F401 (the shared server fixture)
 from PIL import Image
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -22,46 +26,121 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SCREENSHOT = ROOT / "docs" / "screenshots" / "app.png"
+WINDOW = {"width": 1280, "height": 720}  # a laptop's browser window
 ERROR_TOAST = '[data-testid="toast-body"].error'
 TIMEOUT_MS = 90_000
 
 
+def open_app(playwright, url: str):
+    """(browser, page): the app at ``url`` in a 1280 x 720 window, its first trial loaded."""
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+    page = browser.new_page(viewport=WINDOW)
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url, wait_until="domcontentloaded")
+    wait_for_trial(page)
+    return browser, page
+
+
 @pytest.fixture(scope="module")
-def page(app_server):  # noqa: F811
+def playwright():
     sync_api = pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(TIMEOUT_MS)
-        page.goto(app_server.url, wait_until="domcontentloaded")
-        yield page
-        browser.close()
+        yield p
 
 
-def _assert_image_not_blank(page, elem_id: str) -> None:
-    """The image the page shows in ``#elem_id`` is loaded and not (nearly) uniform: its own pixels, fetched
-    from its ``src`` (a screenshot would include the letterbox around the picture)."""
+@pytest.fixture
+def page(playwright, app_server):  # noqa: F811
+    """A fresh page (a new session) per test: each test starts from the page as a user first sees it."""
+    browser, page = open_app(playwright, app_server.url)
+    yield page
+    browser.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("screenshots")
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def wait_for_trial(page, name_part: str = "") -> str:
+    """Wait until "The EEG" shows a trial (whose name contains ``name_part``); return its name."""
+    page.wait_for_function("(part) => { const t = document.querySelector('#trial-facts'); "
+                           "return t && t.innerText.includes('as read') && "
+                           "t.querySelector('strong')?.innerText.includes(part); }", arg=name_part)
+    return shown_trial(page)
+
+
+def shown_trial(page) -> str:
+    """The name of the trial "The EEG" shows (the first bold text of the trial facts)."""
+    return page.locator("#trial-facts strong").first.inner_text().strip()
+
+
+def set_steps(page, steps: int) -> None:
+    """Open the settings and set the denoising steps (the slider's number box)."""
+    box = page.locator("input[aria-label='number input for Denoising steps']")
+    if not box.is_visible():
+        page.locator("#settings").get_by_text("Settings:").first.click()
+    box.fill(str(steps))
+    box.press("Enter")
+
+
+def reconstruct(page) -> str:
+    """Press Reconstruct, wait for the results; return the name of the trial the results say they are of."""
+    page.click("#reconstruct-btn")
+    page.wait_for_function("() => document.querySelector('#caption textarea')?.value.startsWith('an image of') "
+                           "&& document.querySelector('#result-title')?.innerText.includes('Reconstructed from')")
+    return page.locator("#result-title strong").first.inner_text().strip()
+
+
+def image_pixels(page, elem_id: str) -> np.ndarray:
+    """The pixels of the image ``#elem_id`` shows, fetched from its ``src`` (not a screenshot of the letterbox)."""
     img = page.locator(f"#{elem_id} img").first
     img.wait_for(state="visible")
     page.wait_for_function("(el) => el.complete && el.naturalWidth > 0", arg=img.element_handle())
     src = img.get_attribute("src")
     body = page.request.get(page.evaluate("(s) => new URL(s, document.baseURI).href", src)).body()
-    px = np.asarray(Image.open(io.BytesIO(body)).convert("RGB"), dtype=np.float64)
-    assert px.std() > 2.0, f"#{elem_id} shows a (nearly) uniform image"
+    return np.asarray(Image.open(io.BytesIO(body)).convert("RGB"), dtype=np.float64)
 
 
-def _text(page, selector: str) -> str:
-    return page.locator(selector).first.inner_text()
+def assert_image_not_blank(page, elem_id: str) -> None:
+    assert image_pixels(page, elem_id).std() > 2.0, f"#{elem_id} shows a (nearly) uniform image"
 
 
-def test_pick_example_reconstruct_and_screenshot(page, app_server):  # noqa: F811
+def shows_an_image(page, elem_id: str) -> bool:
+    return page.locator(f"#{elem_id} img").count() > 0
+
+
+def box(page, selector: str) -> dict:
+    return page.locator(selector).first.bounding_box()
+
+
+def gone_within(page, selector: str, message: str, timeout_ms: int = 15_000) -> None:
+    """``selector`` leaves the page within ``timeout_ms`` (results are emptied just after a trial loads)."""
+    try:
+        page.locator(selector).first.wait_for(state="detached", timeout=timeout_ms)
+    except Exception as err:  # playwright's TimeoutError
+        raise AssertionError(message) from err
+
+
+def no_error_toast(page) -> None:
+    assert page.locator(ERROR_TOAST).count() == 0, page.locator(ERROR_TOAST).first.inner_text()
+
+
+def pick_simulated_class(page, name: str) -> None:
+    dropdown = page.locator("#sim-class input")
+    dropdown.click()
+    dropdown.fill(name)
+    page.get_by_role("option", name=name, exact=True).click()
+
+
+# ---------------------------------------------------------------------------------------------- tests
+def test_pick_example_and_reconstruct(page, shots):
     # The first example is loaded with the page: its facts and EEG plots appear.
-    page.wait_for_function("() => document.querySelector('#trial-facts')?.innerText.includes('as read')")
-    _assert_image_not_blank(page, "butterfly")
-    _assert_image_not_blank(page, "topomap")
+    assert shown_trial(page).startswith("example ")
+    assert_image_not_blank(page, "butterfly")
+    assert_image_not_blank(page, "topomap")
 
     # Pick another example from the gallery: the dropdown and the trial facts follow.
     thumbs = page.locator("#example-gallery button.thumbnail-item")
@@ -69,34 +148,151 @@ def test_pick_example_reconstruct_and_screenshot(page, app_server):  # noqa: F81
     first = page.locator("#example-name input").input_value()
     thumbs.nth(1).click()
     page.wait_for_function("(first) => { const v = document.querySelector('#example-name input')?.value; "
-                           "const t = document.querySelector('#trial-facts')?.innerText; "
-                           "return v && v !== first && t && t.includes(v) && t.includes('as read'); }", arg=first)
+                           "const t = document.querySelector('#trial-facts strong')?.innerText; "
+                           "return v && v !== first && t && t.includes(v); }", arg=first)
+    shown = shown_trial(page)
 
-    # Reconstruct with 10 steps (faster on CI; the slider drives the API's num_inference_steps).
-    steps = page.locator("input[aria-label='number input for Denoising steps']")
-    if steps.count():
-        steps.fill("10")
-        steps.press("Enter")
+    set_steps(page, 10)  # faster on CI; the slider drives the API's num_inference_steps
     t0 = time.perf_counter()
-    page.click("#reconstruct-btn")
-    page.wait_for_function("() => document.querySelector('#caption textarea')?.value.startsWith('an image of')")
+    assert reconstruct(page) == shown, "the results are of another trial than the one shown"
     for elem in ("reconstruction", "saliency", "stimulus"):
-        _assert_image_not_blank(page, elem)
-    elapsed = time.perf_counter() - t0
-    print(f"\n[app] reconstruction through the UI: {elapsed:.2f} s (click to images shown)")
+        assert_image_not_blank(page, elem)
+    print(f"\n[app] reconstruction through the UI: {time.perf_counter() - t0:.2f} s (click to images shown)")
     assert page.locator("#class-probs").inner_text().strip()
-    assert "Seed" in _text(page, "#notes")
-    assert page.locator(ERROR_TOAST).count() == 0, _text(page, ERROR_TOAST)
+    assert "Seed 0" in page.locator("#notes").inner_text()
+    assert page.locator("#seed-used input").input_value() == "0"
+    no_error_toast(page)
+    page.screenshot(path=str(shots / "app.png"))
 
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT), full_page=True)
 
+def test_upload_then_back_to_examples_reconstructs_the_example(page, app_server, tmp_path):  # noqa: F811
+    """Upload a file, go back to Examples, press Reconstruct: the panel and the results are of the example."""
+    example = shown_trial(page)
+    trial = tmp_path / "my_trial.npz"
+    shutil.copy(sorted(app_server.examples.rglob("*.npz"))[0], trial)
 
-def test_errors_show_as_toasts(page):
-    # Reconstructing from an empty upload is a user error: it must surface as a readable toast.
     page.get_by_role("tab", name="Upload").click()
-    page.locator("#source").get_by_text("upload", exact=True).click()
+    page.wait_for_function("() => document.querySelector('#trial-facts')?.innerText.includes('No trial uploaded')")
+    page.locator("#upload input[type=file]").set_input_files(str(trial))
+    assert wait_for_trial(page, "my_trial.npz") == "upload my_trial.npz"
+
+    page.get_by_role("tab", name="Examples").click()
+    assert wait_for_trial(page, "example") == example
+    assert reconstruct(page) == example
+    no_error_toast(page)
+
+    # And the other way round: back on Upload, the panel shows the upload and Reconstruct uses it.
+    page.get_by_role("tab", name="Upload").click()
+    wait_for_trial(page, "my_trial.npz")
+    gone_within(page, "#reconstruction img", "the example's result stayed beside the upload's EEG")
+    assert reconstruct(page) == "upload my_trial.npz"
+
+
+def test_simulated_class_change_is_what_is_reconstructed(page):
+    """Change the simulated class without any other click: the panel shows it, and it is what is reconstructed."""
+    page.get_by_role("tab", name="Simulate").click()
+    before = wait_for_trial(page, "simulated")
+    assert "airliner" not in before
+    pick_simulated_class(page, "airliner")
+    shown = wait_for_trial(page, "simulated airliner")
+    assert reconstruct(page) == shown
+    assert "true class: airliner" in page.locator("#result-title").inner_text()
+    no_error_toast(page)
+
+
+def test_a_failed_request_leaves_no_stale_result(page):
+    set_steps(page, 10)
+    reconstruct(page)
+    assert shows_an_image(page, "reconstruction")
+
+    # Too few steps for the strength: refused, saying how many are needed, and the old image is gone.
+    set_steps(page, 1)
+    page.click("#reconstruct-btn")
+    toast = page.locator(ERROR_TOAST).first
+    toast.wait_for(state="visible", timeout=30_000)
+    assert "at least 2" in toast.inner_text()
+    page.wait_for_function("() => document.querySelector('#result-title')?.innerText.includes('failed')")
+    assert not shows_an_image(page, "reconstruction") and not shows_an_image(page, "saliency")
+    assert page.locator("#caption textarea").input_value() == ""
+
+
+def test_reconstructing_an_empty_upload_is_a_toast(page):
+    page.get_by_role("tab", name="Upload").click()
+    page.wait_for_function("() => document.querySelector('#trial-facts')?.innerText.includes('No trial uploaded')")
     page.click("#reconstruct-btn")
     toast = page.locator(ERROR_TOAST).first
     toast.wait_for(state="visible", timeout=30_000)
     assert "No file uploaded" in toast.inner_text()
+
+
+def test_a_seed_typed_during_a_run_stays(page):
+    set_steps(page, 50)  # a longer run, to type during it
+    page.locator("#seed input").fill("7")
+    page.click("#reconstruct-btn")
+    page.wait_for_function("() => document.querySelector('#result-title')?.innerText.includes('Reconstructing')")
+    page.locator("#seed input").fill("42")
+    page.wait_for_function("() => document.querySelector('#result-title')?.innerText.includes('Reconstructed from')")
+    assert page.locator("#seed input").input_value() == "42", "the run's end overwrote the seed typed meanwhile"
+    assert page.locator("#seed-used input").input_value() == "7"
+
+
+def test_ticking_the_ablation_runs_it(page):
+    set_steps(page, 10)
+    page.locator("#ablation-box input").check()
+    page.wait_for_function("() => document.querySelectorAll('#ablation img').length === 3")
+    captions = page.locator("#ablation .caption-label").all_inner_texts()
+    assert captions == ["saliency map only", "caption only", "saliency map + caption"]
+    assert page.locator("#result-title strong").first.inner_text().strip() == shown_trial(page)
+    page.locator("#ablation-box input").uncheck()
+    page.locator("#ablation").wait_for(state="hidden")
+
+
+def test_the_page_on_a_laptop(page, shots):
+    """1280 x 720: the main action on the first screen, sections in reading order, nothing covered or cut."""
+    button = box(page, "#reconstruct-btn")
+    assert button["y"] + button["height"] <= WINDOW["height"], f"Reconstruct is {button['y']:.0f} px down"
+
+    # Sections 1 | 2 | 3 over 4: left to right, then down the last column.
+    heads = [page.locator("h3").filter(has_text=re.compile(rf"^{n}\. ")).first.bounding_box() for n in (1, 2, 3, 4)]
+    assert heads[0]["x"] < heads[1]["x"] < heads[2]["x"], "sections 1, 2, 3 should read left to right"
+    assert abs(heads[3]["x"] - heads[2]["x"]) < 5 and heads[3]["y"] > heads[2]["y"], "section 4 should follow 3"
+
+    # Gallery: every caption under its picture, and the first row whole (not under a label, not cut).
+    gallery = box(page, "#example-gallery")
+    items = page.locator("#example-gallery button.thumbnail-item")
+    for k in range(items.count()):
+        img, caption = items.nth(k).locator("img").bounding_box(), items.nth(k).locator(".caption-label")
+        cap = caption.bounding_box()
+        assert cap["y"] >= img["y"] + img["height"] - 1, f"caption {k} covers its picture"
+        assert img["y"] >= gallery["y"] - 1, f"picture {k} is cut at the top"
+    labels = page.locator("#example-gallery [data-testid='block-label']")
+    assert labels.count() == 0 or not labels.first.is_visible()
+
+    # Caption tables: headers and numbers on one line each (no "simil / arity", no "0.96 / 2").
+    set_steps(page, 10)
+    reconstruct(page)
+    one_line = ("(el) => { const r = document.createRange(); r.selectNodeContents(el); "
+                "return new Set([...r.getClientRects()].map(q => Math.round(q.top))).size <= 1; }")
+    cells = page.locator("#top-captions th, #top-captions td:last-child, #trial-facts th, #trial-facts td")
+    assert cells.count() >= 10
+    for k in range(cells.count()):
+        assert cells.nth(k).evaluate(one_line), f"{cells.nth(k).inner_text()!r} breaks over lines"
+
+    # Plain words, and the model card's metadata as a table, not a heading.
+    text = page.locator("body").inner_text()
+    assert "{synset}" not in text and "Stimulus number" not in text
+    if page.locator("#model-card").count():
+        page.locator("#model-card").get_by_text("Model card").first.click()
+        page.locator("#model-card-metadata table").wait_for(state="visible")
+        headings = page.locator("#model-card h1, #model-card h2").all_inner_texts()
+        assert not [h for h in headings if "license" in h], headings
+
+    # Upload: one line per format, each naming the files it puts in the upload box.
+    page.get_by_role("tab", name="Upload").click()
+    formats = page.locator("#format-examples button")
+    if formats.count():
+        lines = formats.all_inner_texts()
+        assert len(lines) == len(set(lines)) >= 2
+        vhdr = [t for t in lines if ".vhdr" in t]
+        assert all(t.count(":") == 1 for t in lines) and (not vhdr or ".eeg" in vhdr[0] and ".fif" not in vhdr[0])
+    page.screenshot(path=str(shots / "upload.png"))
