@@ -109,7 +109,7 @@ def _subset(drop: list[str]) -> Callable[[Path], None]:
 
 
 def _too_few(p: Path) -> None:
-    ch = [f"E{k + 1}" for k in range(116)] + ["Cz", "Pz", *names()[:10]]
+    ch = [f"Ch{k + 1}" for k in range(122)] + ["Cz", "Pz", *names()[:4]]  # 6 placeable names
     save_npz(p, tiled(), ch)
 
 
@@ -242,20 +242,25 @@ def cases() -> dict[str, tuple[Callable[[Path], None], dict]]:
         "nan.npz": (_nan, bad("The EEG contains 1 NaN or infinite values in 1 channels ('F7')")),
         "inf.npz": (_inf, bad("The EEG contains 6 NaN or infinite values in 2 channels ('Fp1', 'Fz')")),
         "flat_all.npz": (lambda p: save_npz(p, np.zeros((128, 500)), n),
-                         bad("The EEG is flat: all 128 model channels in the file are constant")),
-        "flat_many.npz": (_flat(20), bad("20 of the 128 model channels are missing (0) or flat (20); at most 16 "
-                                         "can be interpolated.")),
-        "unknown_names.npz": (lambda p: save_npz(p, tiled(), [f"E{k + 1}" for k in range(128)]),
-                              bad("Only 0 of the 128 model channels were found in the file; expected the actiCAP "
-                                  "128 names of brainproducts-RNP-BA-128, e.g. 'Fp1', 'Fz', 'F3', 'F7', ...")),
-        "too_few_match.npz": (_too_few, bad("Only 12 of the 128 model channels were found in the file (e.g. 'Fp1', "
-                                            "'Fz', 'F3', ...); expected the actiCAP 128 names")),
-        "missing_20.npz": (_subset(n[-20:]), bad("Only 108 of the 128 model channels were found in the file")),
+                         bad("The EEG is flat: all 128 EEG channels in the file are constant")),
+        "unknown_names.npz": (lambda p: save_npz(p, tiled(), [f"Ch{k + 1}" for k in range(128)]),
+                              bad("Only 0 of the file's 128 channels ('Ch1', 'Ch2', 'Ch3', 'Ch4', ...) could be "
+                                  "placed; expected at least 8 EEG channels with known names or positions")),
+        "too_few_match.npz": (_too_few, bad("Only 6 of the file's 128 channels ('Ch1', 'Ch2', 'Ch3', 'Ch4', ...) could "
+                                            "be placed; expected at least 8 EEG channels")),
         # -- unusual but accepted
         "rate_512hz.edf": (lambda p: _write_mne(p, smooth_eeg(256, 512.0), n, 512.0), good("512 Hz -> 1000 Hz")),
         "rate_250hz.npz": (lambda p: save_npz(p, smooth_eeg(125, 250.0), n, sfreq=250.0), good("250 Hz -> 1000 Hz")),
         "already_cropped.npz": (lambda p: save_npz(p, smooth_eeg(440), n), good("already 440 samples")),
         "flat_two.npz": (_flat(2), good("'interpolated': {'Fp1': 'flat', 'Fz': 'flat'}")),
+        "flat_many.npz": (_flat(20), good("108 of 128 model channels recorded, 20 interpolated from 108 channels")),
+        "missing_20.npz": (_subset(n[-20:]), good("108 of 128 model channels recorded, 20 interpolated from 108")),
+        # other caps, by their naming scheme (the values are the model montage's: these test the reading)
+        "egi_128.npz": (lambda p: save_npz(p, smooth_eeg(), [f"E{k + 1}" for k in range(128)]),
+                        good("0 of 128 model channels recorded, 128 interpolated from 128 channels (EGI names "
+                             "(GSN-HydroCel-129))")),
+        "biosemi_64.npz": (lambda p: save_npz(p, smooth_eeg()[:64], [f"{b}{k + 1}" for b in "AB" for k in range(32)]),
+                           good("interpolated from 64 channels (BioSemi bank names (biosemi64))")),
         "missing_five.npz": (_subset(["Oz", "Pz", "Cz", "C3", "C4"]), good("'Cz': 'missing'")),
         "bare_128.npy": (_npy(smooth_eeg().astype(np.float16)),
                          good("taken as the model's 128 channels at 1000 Hz")),

@@ -13,7 +13,7 @@ from neuroimagen.data.preprocessing import bandpass, standardize
 def test_model_montage_trial_is_filtered_cropped_and_standardized(smooth_trial, model_names, monkeypatch):
     import neuroimagen.data.preprocessing as pp
 
-    monkeypatch.setattr(pp, "_interpolate", lambda *a: pytest.fail("the fast path made MNE objects"))
+    monkeypatch.setattr(pp, "interpolation_weights", lambda *a: pytest.fail("the fast path made MNE objects"))
     out = preprocess(smooth_trial)
     assert out.data.shape == (128, 440) and out.data.dtype == np.float32 and out.sfreq == 1000.0
     expected = standardize(bandpass(smooth_trial.data, 1000.0, 5.0, 95.0)[:, 20:460])
@@ -21,7 +21,8 @@ def test_model_montage_trial_is_filtered_cropped_and_standardized(smooth_trial, 
     np.testing.assert_allclose(out.data.mean(axis=1), 0, atol=1e-5)
     assert abs(out.data.std() - 1) < 1e-4
     assert out.info["preprocessed"] is True
-    assert out.info["channels"] == {"mapped": model_names, "interpolated": {}, "dropped": []}
+    assert out.info["channels"] == {"mapped": model_names, "interpolated": {}, "dropped": [], "scheme": "10-05 names",
+                                    "n_used": 128}
     assert (out.subject, out.label) == (2, 8)
     assert smooth_trial.data.shape == (128, 500), "the input trial was changed"
 
@@ -48,15 +49,17 @@ def test_five_missing_channels_are_interpolated(smooth_trial, model_names):
 
 
 def test_interpolation_is_mnes_spherical_splines(smooth_trial, model_names):
-    """The cached weights are MNE's interpolate_bads (linear in the data), applied without building a Raw."""
+    """The cached weights are MNE's spherical splines (interpolate_bads, around the model montage's sphere;
+    linear in the data), applied without building a Raw."""
     import mne
 
+    from neuroimagen.data.channels import model_origin
     from neuroimagen.data.montage import make_info
 
     gone = ["Oz", "Pz", "Cz", "C3", "C4"]
     raw = mne.io.RawArray(smooth_trial.data.copy(), make_info(), verbose="error")
     raw.info["bads"] = gone
-    raw.interpolate_bads(reset_bads=True, verbose="error")
+    raw.interpolate_bads(reset_bads=True, origin=model_origin(), verbose="error")
     expected = standardize(bandpass(raw.get_data(), 1000.0)[:, 20:460])
     keep = [k for k, n in enumerate(model_names) if n not in gone]
     for _ in range(2):  # computed, then from the cache
@@ -107,22 +110,31 @@ def test_nan_in_an_unused_channel_does_not_matter(smooth_trial, model_names):
     assert preprocess(EEGTrial(d, 1000.0, [*model_names, "Trigger"])).info["channels"]["dropped"] == ["Trigger"]
 
 
-def test_too_many_missing_or_flat_channels_are_refused(smooth_trial, model_names):
+def test_many_missing_or_flat_channels_are_interpolated_down_to_the_floor(smooth_trial, model_names):
+    from neuroimagen.data.preprocessing import MIN_CHANNELS
+
     d = smooth_trial.data.copy()
     d[:10] = 0.0
-    keep = list(range(120))  # 8 missing + 10 flat = 18 > 16
-    with pytest.raises(ValueError, match="18 of the 128 model channels are missing \\(8\\) or flat \\(10\\); at most "
-                                         "16 can be interpolated"):
-        preprocess(EEGTrial(d[keep], 1000.0, [model_names[k] for k in keep]))
-    out = preprocess(EEGTrial(d[keep], 1000.0, [model_names[k] for k in keep]), max_interpolated=18)
-    assert len(out.info["channels"]["interpolated"]) == 18
+    keep = list(range(120))  # 8 missing + 10 flat: interpolated from the 110 others
+    out = preprocess(EEGTrial(d[keep], 1000.0, [model_names[k] for k in keep]))
+    assert len(out.info["channels"]["interpolated"]) == 18 and out.info["channels"]["n_used"] == 110
+    assert out.info["coverage"] == "110 of 128 model channels recorded, 18 interpolated from 110 channels (10-05 names)"
+    few = [model_names.index(n) for n in ("O1", "Oz", "O2", "PO7", "PO3", "POz", "PO4", "PO8", "Pz")]
+    for n in (MIN_CHANNELS, MIN_CHANNELS - 1):
+        trial = EEGTrial(smooth_trial.data[few[:n]], 1000.0, [model_names[k] for k in few[:n]])
+        if n >= MIN_CHANNELS:
+            assert preprocess(trial).info["channels"]["n_used"] == n
+        else:
+            with pytest.raises(ValueError, match=f"Only {n} of the file's {n} channels .* could be placed; expected "
+                                                 f"at least {MIN_CHANNELS} EEG channels"):
+                preprocess(trial)
 
 
 def test_unknown_channel_names_are_refused(smooth_trial, model_names):
-    names = [f"E{k}" for k in range(116)] + ["Cz", "Pz", *model_names[:10]]
-    with pytest.raises(ValueError, match="Only 12 of the 128 model channels were found in the file \\(e.g. 'Fp1', "
-                                         "'Fz', 'F3', ...\\); expected the actiCAP 128 names of "
-                                         "brainproducts-RNP-BA-128, e.g. 'Fp1', 'Fz', 'F3', 'F7', ..."):
+    names = [f"Ch{k}" for k in range(122)] + ["Cz", "Pz", *model_names[:4]]
+    with pytest.raises(ValueError, match="Only 6 of the file's 128 channels \\('Ch0', 'Ch1', 'Ch2', 'Ch3', ...\\) "
+                                         "could be placed; expected at least 8 EEG channels with known names or "
+                                         "positions"):
         preprocess(EEGTrial(smooth_trial.data, 1000.0, names))
 
 
@@ -153,3 +165,50 @@ def test_trials_over_the_limits_are_refused_before_any_work(model_names, sfreq, 
     names = (model_names + [f"X{i}" for i in range(n_chans)])[:n_chans]
     with pytest.raises(ValueError, match=match):
         preprocess(EEGTrial(np.ones((n_chans, n_times), np.float32), sfreq, names))
+
+
+# ---------------------------------------------------------------- any cap: naming schemes and positions
+def _cap_trial(names: list[str], model_names: list[str], positions=None) -> EEGTrial:
+    """A trial whose channels are the model's smooth signals at the nearest model electrode (a stand-in for a
+    recording of the same field on another cap)."""
+    from neuroimagen.data.channels import place_channels
+
+    rows = smooth_eeg()
+    pos = place_channels(names, positions).positions if positions is None else np.asarray(positions)
+    from neuroimagen.data.channels import _model_positions
+
+    model_pos = np.array([_model_positions()[n] for n in model_names])
+    nearest = [int(np.argmin(np.linalg.norm(model_pos - p, axis=1))) for p in pos]
+    return EEGTrial(1e-6 * rows[nearest], 1000.0, names, positions=positions)
+
+
+def test_biosemi_bank_names_are_not_read_as_10_20(model_names):
+    """BioSemi's 'F3' is bank F's third electrode: a 256-channel file is placed by the biosemi256 montage, and
+    not one of its channels is taken as the model's own F3, C3, ..."""
+    names = [f"{b}{k + 1}" for b in "ABCDEFGH" for k in range(32)]
+    out = preprocess(_cap_trial(names, model_names))
+    rep = out.info["channels"]
+    assert rep["scheme"] == "BioSemi bank names (biosemi256)" and rep["mapped"] == [] and rep["n_used"] == 256
+    assert len(rep["interpolated"]) == 128
+
+
+def test_a_32_channel_10_20_cap_is_mapped_and_interpolated(model_names):
+    names = ["Fp1", "Fp2", "F7", "F3", "Fz", "F4", "F8", "FC5", "FC1", "FC2", "FC6", "T7", "C3", "Cz", "C4", "T8",
+             "TP9", "CP5", "CP1", "CP2", "CP6", "TP10", "P7", "P3", "Pz", "P4", "P8", "PO9", "O1", "Oz", "O2", "PO10"]
+    out = preprocess(_cap_trial(names, model_names))
+    rep = out.info["channels"]
+    assert rep["scheme"] == "10-05 names" and sorted(rep["mapped"]) == sorted(names) and len(rep["interpolated"]) == 96
+    full = preprocess(EEGTrial(smooth_eeg() * 1e-6, 1000.0, model_names)).data
+    assert np.corrcoef(out.data.ravel(), full.ravel())[0, 1] > 0.8  # the field survives 96 interpolated channels
+
+
+def test_positions_in_the_file_place_channels_with_unknown_names(model_names):
+    from neuroimagen.data.channels import _model_positions
+
+    keep = model_names[::4]  # 32 channels named only by number, with their positions
+    pos = np.array([_model_positions()[n] for n in keep])
+    trial = _cap_trial([f"ch{k}" for k in range(len(keep))], model_names, positions=pos)
+    out = preprocess(trial)
+    assert out.info["channels"]["scheme"] == "file positions" and out.info["channels"]["n_used"] == 32
+    named = preprocess(EEGTrial(trial.data, 1000.0, list(keep)))  # the same channels under their own names
+    assert np.corrcoef(out.data.ravel(), named.data.ravel())[0, 1] > 0.99

@@ -63,6 +63,9 @@ class EEGTrial:
     tmin : float
         Time of the first sample relative to stimulus onset, in seconds: 0 for a trial that starts at
         onset, -0.2 for an epoch with 200 ms before it.
+    positions : ndarray, shape (n_chans, 3) | None
+        Electrode positions from the file (head frame, metres; NaN rows where unknown), used before the
+        channel names to place the channels (:mod:`neuroimagen.data.channels`).
     """
 
     data: np.ndarray
@@ -73,6 +76,7 @@ class EEGTrial:
     stimulus: np.ndarray | None = None
     info: dict = field(default_factory=dict)
     tmin: float = 0.0
+    positions: np.ndarray | None = None
 
     @property
     def n_chans(self) -> int:
@@ -210,6 +214,12 @@ def _from_mapping(d: dict, name: str) -> EEGTrial:
         trial.info["image"] = image
     if "tmin" in d:
         trial.tmin = _seconds(d["tmin"], "tmin", name)
+    if "positions" in d:
+        pos = _as_numpy(d["positions"])
+        if pos.shape != (trial.n_chans, 3) or pos.dtype.kind not in "iuf":
+            raise TrialFileError(f"Invalid 'positions' in {name!r}: expected one (x, y, z) in metres per channel, "
+                                 f"shape ({trial.n_chans}, 3), got shape {pos.shape} of dtype {pos.dtype}.")
+        trial.positions = pos.astype(np.float64)
     return trial
 
 
@@ -221,7 +231,7 @@ def _seconds(v, key: str, name: str) -> float:
     return float(a.ravel()[0])
 
 
-TRIAL_KEYS = ("data", "eeg", "sfreq", "ch_names", "tmin", "subject", "label", "stimulus", "image")  # what a trial file holds
+TRIAL_KEYS = ("data", "eeg", "sfreq", "ch_names", "positions", "tmin", "subject", "label", "stimulus", "image")  # what a trial file holds
 MAX_NAMES_BYTES = 2**20  # channel names, or any small field of a trial file
 
 
@@ -349,6 +359,16 @@ def _drop_export_padding(raw) -> None:
 CHUNK_SAMPLES = 2**16  # MNE returns float64: read in pieces into the float32 trial
 
 
+def _positions(inst, picks: list[int]) -> np.ndarray | None:
+    """The file's electrode positions (head frame) for ``picks``; None when it has none."""
+    pos = np.array([inst.info["chs"][i]["loc"][:3] for i in picks], dtype=np.float64)
+    known = np.isfinite(pos).all(axis=1) & (np.abs(pos).sum(axis=1) > 0)
+    if not known.any():
+        return None
+    pos[~known] = np.nan
+    return pos
+
+
 def _eeg_picks(inst, name: str) -> list[int]:
     import mne
 
@@ -449,7 +469,7 @@ def _read_raw_window(raw, name: str, window: Window) -> EEGTrial:
             stop = min(start + CHUNK_SAMPLES, raw.n_times)
             data[:, start:stop] = raw.get_data(picks=picks, start=start, stop=stop)
         info = {"assumed": "no events in the file: stimulus onset taken at its first sample"}
-        return EEGTrial(data=data, sfreq=sfreq, ch_names=names, info=info)
+        return EEGTrial(data=data, sfreq=sfreq, ch_names=names, info=info, positions=_positions(raw, picks))
     if window.event not in events:
         found = _event_list(events) if events else "none"
         raise TrialFileError(f"{name!r} has no event {window.event!r}: its events are {found}.")
@@ -473,7 +493,7 @@ def _read_raw_window(raw, name: str, window: Window) -> EEGTrial:
     note += f", {window.tmin * 1000:+.0f} to {window.tmax * 1000:+.0f} ms" + (
         ", baseline before onset" if window.tmin < 0 else "")
     return EEGTrial(data=data, sfreq=sfreq, ch_names=names, info={"note": note, "n_averaged": used},
-                    tmin=window.tmin)
+                    tmin=window.tmin, positions=_positions(raw, picks))
 
 
 def _read_epochs_window(path: Path, name: str, window: Window) -> EEGTrial:
@@ -503,7 +523,8 @@ def _read_epochs_window(path: Path, name: str, window: Window) -> EEGTrial:
         note = f"epoch {window.index + 1} of {n}{of}"
     note += f", from {epochs.tmin * 1000:+.0f} ms"
     return EEGTrial(data=data, sfreq=float(epochs.info["sfreq"]), ch_names=[epochs.ch_names[i] for i in picks],
-                    info={"note": note, "n_averaged": n if window.average else 1}, tmin=float(epochs.tmin))
+                    info={"note": note, "n_averaged": n if window.average else 1}, tmin=float(epochs.tmin),
+                    positions=_positions(epochs, picks))
 
 
 def _open_raw(path: Path):
@@ -736,7 +757,8 @@ def write_trial(trial: EEGTrial, path: str | Path) -> Path:
     """Write a trial in the format given by the extension (the ones :func:`read_trial` reads).
 
     ``.npz``/``.pth`` keep every field; ``.npy`` keeps only the data (so it reads back as the model montage
-    at 1 kHz); the MNE formats keep data (volts), rate and channel names: ``.fif`` through ``Raw.save``,
+    at 1 kHz); the MNE formats keep data (volts), rate, channel names and positions: ``-epo.fif`` through
+    ``EpochsArray.save`` (keeping ``tmin``), ``.fif`` through ``Raw.save``,
     ``.edf``/``.bdf``/``.set``/``.vhdr`` through ``mne.export.export_raw`` (BrainVision also writes the
     ``.eeg``/``.vmrk`` beside the ``.vhdr``). EDF/BDF store whole data records: MNE pads the last one and
     marks the padding, which :func:`read_trial` cuts off again.
@@ -764,6 +786,10 @@ def write_trial(trial: EEGTrial, path: str | Path) -> Path:
                          f"{data.shape} and {len(trial.ch_names)} names.")
     path.parent.mkdir(parents=True, exist_ok=True)
     fields = {"data": data.astype(np.float32), "sfreq": float(trial.sfreq), "ch_names": np.array(trial.ch_names)}
+    if trial.tmin:
+        fields["tmin"] = float(trial.tmin)
+    if trial.positions is not None:
+        fields["positions"] = np.asarray(trial.positions, dtype=np.float64)
     for key in ("subject", "label"):
         if getattr(trial, key) is not None:
             fields[key] = int(getattr(trial, key))
@@ -781,8 +807,19 @@ def write_trial(trial: EEGTrial, path: str | Path) -> Path:
     else:
         import mne
 
-        raw = mne.io.RawArray(data.astype(np.float64), mne.create_info(list(trial.ch_names), float(trial.sfreq), "eeg"),
-                              verbose="error")
+        info = mne.create_info(list(trial.ch_names), float(trial.sfreq), "eeg")
+        if trial.positions is not None:
+            pos = np.asarray(trial.positions, dtype=np.float64)
+            ch_pos = {n: p for n, p in zip(trial.ch_names, pos) if np.isfinite(p).all()}
+            info.set_montage(mne.channels.make_dig_montage(ch_pos=ch_pos, coord_frame="head"), on_missing="ignore")
+        if _is_epochs(path.name):  # an epochs file keeps tmin
+            mne.EpochsArray(data[None].astype(np.float64), info, tmin=float(trial.tmin), baseline=None,
+                            verbose="error").save(path, overwrite=True, verbose="error")
+            return path
+        if trial.tmin:
+            raise ValueError(f"Cannot write a trial that starts {trial.tmin * 1000:+.0f} ms from onset as {ext}: a "
+                             f"recording starts at its onset. Write it as .npz, .pth or -epo.fif (which keep tmin).")
+        raw = mne.io.RawArray(data.astype(np.float64), info, verbose="error")
         if ext == ".fif":
             raw.save(path, overwrite=True, verbose="error")
         elif ext in (".edf", ".bdf"):

@@ -7,10 +7,9 @@ three land in the same space.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 
+from .channels import interpolation_weights, norm_name, place_channels
 from .montage import CROP  # samples after stimulus onset the models see
 
 L_FREQ = 5.0  # Hz, as the published eeg_5_95_std.pth
@@ -63,29 +62,24 @@ FLAT_STD = 1e-15  # a channel whose std is below this (in the file's units) carr
 FLAT_REL = 1e-6  # ... nor does one a million times quieter than the median channel
 
 
-def _norm_name(name: str) -> str:
-    """'EEG Fp1', 'fp1-Ref', ' FP1 ' -> 'fp1' (how other tools decorate the same electrode)."""
-    n = str(name).strip().lower()
-    for prefix in ("eeg ", "eeg-", "eeg_", "eeg"):
-        if n.startswith(prefix) and len(n) > len(prefix):
-            n = n[len(prefix):].strip()
-            break
-    for suffix in ("-ref", "-avg", "-a1", "-a2", "-m1", "-m2", "-fcz"):
-        n = n.removesuffix(suffix)
-    return n
-
-
-def _match_channels(file_names: list[str], model_names: tuple[str, ...]) -> dict[str, int]:
-    """Model channel name -> row in the file, matched case-insensitively (the first of duplicates wins)."""
-    rows: dict[str, int] = {}
-    for i, n in enumerate(file_names):
-        rows.setdefault(_norm_name(n), i)
-    return {m: rows[_norm_name(m)] for m in model_names if _norm_name(m) in rows}
-
-
 def _names(names, k: int = 4) -> str:
     names = list(names)
     return ", ".join(repr(n) for n in names[:k]) + (", ..." if len(names) > k else "")
+
+
+# The fewest channels a trial may have (placed, with signal): below it the decoded class is near chance.
+# Measured by scripts/cap_accuracy.py (reports/caps): see that report for the accuracy at each cap size.
+MIN_CHANNELS = 8
+
+
+def _check_coverage(n: int, min_channels: int, model: tuple[str, ...], file_names: list[str], scheme: str,
+                    what: str) -> None:
+    if n >= min_channels:
+        return
+    raise ValueError(f"Only {n} of the file's {len(file_names)} channels ({_names(file_names)}) {what}; expected "
+                     f"at least {min_channels} EEG channels with known names or positions (10-05 names such as "
+                     f"{_names(model, 3)}, BioSemi A1..H32, EGI E1..E257, or positions in the file), from which "
+                     f"the model's {len(model)} are interpolated. Read as: {scheme}.")
 
 
 # Limits on one trial (docs/RELIABILITY.md): they bound what resampling, filtering and interpolation can cost
@@ -122,12 +116,14 @@ def check_trial_limits(raw) -> None:
 
 def preprocess(trial, ch_names: tuple[str, ...] | list[str] | None = None, sfreq: float = 1000.0,
                l_freq: float | None = L_FREQ, h_freq: float | None = H_FREQ, crop: tuple[int, int] = CROP,
-               max_interpolated: int = 16):
+               min_channels: int | None = None):
     """Bring a trial into the models' space (docs/CONTRACTS.md).
 
-    Maps channels by name to the model montage (case-insensitive; ``'EEG Fp1'`` and ``'Fp1-Ref'`` match
-    ``'Fp1'``), interpolates a few missing or flat ones with spherical splines (MNE
-    ``interpolate_bads``), refuses when too few match, resamples to ``sfreq`` (from any rate in ``SFREQ_RANGE``),
+    Places the file's channels, whatever the cap (:mod:`neuroimagen.data.channels`: the file's positions,
+    else its names in the scheme they follow: 10-05, BioSemi banks, EGI), takes each model channel recorded
+    under its own name (case-insensitive; ``'EEG Fp1'`` and ``'Fp1-Ref'`` match ``'Fp1'``) and interpolates
+    every other one, and flat ones, with spherical splines (MNE) from all placed channels; refuses fewer
+    than ``min_channels`` placed channels with signal; resamples to ``sfreq`` (from any rate in ``SFREQ_RANGE``),
     band-passes on the whole trial, crops samples ``crop`` after stimulus onset and standardizes
     (:func:`standardize`). A trial of exactly ``crop[1] - crop[0]`` samples (after resampling) is taken as
     already cropped. A trial on the model's channels at ``sfreq`` makes no MNE object (a few ms).
@@ -145,8 +141,9 @@ def preprocess(trial, ch_names: tuple[str, ...] | list[str] | None = None, sfreq
         Band-pass edges in Hz (None: no high-pass / low-pass).
     crop : tuple of int
         Samples (at ``sfreq``) the models see, from stimulus onset.
-    max_interpolated : int
-        Most channels that may be missing or flat; more is refused.
+    min_channels : int | None
+        Fewest channels with a position and a signal; fewer is refused (default ``MIN_CHANNELS``, measured:
+        see its comment).
 
     Returns
     -------
@@ -170,7 +167,8 @@ def preprocess(trial, ch_names: tuple[str, ...] | list[str] | None = None, sfreq
     # 1. Check inputs
     validate_type("trial", trial, EEGTrial)
     check_range("sfreq", sfreq, 0, None, low_inclusive=False)
-    check_range("max_interpolated", max_interpolated, 0)
+    min_channels = MIN_CHANNELS if min_channels is None else min_channels
+    check_range("min_channels", min_channels, 1)
     if not (len(crop) == 2 and 0 <= crop[0] < crop[1]):
         raise ValueError(f"Invalid value for the 'crop' parameter: expected (start, stop) samples with "
                          f"0 <= start < stop, got {crop!r}.")
@@ -187,44 +185,41 @@ def preprocess(trial, ch_names: tuple[str, ...] | list[str] | None = None, sfreq
         raise ValueError(f"Invalid sampling rate: expected a positive number of Hz, got {trial.sfreq!r}.")
     check_trial_limits(trial)  # before any costly step
 
-    # 2. Channels: map by name; missing ones are interpolated when few, else refused
+    # 2. Channels: place the file's channels (its positions, else its names in the scheme they follow); a
+    #    model channel recorded under its own name is taken as it is, every other one is interpolated from
+    #    all the placed channels. Memory: only the placed channels are copied, in float32, and the checks
+    #    work row by row, so a long trial at a high rate costs about one copy of what is used.
     file_names = [str(n) for n in trial.ch_names]
-    rows = _match_channels(file_names, model)
-    missing = [m for m in model if m not in rows]
-    if len(missing) > max_interpolated:
-        found = [m for m in model if m in rows]
-        expected = (f"the actiCAP 128 names of brainproducts-RNP-BA-128, e.g. {_names(model)}" if default_model
-                    else f"names such as {_names(model)}")
-        raise ValueError(
-            f"Only {len(rows)} of the {len(model)} model channels were found in the file"
-            f"{' (e.g. ' + _names(found, 3) + ')' if found else ''}; expected {expected}; the file has "
-            f"{len(file_names)} channels ({_names(file_names)}). At most {max_interpolated} missing channels "
-            f"can be interpolated.")
-    matched = [m for m in model if m in rows]
-    # Memory: only the model's channels are copied, in float32 (the file's other channels never are), and every
-    # check below works row by row, so a long trial at a high rate costs about one copy of what is used.
-    x = np.zeros((len(model), data.shape[1]), np.float32)
-    k_matched = [k for k, m in enumerate(model) if m in rows]
-    for k, m in zip(k_matched, matched):
-        x[k] = data[rows[m]]
-    n_bad = np.array([int((~np.isfinite(x[k])).sum()) for k in k_matched], dtype=np.int64)
+    placement = place_channels(file_names, getattr(trial, "positions", None))
+    rows, seen = [], set()
+    for i in np.flatnonzero(placement.placed):  # the first of channels that share a name
+        if norm_name(file_names[i]) not in seen:
+            seen.add(norm_name(file_names[i]))
+            rows.append(int(i))
+    _check_coverage(len(rows), min_channels, model, file_names, placement.scheme, "could be placed")
+    xs = np.empty((len(rows), data.shape[1]), np.float32)
+    for j, i in enumerate(rows):
+        xs[j] = data[i]
+    n_bad = np.array([int((~np.isfinite(row)).sum()) for row in xs], dtype=np.int64)
     if n_bad.any():
-        bad_rows = [matched[i] for i in np.flatnonzero(n_bad)]
+        bad_rows = [file_names[rows[j]] for j in np.flatnonzero(n_bad)]
         raise ValueError(f"The EEG contains {int(n_bad.sum())} NaN or infinite values in {len(bad_rows)} channels "
                          f"({_names(bad_rows, 5)}); expected finite numbers. Repair or drop those channels first.")
-    std = np.array([x[k].std(dtype=np.float64) for k in k_matched])
+    std = np.array([row.std(dtype=np.float64) for row in xs])
     if len(std) and std.max() < FLAT_STD:
-        raise ValueError(f"The EEG is flat: all {len(std)} model channels in the file are constant; expected a "
+        raise ValueError(f"The EEG is flat: all {len(std)} EEG channels in the file are constant; expected a "
                          f"recording (e.g. tens of microvolts).")
-    flat_k = [k_matched[i] for i in np.flatnonzero(std < max(FLAT_STD, FLAT_REL * float(np.median(std))))]
-    interpolated = {m: "missing" for m in missing} | {model[k]: "flat" for k in flat_k}
-    if len(interpolated) > max_interpolated:
-        raise ValueError(f"{len(interpolated)} of the {len(model)} model channels are missing ({len(missing)}) or "
-                         f"flat ({len(flat_k)}); at most {max_interpolated} can be interpolated. Flat: "
-                         f"{_names([model[k] for k in flat_k]) or 'none'}; missing: {_names(missing) or 'none'}.")
-    interpolated = {m: interpolated[m] for m in model if m in interpolated}  # montage order
-    used = set(rows.values())
+    flat = std < max(FLAT_STD, FLAT_REL * float(np.median(std)))
+    good = [j for j in range(len(rows)) if not flat[j]]
+    _check_coverage(len(good), min_channels, model, file_names, placement.scheme, "carry signal (others are flat)")
+    row_of = {rows[j]: k for k, j in enumerate(good)}  # file row -> row of the good channels
+    direct = {m: row_of[i] for m, i in placement.same_as_model.items() if m in model and i in row_of}
+    flat_names = {file_names[rows[j]] for j in range(len(rows)) if flat[j]}
+    interpolated = {m: ("flat" if m in placement.same_as_model and file_names[placement.same_as_model[m]]
+                        in flat_names else "missing") for m in model if m not in direct}
+    used = {rows[j] for j in good} if interpolated else {rows[good[k]] for k in direct.values()}
     dropped = [n for i, n in enumerate(file_names) if i not in used]
+    xs = xs[good] if len(good) < len(rows) else xs
 
     # 3. Rate: resample (never refuse another rate)
     info = dict(trial.info)
@@ -234,7 +229,7 @@ def preprocess(trial, ch_names: tuple[str, ...] | list[str] | None = None, sfreq
         from scipy.signal import resample_poly
 
         frac = Fraction(sfreq / trial.sfreq).limit_denominator(1000)
-        x = resample_poly(x, frac.numerator, frac.denominator, axis=-1)
+        xs = resample_poly(xs, frac.numerator, frac.denominator, axis=-1)
         info["resampled"] = f"{trial.sfreq:g} Hz -> {sfreq:g} Hz"
 
     # 4. Length: the crop, counted from stimulus onset (trial.tmin before the first sample), must fit,
@@ -242,63 +237,38 @@ def preprocess(trial, ch_names: tuple[str, ...] | list[str] | None = None, sfreq
     n_crop = crop[1] - crop[0]
     tmin = float(getattr(trial, "tmin", 0.0))
     onset = int(round(-tmin * sfreq))
-    already = tmin == 0 and x.shape[1] == n_crop
+    already = tmin == 0 and xs.shape[1] == n_crop
     start, stop = (0, n_crop) if already else (onset + crop[0], onset + crop[1])
     starts = f" (it starts {tmin * 1000:+.0f} ms from onset)" if tmin else ""
     if start < 0:
         raise ValueError(f"The trial starts too late: its first sample is {tmin * 1000:.0f} ms after stimulus onset; "
                          f"expected data from {crop[0] / sfreq * 1000:.0f} ms after onset (samples {crop[0]}-{crop[1]} "
                          f"after onset are used).")
-    if stop > x.shape[1]:
+    if stop > xs.shape[1]:
         raise ValueError(f"The trial is too short: {trial.n_times} samples at {trial.sfreq:g} Hz "
                          f"({trial.duration * 1000:.0f} ms{starts}); expected at least {crop[1] / sfreq * 1000:.0f} ms "
                          f"from stimulus onset (samples {crop[0]}-{crop[1]} are used), or exactly {n_crop} samples "
                          f"at {sfreq:g} Hz if already cropped.")
 
-    # 5. Interpolate missing / flat channels from their neighbours (MNE spherical splines)
+    # 5. The model's channels: recorded ones as they are, the others interpolated (MNE spherical splines)
+    x = np.empty((len(model), xs.shape[1]), np.float32)
+    for k, m in enumerate(model):
+        if m in direct:
+            x[k] = xs[direct[m]]
     if interpolated:
-        x = _interpolate(x, model, sfreq, list(interpolated))
+        targets = tuple(interpolated)
+        weights = interpolation_weights(placement.positions[[rows[j] for j in good]], targets)
+        x[[model.index(m) for m in targets]] = weights @ xs
 
     # 6. Filter on the whole trial, then crop, then standardize
     x = bandpass(x, sfreq, l_freq, h_freq)
     if already:
         info["cropped"] = f"already {n_crop} samples: taken as samples {crop[0]}-{crop[1]} after onset, not cropped"
     x = standardize(x[:, start:stop])
-    info["channels"] = {"mapped": [m for m in matched if m not in interpolated], "interpolated": interpolated,
-                        "dropped": dropped}
+    info["channels"] = {"mapped": list(direct), "interpolated": interpolated, "dropped": dropped,
+                        "scheme": placement.scheme, "n_used": len(good)}
+    info["coverage"] = (f"{len(direct)} of {len(model)} model channels recorded, {len(interpolated)} interpolated "
+                        f"from {len(good)} channels ({placement.scheme})")
     info["preprocessed"] = True
     return EEGTrial(data=x.astype(np.float32), sfreq=float(sfreq), ch_names=list(model), subject=trial.subject,
                     label=trial.label, stimulus=trial.stimulus, info=info, tmin=crop[0] / sfreq)
-
-
-def _interpolate(x: np.ndarray, ch_names: tuple[str, ...], sfreq: float, bads: list[str]) -> np.ndarray:
-    """Spherical-spline interpolation of ``bads`` from the other channels at their montage positions."""
-    bad = [k for k, n in enumerate(ch_names) if n in bads]
-    good = [k for k, n in enumerate(ch_names) if n not in bads]
-    out = np.array(x, dtype=np.float64)
-    out[bad] = _interpolation_matrix(tuple(ch_names), tuple(ch_names[k] for k in bad)) @ out[good]
-    return out
-
-
-@lru_cache(maxsize=64)
-def _interpolation_matrix(ch_names: tuple[str, ...], bads: tuple[str, ...]) -> np.ndarray:
-    """(n_bads, n_good) weights of MNE's ``interpolate_bads`` (spherical splines), which is linear in the data:
-    applied once to an identity it gives them. Cached, because the pseudo-inverse inside costs 0.1-1.5 s on
-    2 busy cores and uploads from one device miss the same channels."""
-    import mne
-
-    from .montage import make_info
-
-    info = make_info(ch_names, 1000.0)  # positions only: the rate does not enter the weights
-    no_pos = [ch["ch_name"] for ch in info["chs"] if not np.isfinite(ch["loc"][:3]).all() or not ch["loc"][:3].any()]
-    if no_pos:
-        raise ValueError(f"Cannot interpolate: channels {_names(no_pos)} have no position in the montage.")
-    good = [k for k, n in enumerate(ch_names) if n not in bads]
-    eye = np.zeros((len(ch_names), len(good)))
-    eye[good, np.arange(len(good))] = 1.0
-    raw = mne.io.RawArray(eye, info, verbose="error")
-    raw.info["bads"] = list(bads)
-    raw.interpolate_bads(reset_bads=True, verbose="error")
-    weights = raw.get_data()[[ch_names.index(b) for b in bads]]
-    weights.setflags(write=False)  # shared by every caller through the cache
-    return weights
