@@ -11,7 +11,7 @@ A file's channels are placed, in this order of trust:
      BioSemi's ``F3`` is bank F's third electrode, never the 10-20 ``F3``;
    - EGI names (``E1`` .. ``E256``, optionally ``Cz``/``VREF``): the HydroCel net of that size;
    - otherwise 10-05 names (10-20 and 10-10 are subsets): the model montage's own positions for its
-     names (``brainproducts-RNP-BA-128``), MNE's ``fsaverage_1005`` template for the others.
+     names (``brainproducts-RNP-BA-128``), EasyCap M1's, then MNE's ``fsaverage_1005`` for the others.
 
 The model channels then come from the placed channels: a model channel recorded under its own 10-05 name
 is taken as it is; every other one is interpolated with spherical splines (MNE ``interpolate_to``) from
@@ -36,7 +36,9 @@ BIOSEMI_BY_INDEX = (16, 32, 64)  # caps whose MNE montages use 10-20 names, in B
 BIOSEMI_BY_NAME = (128, 160, 256)
 EGI_NETS = ((32, "GSN-HydroCel-32"), (64, "GSN-HydroCel-64_1.0"), (129, "GSN-HydroCel-129"),
             (257, "GSN-HydroCel-257"))
-TEMPLATE_1005 = "fsaverage_1005"
+# 10-05 names not in the model montage: EasyCap's M1 layout (on the same idealised head as the actiCAP 128),
+# then MNE's fsaverage 10-05 template (an MRI head) for the rarer ones
+TEMPLATES_1005 = ("easycap-M1", "fsaverage_1005")
 SPLINE_REG = 1e-5  # the regularisation MNE's interpolate_bads uses
 
 
@@ -129,8 +131,10 @@ def _by_names(names: list[str]) -> tuple[str, dict[int, np.ndarray]]:
         if "vref" in names and "cz" in low:
             low["vref"] = low["cz"]
         return f"EGI names ({net})", {i: low[x] for i, x in enumerate(names) if x in low}
-    model, template = _lower(_model_positions()), _lower(_montage_positions(TEMPLATE_1005))
-    rows = {i: model.get(x, template.get(x)) for i, x in enumerate(names)}
+    known = _lower(_model_positions())
+    for template in TEMPLATES_1005:
+        known = {**_lower(_montage_positions(template)), **known}  # earlier sources win
+    rows = {i: known.get(x) for i, x in enumerate(names)}
     return "10-05 names", {i: p for i, p in rows.items() if p is not None}
 
 
