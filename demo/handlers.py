@@ -521,8 +521,8 @@ class Handlers:
 
 # --------------------------------------------------------------------------------------------------
 # Text views
-NO_UPLOAD = ("**No trial uploaded yet.** Drop one EEG trial file above (with its companion files), or click one "
-             "of the example files: its EEG shows here, and Reconstruct uses it.")
+NO_UPLOAD = ("**No trial uploaded yet.** Drop one EEG trial file in the upload box (with its companion files), "
+             "or click one of the example files: its EEG shows here, and Reconstruct uses it.")
 UNREADABLE = ("**This trial could not be read**: the error message says why. Upload another file or pick "
               "another trial; Reconstruct uses what this panel shows.")
 NO_RESULTS = "Press **Reconstruct**: the results of the trial shown appear here."
@@ -646,7 +646,7 @@ def split_model_card(text: str) -> ModelCard:
                 value = ", ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
                 return value.replace("|", "\\|").replace("\n", " ")
 
-            metadata = "\n".join(["| | |", "|---|---|"] + [f"| {k} | {cell(v)} |" for k, v in meta.items()])
+            metadata = "\n".join(["| metadata | |", "|---|---|"] + [f"| {k} | {cell(v)} |" for k, v in meta.items()])
     title = ""
     if match := re.match(r"\s*# +(.+?)\s*$", text, flags=re.M):
         title, text = match.group(1), text[match.end():]

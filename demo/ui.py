@@ -47,6 +47,8 @@ CSS = """
   text-align: center; border: 0; border-radius: 0; background: none; padding: 2px 2px 4px; line-height: 1.15;
   font-size: var(--text-xs); }
 #trial-facts p { margin: 0 0 .3rem; }
+#model-card-metadata table { font-size: var(--text-sm); width: auto; }
+#model-card-metadata th, #model-card-metadata td { padding: 2px 8px; }
 /* the stages' labels above their pictures, not over them */
 #stage-row [data-testid="block-label"] { position: static; border: 0; box-shadow: none; padding: 0 0 2px;
   font-size: var(--text-sm); white-space: nowrap; }
