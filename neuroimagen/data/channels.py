@@ -194,22 +194,30 @@ def interpolation_weights(positions: np.ndarray, targets: tuple[str, ...]) -> np
     weights : ndarray, shape (len(targets), n_from)
         Read-only; cached, because the spline matrix costs 0.1-1.5 s and uploads from one cap repeat.
     """
-    key = np.round(np.asarray(positions, float), 6)
-    return _weights(key.tobytes(), key.shape[0], tuple(targets))
+    model = _model_positions()
+    return spline_weights(positions, np.array([model[t] for t in targets]))
+
+
+def spline_weights(pos_from: np.ndarray, pos_to: np.ndarray) -> np.ndarray:
+    """Spherical-spline weights (MNE ``interpolate_to``, around :func:`model_origin`) from electrodes at
+    ``pos_from`` (n_from, 3) to electrodes at ``pos_to`` (n_to, 3), head frame: shape (n_to, n_from), cached."""
+    a, b = (np.round(np.asarray(p, float), 6) for p in (pos_from, pos_to))
+    return _weights(a.tobytes(), a.shape[0], b.tobytes(), b.shape[0])
 
 
 @lru_cache(maxsize=64)
-def _weights(pos_bytes: bytes, n_from: int, targets: tuple[str, ...]) -> np.ndarray:
+def _weights(from_bytes: bytes, n_from: int, to_bytes: bytes, n_to: int) -> np.ndarray:
     import mne
 
-    pos = np.frombuffer(pos_bytes).reshape(n_from, 3)
+    pos_from = np.frombuffer(from_bytes).reshape(n_from, 3)
+    pos_to = np.frombuffer(to_bytes).reshape(n_to, 3)
     names = [f"src{i}" for i in range(n_from)]
+    targets = [f"dst{i}" for i in range(n_to)]
     info = mne.create_info(names, 1000.0, "eeg")
     with mne.utils.use_log_level("error"):
-        info.set_montage(mne.channels.make_dig_montage(ch_pos=dict(zip(names, pos)), coord_frame="head"))
+        info.set_montage(mne.channels.make_dig_montage(ch_pos=dict(zip(names, pos_from)), coord_frame="head"))
         raw = mne.io.RawArray(np.eye(n_from), info, verbose="error")
-        model = _model_positions()
-        target = mne.channels.make_dig_montage(ch_pos={t: model[t] for t in targets}, coord_frame="head")
+        target = mne.channels.make_dig_montage(ch_pos=dict(zip(targets, pos_to)), coord_frame="head")
         out = raw.interpolate_to(target, origin=model_origin(), method="spline", reg=SPLINE_REG)
     weights = out.get_data()[[out.ch_names.index(t) for t in targets]]
     weights.setflags(write=False)

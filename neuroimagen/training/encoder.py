@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from ..data.montage import model_ch_names
 from ..models import EEGEncoder
+from .augment import CapAugment
 from .common import load_resume, make_accelerator, save_resume, stage_threads, write_metrics
 from .config import Paths
 from .eeg_data import (
@@ -58,6 +59,7 @@ class Config:
     epochs: int = 25  # at most
     patience: int = 5  # epochs without validation improvement before stopping
     val_subset: int = 3000  # training trials whose class centroids the validation accuracy uses
+    cap_augment: float = 0.0  # probability a training trial is shown as another cap gives it (training.augment)
     seed: int = 0
     num_threads: int = 0  # torch CPU threads (0: leave torch's default)
 
@@ -81,6 +83,8 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
         epoch, best, history, bad = int(state["epoch"]), float(state["best"]), list(state["history"]), int(state["bad"])
     model, aux, opt = acc.prepare(model, aux, opt)
     t0 = time.perf_counter()
+    augment = CapAugment(cfg.cap_augment, seed=cfg.seed, cache_dir=paths.out)
+    aug_gen = torch.Generator().manual_seed(cfg.seed + 17 + 1000 * epoch)
     sub = np.sort(np.random.default_rng(cfg.seed).choice(len(tr["labels"]), min(cfg.val_subset, len(tr["labels"])),
                                                          replace=False))
     while epoch < cfg.epochs and bad < cfg.patience:
@@ -90,7 +94,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
         batches = list(balanced_batches(tr["labels"], cfg.classes_per_batch, cfg.trials_per_class, rng))
         for idx in tqdm(batches, desc=f"encoder epoch {epoch + 1}", mininterval=10, leave=False):
             idx = np.sort(idx)  # sorted reads from the memory-mapped cache are faster
-            emb = model(to_tensor(tr["eeg"], idx).to(acc.device))
+            emb = model(augment(to_tensor(tr["eeg"], idx), aug_gen).to(acc.device))
             trip = triplet_loss(emb, torch.from_numpy(tr["labels"][idx]).to(acc.device), cfg.margin, cfg.mining)
             loss = trip
             if cfg.aux_weight:

@@ -28,6 +28,7 @@ from ..data.captions import pool
 from ..data.montage import model_ch_names
 from ..data.stimuli import load_stimulus_metadata
 from ..models import CaptionBank, SemanticDecoder
+from .augment import CapAugment
 from .common import caption_states, load_resume, make_accelerator, save_resume, stage_threads, write_metrics
 from .config import Paths
 from .eeg_data import embed_all, latency_ms, load_split, to_tensor
@@ -45,6 +46,7 @@ class Config:
     patience: int = 5  # epochs without validation improvement before stopping
     contrastive_weight: float = 0.0  # InfoNCE on pooled label states vs the 40 label captions (0: MSE only)
     contrastive_temperature: float = 0.05
+    cap_augment: float = 0.0  # probability a training trial is shown as another cap gives it (training.augment)
     seed: int = 0
     num_threads: int = 0  # torch CPU threads (0: leave torch's default)
 
@@ -97,6 +99,8 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
         epoch, best, history, bad = int(state["epoch"]), float(state["best"]), list(state["history"]), int(state["bad"])
     model, opt = acc.prepare(model, opt)
     label_pooled = pool(caps["label"]).to(acc.device)
+    augment = CapAugment(cfg.cap_augment, seed=cfg.seed, cache_dir=paths.out)
+    aug_gen = torch.Generator().manual_seed(cfg.seed + 17 + 1000 * epoch)
     t0 = time.perf_counter()
     while epoch < cfg.epochs and bad < cfg.patience:
         g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
@@ -106,7 +110,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
         for i in tqdm(range(0, len(perm), cfg.batch_size), desc=f"semantic epoch {epoch + 1}", mininterval=10,
                       leave=False):
             idx = np.sort(perm[i:i + cfg.batch_size])
-            pred = model(to_tensor(tr["eeg"], idx).to(acc.device))
+            pred = model(augment(to_tensor(tr["eeg"], idx), aug_gen).to(acc.device))
             loss = F.mse_loss(pred, y_tr[idx].to(acc.device))
             if cfg.contrastive_weight:
                 logits = pool(pred[:, 0]) @ label_pooled.T / cfg.contrastive_temperature

@@ -1,0 +1,101 @@
+"""Channel-subset augmentation: training trials as other caps would give them, interpolated back to 128.
+
+A user's recording rarely has the model's 128 actiCAP channels: ``preprocess`` places its channels and
+interpolates the missing ones with spherical splines (:mod:`neuroimagen.data.channels`). Models trained only
+on full caps lose most of their accuracy on such input (``scripts/cap_accuracy.py``). This module makes the
+same transformation during training. Both steps are linear, so each cap is one (128, 128) matrix ``M``:
+
+- **standard caps** (``neuroimagen.data.caps``: 10-10 64, BioSemi 64, 10-20 32, 10-20 19, occipito-parietal 8):
+  the 128 channels are interpolated to the cap's own electrode positions (a stand-in for recording there),
+  then read back the way ``preprocess`` reads that cap (same-named channels kept, the others interpolated);
+- **random subsets** of the model's channels (16 to 100 of them): kept as they are, the others interpolated.
+
+A trial is augmented with probability ``p``: ``x <- standardize(M @ x)`` for a matrix drawn from the pool.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..data.channels import _model_positions, interpolation_weights, place_channels, spline_weights
+from ..data.montage import model_ch_names
+from ..data.preprocessing import standardize
+
+RANDOM_SIZES = (16, 100)  # channels kept in a random subset
+
+
+def _read_back(names: list[str], positions: np.ndarray) -> np.ndarray:
+    """(128, n_cap): how ``preprocess`` makes the model's channels from a cap's (same-named ones kept)."""
+    model = list(model_ch_names())
+    placement = place_channels(names, positions)
+    back = np.zeros((len(model), len(names)))
+    others = [m for m in model if m not in placement.same_as_model]
+    for m, row in placement.same_as_model.items():
+        back[model.index(m), row] = 1.0
+    if others:
+        back[[model.index(m) for m in others]] = interpolation_weights(positions, tuple(others))
+    return back
+
+
+def cap_matrices(n_random: int = 32, seed: int = 0) -> np.ndarray:
+    """The pool: one (128, 128) matrix per standard cap (the full cap excluded) and per random subset."""
+    from ..data.caps import standard_caps
+
+    model = list(model_ch_names())
+    model_pos = np.array([_model_positions()[m] for m in model])
+    mats = []
+    for _, info in standard_caps():
+        if len(info.ch_names) >= len(model):
+            continue
+        pos = np.array([ch["loc"][:3] for ch in info["chs"]])
+        mats.append(_read_back(list(info.ch_names), pos) @ spline_weights(model_pos, pos))
+    rng = np.random.default_rng([seed, 4242])
+    for _ in range(n_random):
+        keep = np.sort(rng.choice(len(model), rng.integers(*RANDOM_SIZES, endpoint=True), replace=False))
+        mats.append(_read_back([model[k] for k in keep], model_pos[keep]) @ np.eye(len(model))[keep])
+    return np.stack(mats).astype(np.float32)
+
+
+class CapAugment:
+    """Draws, per trial, whether to augment (probability ``p``) and with which matrix of the pool.
+
+    Parameters
+    ----------
+    p : float
+        Probability that a trial is replaced by its version on another cap.
+    n_random : int
+        Random subsets in the pool (besides the standard caps).
+    seed : int
+    cache_dir : str | Path | None
+        Folder where the pool is saved once and read again (e.g. the run's output folder).
+    """
+
+    def __init__(self, p: float, n_random: int = 32, seed: int = 0, cache_dir=None):
+        from pathlib import Path
+
+        self.p = float(p)
+        self.mats = None
+        if self.p > 0:  # the pool costs about a minute of splines: kept beside the run, shared by its stages
+            cache = Path(cache_dir) / f"cap_augment_{n_random}_{seed}.npy" if cache_dir is not None else None
+            if cache is not None and cache.is_file():
+                mats = np.load(cache)
+            else:
+                mats = cap_matrices(n_random, seed)
+                if cache is not None:
+                    cache.parent.mkdir(parents=True, exist_ok=True)
+                    np.save(cache, mats)
+            self.mats = torch.from_numpy(mats)
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """x: (batch, 128, n_times), standardized trials -> the same, some as another cap would give them."""
+        if not self.p:
+            return x
+        pick = torch.rand(len(x), generator=generator) < self.p
+        if not pick.any():
+            return x
+        which = torch.randint(len(self.mats), (int(pick.sum()),), generator=generator)
+        mixed = torch.einsum("bij,bjt->bit", self.mats[which].to(x.dtype), x[pick])
+        out = x.clone()
+        out[pick] = torch.from_numpy(standardize(mixed.numpy())).to(x.dtype)
+        return out
