@@ -215,7 +215,10 @@ def test_a_user_error_writes_one_log_line(client, example, app_server, tmp_path)
     """A user's mistake is one line in the server log (what and why), never a traceback."""
     corrupt = tmp_path / "broken.edf"
     corrupt.write_bytes(b"0       " + bytes(np.random.default_rng(1).integers(0, 256, 3000, dtype=np.uint8)))
+    txt = tmp_path / "notes.txt"
+    txt.write_text("not EEG")
     mistakes = [dict(source="upload", files=[handle_file(str(corrupt))]),  # the library's message
+                dict(source="upload", files=[handle_file(str(txt))]),  # the upload widget's file-type check
                 dict(source="example", example=example[0], num_inference_steps=1),  # the pipeline's
                 dict(source="example", example=example[0], strength=0.0),  # Gradio's own slider range check
                 dict(source="upload")]  # the app's
@@ -223,7 +226,7 @@ def test_a_user_error_writes_one_log_line(client, example, app_server, tmp_path)
         offset = app_server.log.stat().st_size
         with pytest.raises(AppError):
             _reconstruct(client, **kwargs)
-        log = _new_log(app_server, offset, 1)
+        _new_log(app_server, offset, 1)
         time.sleep(0.5)  # anything printed after the line (a traceback) would arrive now
         log = _new_log(app_server, offset, 1)
         assert "Traceback" not in log, f"mistake {k} printed a traceback:\n{log}"

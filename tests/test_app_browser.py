@@ -188,6 +188,21 @@ def test_upload_then_back_to_examples_reconstructs_the_example(page, app_server,
     assert reconstruct(page) == "upload my_trial.npz"
 
 
+def test_an_unreadable_upload_leaves_no_other_trial_to_reconstruct(page, tmp_path):
+    """A file that cannot be read: the panel says so (not the example shown before), and so does Reconstruct."""
+    bad = tmp_path / "broken.edf"
+    bad.write_bytes(b"0       " + bytes(np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8)))
+    page.get_by_role("tab", name="Upload").click()
+    page.wait_for_function("() => document.querySelector('#trial-facts')?.innerText.includes('No trial uploaded')")
+    page.locator("#upload input[type=file]").set_input_files(str(bad))
+    page.locator(ERROR_TOAST).first.wait_for(state="visible", timeout=30_000)
+    page.wait_for_function("() => document.querySelector('#trial-facts')?.innerText.includes('could not be read')")
+    assert not shows_an_image(page, "butterfly")
+    page.click("#reconstruct-btn")
+    page.wait_for_function("() => document.querySelector('#result-title')?.innerText.includes('failed')")
+    assert not shows_an_image(page, "reconstruction")
+
+
 def test_simulated_class_change_is_what_is_reconstructed(page):
     """Change the simulated class without any other click: the panel shows it, and it is what is reconstructed."""
     page.get_by_role("tab", name="Simulate").click()
