@@ -18,7 +18,6 @@ import io
 import json
 import logging
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -251,10 +250,10 @@ class Handlers:
 
     # ---------------------------------------------------------------------------------------------
     # Trial sources
-    def _read(self, path: Path):
+    def _read(self, path: Path, companions: list[Path] | None = None):
         from neuroimagen.data import preprocess, read_trial
 
-        raw = read_trial(path)
+        raw = read_trial(path, companions=companions)
         return raw, preprocess(raw)
 
     def _read_example(self, name: str) -> LoadedTrial:
@@ -292,16 +291,9 @@ class Handlers:
         names = [p.name for p in paths]
         if len(set(names)) != len(names):
             raise ValueError(f"Got several files with the same name: {', '.join(sorted(names))}.")
-        if main.suffix.lower() == ".vhdr":
-            missing = [f for f in _brainvision_companions(main) if f not in names]
-            if missing:
-                raise ValueError(f"A BrainVision header needs its data and marker files uploaded with it: "
-                                 f"{main.name} names {', '.join(missing)}, which were not uploaded.")
-        # Gradio stores every upload in its own folder; readers find companions next to the main file.
-        with tempfile.TemporaryDirectory(prefix="neuroimagen-upload-") as tmp:
-            for p in paths:
-                (Path(tmp) / p.name).symlink_to(p.resolve())
-            raw, model = self._read(Path(tmp) / main.name)
+        # Only the uploaded files are read: the library checks the header's references against them
+        # (neuroimagen.data.companions), wherever Gradio stored each one.
+        raw, model = self._read(main, companions=[p for p in paths if p != main])
         return LoadedTrial(name=f"upload {main.name}", raw=raw, model=model,
                            stimulus=self._known_stimulus(getattr(raw, "stimulus", None)))
 
@@ -533,12 +525,6 @@ def _as_list(files) -> list:
     if files is None:
         return []
     return list(files) if isinstance(files, list | tuple) else [files]
-
-
-def _brainvision_companions(vhdr: Path) -> list[str]:
-    """The data and marker file names a BrainVision header refers to (``DataFile=``, ``MarkerFile=``)."""
-    text = vhdr.read_bytes()[:65536].decode("latin-1")
-    return [m.strip() for m in re.findall(r"^\s*(?:DataFile|MarkerFile)\s*=\s*(.+?)\s*$", text, flags=re.M)]
 
 
 def trial_facts(trial: LoadedTrial) -> str:
