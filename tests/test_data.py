@@ -143,6 +143,144 @@ def test_loader_refuses_a_wrong_layout(tmp_path):
         load_eeg_imagenet(tmp_path / "x.pth", split=None)
 
 
+# ---------------------------------------------------------------- simulator: a population of subjects, other caps
+@pytest.fixture(scope="module")
+def population():
+    """The seed-0 population, made with n_subjects=2 (the population must not depend on it)."""
+    from neuroimagen.data.simulate import EEGSimulator
+
+    return EEGSimulator("demo", n_subjects=2, seed=0)
+
+
+def _probe_image():
+    img = np.full((1, 64, 64, 3), 200, np.uint8)
+    img[0, 10:30, 5:25] = [255, 0, 0]  # a red square in the upper left
+    return img
+
+
+def test_founding_subjects_and_class_code_are_the_shipped_ones(population):
+    """Values drawn by the simulator the shipped checkpoint was trained on (EEGSimulator("demo", n_subjects=6,
+    seed=0), before subjects became a population): subjects 1-6, the class code, the retinotopic mix, a trial."""
+    sim = population
+    subjects = [sim.subject(s) for s in range(1, 7)]
+    assert [s.latency_shift for s in subjects] == [  # uniform draws: exact on any machine
+        0.004638136097347655, -0.0002840738597332075, 0.007721409049205045, 0.004620338364643806,
+        -0.008057818434638729, 0.0020826274770256847]
+    tight = {"rtol": 1e-12, "atol": 0}  # bit-identical here; room for another libm's last bit
+    np.testing.assert_allclose([s.gains[0] for s in subjects], [
+        1.0699997403854364, 0.7031432126815267, 0.8763767752183527, 0.78024996381212, 1.0223683482145567,
+        0.8928759079952623], **tight)
+    np.testing.assert_allclose(subjects[5].gains[-1], 1.0152753885238919, **tight)
+    np.testing.assert_allclose(sum(s.gains.sum() for s in subjects), 381.55002212867487, **tight)
+    np.testing.assert_allclose(sim.class_code[0, 0], [-1.5570262627206963, -1.1309453290332396, -0.5060930725040417],
+                               **tight)
+    np.testing.assert_allclose(sim.class_code[39, 7], [0.13092248280325475, -0.14435368458036174,
+                                                       -0.19775685725746042], **tight)
+    np.testing.assert_allclose(np.abs(sim.class_code).sum(), 770.2450265519101, **tight)
+    np.testing.assert_allclose(sim.early_mix[0], [0.8024379248987592, 0.7362510941358751, 0.9852246409772496],
+                               **tight)
+    topo = subjects[0].topography
+    np.testing.assert_allclose(topo[0, :3], [-0.22437338480621438, -0.09064750690464034, -0.12662535373967257],
+                               rtol=1e-9)
+    np.testing.assert_allclose(topo[60, 12], -0.06168574909711002, rtol=1e-9)
+    np.testing.assert_allclose(np.abs(subjects[5].topography).sum(), 1826.4428201600476, rtol=1e-9)
+    x = sim.simulate(_probe_image(), [5], [3], np.random.default_rng(0), raw=True)
+    np.testing.assert_allclose(x[0, 60, 100:103], [-7.031214295238897e-07, -5.789177976112114e-06,
+                                                   -8.53190340421861e-06], rtol=1e-5)
+
+
+def test_new_subjects_are_new_people_of_the_same_population(population):
+    from neuroimagen.data.simulate import EEGSimulator
+
+    other = EEGSimulator("demo", n_subjects=10, seed=0)
+    np.testing.assert_array_equal(other.class_code, population.class_code)
+    np.testing.assert_array_equal(other.early_mix, population.early_mix)
+    for s in (1, 7, 12):  # made eagerly in one, on first use in the other: the same person
+        np.testing.assert_array_equal(other.subject(s).topography, population.subject(s).topography)
+        assert other.subject(s).latency_shift == population.subject(s).latency_shift
+    img = _probe_image()
+    evoked = {s: population.evoked(img, [5], [s])[0].ravel() for s in range(1, 8)}
+    r = [np.corrcoef(evoked[7], evoked[s])[0, 1] for s in range(1, 7)]
+    assert max(r) < 0.99, f"subject 7 is a copy of a founding subject (r = {np.round(r, 3)})"
+    assert min(r) > 0.3, f"subject 7 is not from the population (r = {np.round(r, 3)})"
+    assert abs(population.subject(7).latency_shift) <= 0.012
+    x = population.simulate(np.repeat(img, 2, 0), [5, 5], [7, 9], np.random.default_rng(0))
+    assert x.shape == (2, 128, 500) and np.isfinite(x).all()
+    with pytest.raises(ValueError, match="Subject numbers start at 1, got \\[0, 1\\]"):
+        population.simulate(np.repeat(img, 2, 0), [5, 5], [0, 1], np.random.default_rng(0))
+
+
+def test_biosemi64_simulation_is_the_128_cap_seen_through_another_cap(population):
+    from neuroimagen.data.caps import biosemi_names
+    from neuroimagen.data.simulate import EEGSimulator
+
+    sim = EEGSimulator("demo", seed=0, montage="BioSemi 64")
+    img = _probe_image()
+    x = sim.simulate(img, [5], [1], np.random.default_rng(0), raw=True)
+    assert x.shape == (1, 64, 500) and sim.info.ch_names == biosemi_names(64) and sim.info.ch_names[33] == "B2"
+
+    def pos(info):
+        return np.array([ch["loc"][:3] for ch in info["chs"]])
+
+    dist = np.linalg.norm(pos(sim.info)[:, None] - pos(population.info)[None], axis=-1)
+    nearest = dist.argmin(axis=1)
+    for s in (1, 7):
+        here, there = sim.evoked(img, [5], [s])[0], population.evoked(img, [5], [s])[0][nearest]
+        assert np.corrcoef(here.ravel(), there.ravel())[0, 1] > 0.95
+        assert 0.8 < here.std() / there.std() < 1.25  # the same volts, not rescaled per cap
+    np.testing.assert_array_equal(sim.class_code, population.class_code)
+    r17 = np.corrcoef(sim.evoked(img, [5], [7])[0].ravel(), sim.evoked(img, [5], [1])[0].ravel())[0, 1]
+    assert r17 < 0.99
+
+
+def test_standard_caps_have_their_own_names_and_positions():
+    import warnings
+
+    import mne
+
+    from neuroimagen.data.caps import cap_info, standard_caps
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # MNE's deprecated montage names must not warn
+        caps = dict(standard_caps())
+        assert cap_info("standard_1020", ["O1", "Oz", "O2"]).ch_names == ["O1", "Oz", "O2"]
+    assert {k: len(v.ch_names) for k, v in caps.items()} == {
+        "actiCAP 128": 128, "10-10 64": 64, "BioSemi 64": 64, "10-20 32": 32, "10-20 19": 19, "occipito-parietal 8": 8}
+    assert caps["BioSemi 64"].ch_names[:2] == ["A1", "A2"] and caps["10-20 32"].ch_names[:2] == ["Fp1", "Fp2"]
+    ref = {ch["ch_name"]: ch["loc"][:3] for ch in caps["actiCAP 128"]["chs"]}
+    for name in ("10-10 64", "10-20 32", "10-20 19", "occipito-parietal 8"):
+        d = [np.linalg.norm(ch["loc"][:3] - ref[ch["ch_name"]]) for ch in caps[name]["chs"] if ch["ch_name"] in ref]
+        assert 0 < np.mean(d) < 0.01, f"{name}: same-label electrodes {np.mean(d) * 1000:.0f} mm from the actiCAP's"
+    with pytest.raises(ValueError, match="Invalid value for the 'montage' parameter.*'biosemi64'.*but got 'biosemi65'"):
+        cap_info("biosemi65")
+    with pytest.raises(ValueError, match="2 EEG channels of the Info given as montage have no position"):
+        cap_info(mne.create_info(["Cz", "X1", "X2"], 1000.0, "eeg").set_montage("easycap-M1", on_missing="ignore"))
+    with pytest.raises(ValueError, match="Channels \\['Q9'\\] are not in the montage"):
+        cap_info("10-20 19", ["O1", "Q9"])
+
+
+def test_subjects_are_a_count_a_range_or_a_list():
+    from neuroimagen.data.simulate import parse_subjects
+
+    assert parse_subjects(6) == parse_subjects("6") == [1, 2, 3, 4, 5, 6]
+    assert parse_subjects("7-10") == [7, 8, 9, 10] and parse_subjects("1,3,5") == [1, 3, 5]
+    assert parse_subjects("1-2, 8") == [1, 2, 8] and parse_subjects([9, 7]) == [9, 7]
+    for bad, message in [("0", "at least 1"), ("7-", "expected a count"), ("3-1", "'3-1' is empty"),
+                         ("1,1", "names a subject twice"), ([0, 2], "start at 1")]:
+        with pytest.raises(ValueError, match=message):
+            parse_subjects(bad)
+
+
+def test_simulate_cli_writes_new_subjects_with_their_numbers(stimuli_dir, tmp_path):
+    from neuroimagen.data.__main__ import main
+
+    assert main(["simulate", "--stimuli", str(stimuli_dir), "--out", str(tmp_path / "new.pth"),
+                 "--subjects", "7,9", "--per-class", "1"]) == 0
+    data = torch.load(tmp_path / "new.pth", weights_only=True)["dataset"]
+    assert len(data) == 80 and [d["subject"] for d in data[::40]] == [7, 9]
+    assert len(load_eeg_imagenet(tmp_path / "new.pth", tmp_path / "new_splits.pth", None, subject=9)) == 40
+
+
 # ---------------------------------------------------------------- trial reader and preprocessing
 @pytest.fixture(scope="module")
 def trial():

@@ -1,15 +1,18 @@
-"""EEG simulator: an MNE forward model of a 128-channel recording of the stimulus set.
+"""EEG simulator: an MNE forward model of a 128-channel (or any cap's) recording of the stimulus set.
 
 Writes the EEG-ImageNet file format (docs/CONTRACTS.md, ../shared/PAPER.md) so every model trains on
 simulated or real data without code changes::
 
     python -m neuroimagen.data simulate --stimuli data/stimuli --out data/sim_demo.pth --preset demo
     python -m neuroimagen.data simulate --stimuli data/stimuli --out data/sim_realistic.pth --preset realistic
+    python -m neuroimagen.data simulate --stimuli data/stimuli --out data/sim_new_subjects.pth --subjects 7-10
 
 The model (parameters and the literature behind them: docs/simulator.md):
 
 - **Head**: the actiCAP 128 montage (``brainproducts-RNP-BA-128``), a 4-shell spherical head model
-  (``mne.make_sphere_model``) and ``mne.make_forward_solution`` on discrete dipoles.
+  (``mne.make_sphere_model``) and ``mne.make_forward_solution`` on discrete dipoles. ``montage=`` records
+  with another cap (``neuroimagen.data.caps``: its own positions, names and forward model), in the same
+  volts.
 - **Early visual cortex**: 9 dipoles near the occipital pole, one per cell of a 3 x 3 grid of the visual
   field, placed retinotopically (left field -> right hemisphere, upper field -> below the calcarine
   sulcus, so its polarity flips). Each is driven by its cell's luminance contrast against the
@@ -19,7 +22,9 @@ The model (parameters and the literature behind them: docs/simulator.md):
   the class's MiniLM label-caption embedding through a fixed random projection, with N170- (170 ms),
   P2- (250 ms) and P300-like (350 ms) oscillatory-enveloped waveforms (theta/alpha band, so the code
   survives the published 5-95 Hz band-pass).
-- **Subjects**: per subject, dipole orientation jitter, gains and a latency shift.
+- **Subjects**: a population (sources, class code, retinotopic mix) and its people: per subject, dipole
+  orientation jitter, gains and a latency shift, from the subject's own random stream for subjects 7 on
+  (``--subjects 7-10``: new people of the population the founding subjects 1-6 came from).
 - **Noise**: 1/f ("pink") background from 40 random sources, posterior alpha (8-12 Hz), sensor white
   noise, 50 Hz line noise and occasional frontal blinks; trial-to-trial amplitude jitter.
 - **Block drift** (``--block-drift``, off by default): EEG-ImageNet showed each class in one block;
@@ -48,6 +53,7 @@ PAD = 150  # samples simulated before and after, so the band-pass has no edge ef
 GRID = 3  # retinotopic cells per side
 N_VENTRAL = 8
 N_NOISE_SOURCES = 40
+FOUNDING_SUBJECTS = 6  # drawn from the population's stream, in the order the shipped data set used
 CLASS_EMBEDDINGS = Path(__file__).with_name("class_embeddings.npy")
 
 
@@ -134,32 +140,60 @@ def global_features(images: np.ndarray) -> np.ndarray:
     return np.stack([lum, rg, by], axis=1) * 3.0
 
 
+@dataclass(frozen=True)
+class Subject:
+    """One simulated person: how their head and brain differ from the population's (see :meth:`EEGSimulator.subject`)."""
+
+    number: int  # 1-based
+    latency_shift: float  # s, added to every evoked latency
+    gains: np.ndarray  # (n_sources,), log-normal amplitude of each source
+    orientations: np.ndarray  # (n_sources, 3), unit dipole orientations (the population's, jittered)
+    topography: np.ndarray  # (n_chans, n_sources), lead field per source on the simulator's cap, in units of
+    # the source's peak |lead field| over the actiCAP 128 (so amplitudes in volts agree across caps)
+
+
 class EEGSimulator:
     """Simulate single EEG trials for stimulus images.
+
+    A population (source layout, noise sources, class code, retinotopic mix: fixed by ``seed``) and its
+    subjects, each a person of that population (orientation jitter, gains, latency shift), made on first
+    use for any subject number >= 1. Subjects 1-6 are the "founding" subjects the shipped data set was
+    simulated with; subject 7 onwards are new people of the same population, each from their own random
+    stream, so a subject's number alone fixes who they are.
 
     Parameters
     ----------
     preset : str
         ``"demo"`` or ``"realistic"`` (noise and amplitude settings, see :data:`PRESETS`).
     n_subjects : int
-        Simulated subjects (their differences are fixed by ``seed``).
+        Subjects whose parameters are made now (1..n_subjects); any other is made when first simulated.
+        Changes nothing that is simulated.
     seed : int
-        Fixes the head model's sources, the class code and the subjects; trial noise comes from the
-        ``rng`` given to :meth:`simulate`.
+        Fixes the population and its subjects; trial noise comes from the ``rng`` given to :meth:`simulate`.
     block_drift : bool
         Add slow per-block drifts (see :meth:`simulate`'s ``blocks``).
+    montage : str | mne.Info | mne.channels.DigMontage | None
+        The cap recorded with: the same sources, subjects and class code seen through that cap's own
+        forward model (positions and names). ``None``: the model's actiCAP 128. A name is one of
+        :data:`neuroimagen.data.caps.STANDARD_CAPS` or an MNE built-in montage (see
+        :func:`neuroimagen.data.caps.cap_info`).
     """
 
-    def __init__(self, preset: str = "demo", n_subjects: int = 6, seed: int = 0, block_drift: bool = False):
+    def __init__(self, preset: str = "demo", n_subjects: int = 6, seed: int = 0, block_drift: bool = False,
+                 montage=None):
         import mne
 
-        from .._check import check_option
+        from .._check import check_option, check_range
+        from .caps import cap_info
 
         check_option("preset", preset, PRESETS)
+        check_range("n_subjects", n_subjects, 0)
         self.preset_name, self.preset = preset, PRESETS[preset]
         self.n_subjects, self.seed, self.block_drift = n_subjects, seed, block_drift
+        # The population's stream. Its draw order is the one the shipped data set was made with: noise
+        # sources, the founding subjects, then the class code and the retinotopic mix.
         rng = np.random.default_rng([seed, 7919])
-        self.info = make_info()
+        self.info = make_info() if montage is None else cap_info(montage)
         self.n_chans = len(self.info.ch_names)
 
         # Sources: early visual (retinotopic), ventral (class), noise (random), alpha (parieto-occipital).
@@ -190,20 +224,24 @@ class EEGSimulator:
 
         sphere = mne.make_sphere_model(r0=(0.0, 0.0, 0.0), head_radius=0.095, verbose=False)
         src = mne.setup_volume_source_space(pos=dict(rr=rr, nn=nn), sphere=sphere, verbose=False)
-        fwd = mne.make_forward_solution(self.info, trans=None, src=src, bem=sphere, eeg=True, meg=False,
-                                        verbose=False)
-        self._gain_free = fwd["sol"]["data"].reshape(self.n_chans, len(rr), 3)  # V per A m, free orientation
+
+        def lead_fields(info):  # V per A m, free orientation: (n_chans, n_sources, 3)
+            fwd = mne.make_forward_solution(info, trans=None, src=src, bem=sphere, eeg=True, meg=False,
+                                            verbose=False)
+            return fwd["sol"]["data"].reshape(len(info.ch_names), len(rr), 3)
+
+        self._gain_free = lead_fields(self.info)
+        # Topographies are in units of each source's peak over the actiCAP 128, whatever the cap.
+        self._gain_ref = self._gain_free if montage is None else lead_fields(make_info())
         self._rr, self._nn = rr, nn
 
-        # Per subject: orientation jitter, gains, latency shift, and the resulting unit-peak topographies.
-        self.topographies = []  # per subject: (n_chans, n_sources), each column scaled to max |value| 1
-        self.latency_shift = rng.uniform(-0.012, 0.012, n_subjects)
-        self.gains = rng.lognormal(0.0, 0.15, (n_subjects, len(rr)))
-        for _ in range(n_subjects):
-            ori = nn + rng.normal(0.0, 0.25, nn.shape)
-            ori /= np.linalg.norm(ori, axis=1, keepdims=True)
-            topo = np.einsum("csk,sk->cs", self._gain_free, ori)
-            self.topographies.append(topo / np.abs(topo).max(axis=0, keepdims=True))
+        # The founding subjects 1-6, always drawn here (whatever n_subjects) so the code after them is fixed.
+        self._subjects: dict[int, Subject] = {}
+        latency_shift = rng.uniform(-0.012, 0.012, FOUNDING_SUBJECTS)
+        gains = rng.lognormal(0.0, 0.15, (FOUNDING_SUBJECTS, len(rr)))
+        for k in range(FOUNDING_SUBJECTS):
+            self._subjects[k + 1] = self._make_subject(k + 1, latency_shift[k], gains[k],
+                                                       nn + rng.normal(0.0, 0.25, nn.shape))
 
         # Class code: MiniLM embedding -> fixed random projection -> amplitudes of the ventral components.
         emb = class_embeddings()
@@ -214,6 +252,32 @@ class EEGSimulator:
         self.early_mix = rng.normal(1.0, 0.3, (n_early, 3))  # how luminance / colour drive each cell's dipole
         self.frontal = np.exp(-((np.array([self.info["chs"][i]["loc"][:3] for i in range(self.n_chans)])
                                  - [0.0, 0.09, 0.02]) ** 2).sum(axis=1) / (2 * 0.035 ** 2))
+        for s in range(FOUNDING_SUBJECTS + 1, n_subjects + 1):
+            self.subject(s)
+
+    def _make_subject(self, number: int, latency_shift: float, gains: np.ndarray, ori: np.ndarray) -> Subject:
+        ori = ori / np.linalg.norm(ori, axis=1, keepdims=True)
+        peak = np.abs(np.einsum("csk,sk->cs", self._gain_ref, ori)).max(axis=0, keepdims=True)
+        topo = np.einsum("csk,sk->cs", self._gain_free, ori) / peak
+        for a in (gains, ori, topo):
+            a.setflags(write=False)  # a subject is made once and shared by every later trial
+        return Subject(number, float(latency_shift), gains, ori, topo)
+
+    def subject(self, number: int) -> Subject:
+        """Subject ``number`` (>= 1) of the population, made on first use.
+
+        Subjects 1-6 come from the population's stream (as the shipped data set); subject ``s >= 7`` from
+        its own, ``np.random.default_rng([seed, 7919, s])``: a new person of the same population.
+        """
+        number = int(number)
+        if number < 1:
+            raise ValueError(f"Subject numbers start at 1, got {number}.")
+        if number not in self._subjects:
+            r = np.random.default_rng([self.seed, 7919, number])
+            self._subjects[number] = self._make_subject(
+                number, r.uniform(-0.012, 0.012), r.lognormal(0.0, 0.15, len(self._nn)),
+                self._nn + r.normal(0.0, 0.25, self._nn.shape))
+        return self._subjects[number]
 
     # ------------------------------------------------------------------------------------------
     def simulate(self, images: np.ndarray, class_indices, subjects, rng: np.random.Generator, raw: bool = False,
@@ -226,7 +290,7 @@ class EEGSimulator:
             The stimuli seen.
         class_indices : array-like of int, shape (n,)
         subjects : array-like of int, shape (n,)
-            1-based subject numbers (<= ``n_subjects``).
+            1-based subject numbers, any >= 1 (see :meth:`subject`).
         rng : np.random.Generator
             Trial noise.
         raw : bool
@@ -239,18 +303,10 @@ class EEGSimulator:
 
         Returns
         -------
-        eeg : ndarray, shape (n, 128, n_samples), float32
+        eeg : ndarray, shape (n, n_chans, n_samples), float32
+            Channels of ``self.info`` (the cap's names and order).
         """
-        images = np.asarray(images)
-        if images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(f"images must have shape (n, H, W, 3), got {images.shape}.")
-        cls = np.asarray(class_indices, dtype=int)
-        subj = np.asarray(subjects, dtype=int)
-        if len(cls) != len(images) or len(subj) != len(images):
-            raise ValueError(f"Got {len(images)} images, {len(cls)} class indices and {len(subj)} subjects: "
-                             f"expected one of each per trial.")
-        if subj.min(initial=1) < 1 or subj.max(initial=1) > self.n_subjects:
-            raise ValueError(f"subjects must be in 1..{self.n_subjects}, got {sorted(set(subj.tolist()))}.")
+        images, cls, subj = self._check_trials(images, class_indices, subjects)
         p = self.preset
         n_tot = n_samples + 2 * PAD
         t = (np.arange(n_tot) - PAD) / SFREQ
@@ -259,19 +315,11 @@ class EEGSimulator:
         out = np.empty((len(images), self.n_chans, n_samples), dtype=np.float32)
         uv = 1e-6
         for i in range(len(images)):
-            s = subj[i] - 1
-            topo = self.topographies[s] * self.gains[s]
-            lat = self.latency_shift[s] + rng.normal(0.0, 0.004)
+            subject = self.subject(subj[i])
+            topo = subject.topography * subject.gains
+            lat = subject.latency_shift + rng.normal(0.0, 0.004)
             jit = 1.0 + p.trial_jitter * rng.standard_normal()
-            # Early visual: P1 (100 ms) and N1 (170 ms), per retinotopic cell.
-            drive = np.concatenate([(feats[i] * self.early_mix[:GRID * GRID]).sum(axis=1), glob[i]])  # (12,)
-            early_wave = _wave(t, 0.100 + lat, 0.018, None) - 0.8 * _wave(t, 0.170 + lat, 0.025, None)
-            src = np.zeros((topo.shape[1], n_tot))
-            src[self._sl["early"]] = p.early_uv * uv * jit * drive[:, None] * early_wave[None]
-            # Ventral: class-coded oscillatory components at N170 / P2 / P300 latencies.
-            w = np.stack([_wave(t, 0.170 + lat, 0.030, 8.0), _wave(t, 0.250 + lat, 0.040, 6.0),
-                          _wave(t, 0.350 + lat, 0.050, 5.0)])
-            src[self._sl["ventral"]] = p.ventral_uv * uv * jit * (self.class_code[cls[i]] @ w)
+            src = self._evoked_sources(feats[i], glob[i], cls[i], lat, jit, t)
             # Alpha: 8-12 Hz, random phase and amplitude, posterior.
             f_alpha = rng.uniform(8.0, 12.0)
             src[self._sl["alpha"]] = (p.alpha_uv * uv * rng.uniform(0.3, 1.5, (2, 1))
@@ -287,11 +335,61 @@ class EEGSimulator:
             if rng.random() < p.blink_prob:
                 x += p.blink_uv * uv * self.frontal[:, None] * _wave(t, rng.uniform(0.0, 0.5), 0.07)[None]
             if self.block_drift and blocks is not None:
-                x += self._drift(int(blocks[i]), s, t)
+                x += self._drift(int(blocks[i]), subject.number - 1, t)
             if not raw:
                 x = standardize(bandpass(x, SFREQ))
             out[i] = x[:, PAD:PAD + n_samples]
         return out
+
+    def evoked(self, images: np.ndarray, class_indices, subjects, n_samples: int = N_SAMPLES) -> np.ndarray:
+        """The noise-free evoked response (early visual + class-coded parts) of each trial, in volts.
+
+        What :meth:`simulate` adds noise to, at the subject's own latency and without trial jitter:
+        the pattern a subject's average over many repetitions approaches.
+
+        Returns
+        -------
+        evoked : ndarray, shape (n, n_chans, n_samples), float64
+        """
+        images, cls, subj = self._check_trials(images, class_indices, subjects)
+        t = np.arange(n_samples) / SFREQ
+        feats, glob = stimulus_features(images), global_features(images)
+        out = np.empty((len(images), self.n_chans, n_samples))
+        for i in range(len(images)):
+            subject = self.subject(subj[i])
+            src = self._evoked_sources(feats[i], glob[i], cls[i], subject.latency_shift, 1.0, t)
+            out[i] = (subject.topography * subject.gains) @ src
+        return out
+
+    def _check_trials(self, images, class_indices, subjects) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"images must have shape (n, H, W, 3), got {images.shape}.")
+        cls = np.asarray(class_indices, dtype=int)
+        subj = np.asarray(subjects, dtype=int)
+        if len(cls) != len(images) or len(subj) != len(images):
+            raise ValueError(f"Got {len(images)} images, {len(cls)} class indices and {len(subj)} subjects: "
+                             f"expected one of each per trial.")
+        if subj.min(initial=1) < 1:
+            raise ValueError(f"Subject numbers start at 1, got {sorted(set(subj.tolist()))}.")
+        if cls.min(initial=0) < 0 or cls.max(initial=0) >= len(CLASSES):
+            raise ValueError(f"class_indices must be in 0..{len(CLASSES) - 1}, got {sorted(set(cls.tolist()))}.")
+        return images, cls, subj
+
+    def _evoked_sources(self, feats: np.ndarray, glob: np.ndarray, cls: int, lat: float, jit: float,
+                        t: np.ndarray) -> np.ndarray:
+        """Source time courses (n_sources, n_times) of one trial's evoked parts; the other sources are zero."""
+        p, uv = self.preset, 1e-6
+        # Early visual: P1 (100 ms) and N1 (170 ms), per retinotopic cell.
+        drive = np.concatenate([(feats * self.early_mix[:GRID * GRID]).sum(axis=1), glob])  # (12,)
+        early_wave = _wave(t, 0.100 + lat, 0.018, None) - 0.8 * _wave(t, 0.170 + lat, 0.025, None)
+        src = np.zeros((len(self._rr), len(t)))
+        src[self._sl["early"]] = p.early_uv * uv * jit * drive[:, None] * early_wave[None]
+        # Ventral: class-coded oscillatory components at N170 / P2 / P300 latencies.
+        w = np.stack([_wave(t, 0.170 + lat, 0.030, 8.0), _wave(t, 0.250 + lat, 0.040, 6.0),
+                      _wave(t, 0.350 + lat, 0.050, 5.0)])
+        src[self._sl["ventral"]] = p.ventral_uv * uv * jit * (self.class_code[cls] @ w)
+        return src
 
     def _drift(self, block: int, subject: int, t: np.ndarray) -> np.ndarray:
         """A block's drift: a slowly drifting topography and an in-band ramp, fixed by (seed, subject, block)."""
@@ -317,13 +415,48 @@ def make_image_splits(image_classes: np.ndarray, seed: int, fractions=(0.8, 0.1,
     return {k: np.sort(np.array(v, dtype=int)) for k, v in parts.items()}
 
 
-def simulate_dataset(stimuli_dir, out, preset: str = "demo", n_subjects: int = 6, seed: int = 0,
-                     block_drift: bool = False, splits_out=None, per_class: int | None = None) -> dict:
+def parse_subjects(subjects) -> list[int]:
+    """Subject numbers from a count (``6`` or ``"6"``: 1..6), a range (``"7-10"``), a list (``"1,3,5"``,
+    ``[1, 3, 5]``) or a mix (``"1-3,8"``), in the order given."""
+    if isinstance(subjects, (int, np.integer)) or (isinstance(subjects, str) and subjects.strip().isdigit()):
+        n = int(subjects)
+        if n < 1:
+            raise ValueError(f"Invalid value for the 'subjects' parameter: a count must be at least 1, got {n}.")
+        return list(range(1, n + 1))
+    if isinstance(subjects, str):
+        out = []
+        for part in subjects.split(","):
+            lo, sep, hi = part.strip().partition("-")
+            if not (lo.strip().isdigit() and (not sep or hi.strip().isdigit())):
+                raise ValueError(f"Invalid value for the 'subjects' parameter: expected a count ('6' for 1..6), a "
+                                 f"range ('7-10') or a list ('1,3,5'), but got {subjects!r} instead.")
+            lo_n, hi_n = int(lo), int(hi) if sep else int(lo)
+            if hi_n < lo_n:
+                raise ValueError(f"Invalid value for the 'subjects' parameter: the range {part.strip()!r} is empty.")
+            out += range(lo_n, hi_n + 1)
+    else:
+        out = [int(v) for v in subjects]
+    if not out or min(out) < 1:
+        raise ValueError(f"Invalid value for the 'subjects' parameter: subject numbers start at 1, got {subjects!r}.")
+    if len(set(out)) != len(out):
+        raise ValueError(f"Invalid value for the 'subjects' parameter: {subjects!r} names a subject twice.")
+    return out
+
+
+def simulate_dataset(stimuli_dir, out, preset: str = "demo", subjects: int | str | list[int] = 6, seed: int = 0,
+                     block_drift: bool = False, splits_out=None, per_class: int | None = None,
+                     n_subjects: int | None = None) -> dict:
     """Simulate every image once per subject and write the EEG-ImageNet ``.pth`` and splits files.
 
-    Trials are recorded per subject in class blocks (as EEG-ImageNet: each class's images in one block),
-    so ``block_drift`` marks each class by its block. ``per_class`` keeps only the first images of each
-    class (small data sets for tests). Returns a summary.
+    ``subjects`` is a count (``6``: subjects 1..6) or the subject numbers (``"7-10"``, ``"1,3,5"``, a list;
+    see :func:`parse_subjects`); the file's ``subject`` field holds the real numbers, so subjects 7-10 are
+    new people of the population that subjects 1-6 came from (:class:`EEGSimulator`). ``n_subjects`` is
+    the older name of a count. Trials are recorded per subject in class blocks (as EEG-ImageNet: each
+    class's images in one block), so ``block_drift`` marks each class by its block. ``per_class`` keeps
+    only the first images of each class (small data sets for tests). Returns a summary.
+
+    Trial noise (and trial lengths) come from one stream for the whole file, subject after subject in
+    the order given: the same subjects in the same order give the same file.
     """
     import torch
 
@@ -335,21 +468,22 @@ def simulate_dataset(stimuli_dir, out, preset: str = "demo", n_subjects: int = 6
         records = [records[i] for i in keep]
     images = load_stimulus_images(stimuli_dir, records)
     classes = np.array([r.class_index for r in records])
-    sim = EEGSimulator(preset, n_subjects=n_subjects, seed=seed, block_drift=block_drift)
+    numbers = parse_subjects(subjects if n_subjects is None else n_subjects)
+    sim = EEGSimulator(preset, n_subjects=0, seed=seed, block_drift=block_drift)
     rng = np.random.default_rng([seed, 2718])
-    lengths = np.where(rng.random((n_subjects, len(records))) < 0.8, N_SAMPLES,
-                       rng.integers(480, 521, (n_subjects, len(records))))
+    lengths = np.where(rng.random((len(numbers), len(records))) < 0.8, N_SAMPLES,
+                       rng.integers(480, 521, (len(numbers), len(records))))
     dataset = []
-    for s in range(1, n_subjects + 1):
+    for row, s in enumerate(numbers):
         for c in range(len(CLASSES)):  # one block per class, in class order
             idx = np.flatnonzero(classes == c)
             if len(idx) == 0:
                 continue
-            n_max = int(lengths[s - 1, idx].max())
+            n_max = int(lengths[row, idx].max())
             eeg = sim.simulate(images[idx], classes[idx], [s] * len(idx), rng, blocks=[c] * len(idx),
                                n_samples=n_max)
             for j, i in enumerate(idx):
-                dataset.append({"eeg": torch.from_numpy(eeg[j, :, :lengths[s - 1, i]].copy()), "image": int(i),
+                dataset.append({"eeg": torch.from_numpy(eeg[j, :, :lengths[row, i]].copy()), "image": int(i),
                                 "label": int(classes[i]), "subject": s})
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -370,7 +504,9 @@ def add_simulate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stimuli", required=True, help="stimulus folder made by 'python -m neuroimagen.data stimuli'")
     p.add_argument("--out", required=True, help="output .pth in the EEG-ImageNet format")
     p.add_argument("--preset", default="demo", choices=sorted(PRESETS), help="noise preset (default: demo)")
-    p.add_argument("--subjects", type=int, default=6, help="number of subjects (default: 6)")
+    p.add_argument("--subjects", default="6",
+                   help="a count ('6': subjects 1-6, the founding subjects) or subject numbers ('7-10', '1,3,5'): "
+                        "subjects 7 on are new people of the same population (default: 6)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--block-drift", action="store_true", help="add slow per-block drifts (default: off)")
     p.add_argument("--splits", default=None, help="splits file (default: OUT with '_splits.pth')")
@@ -378,7 +514,7 @@ def add_simulate_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_simulate_cli(args: argparse.Namespace) -> None:
-    summary = simulate_dataset(args.stimuli, args.out, preset=args.preset, n_subjects=args.subjects, seed=args.seed,
+    summary = simulate_dataset(args.stimuli, args.out, preset=args.preset, subjects=args.subjects, seed=args.seed,
                                block_drift=args.block_drift, splits_out=args.splits, per_class=args.per_class)
     print(summary)
 
