@@ -35,6 +35,8 @@ import sys
 import time
 from pathlib import Path
 
+from .evaluation.provenance import part_weights, same_weights, weights_digest
+
 PARTS = ("reconstruction", "baselines", "block")
 
 
@@ -78,17 +80,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device of the pipeline (default: cpu)")
     p.add_argument("--index", nargs="+", default=None, metavar="REPORT_DIR",
                    help="only write OUT/README.md indexing these report folders")
+    p.add_argument("--rerender", action="store_true", help="only rewrite OUT/report.md from OUT/metrics.json and "
+                   "the figures there (nothing is recomputed)")
     return p
 
 
 PART_KEYS = ("reconstruction", "baselines", "block_design")  # the parts' keys in metrics.json
+# The checkpoint components our rows of the baselines part run (the semantic readout and the encoder probe).
+BASELINE_COMPONENTS = ("eeg_encoder", "semantic_decoder", "caption_bank")
 
 
-def _keep_earlier_parts(metrics: dict, out: Path) -> None:
-    """Keep the parts this run did not compute from ``out/metrics.json``, when it is for the same data.
+def _keep_earlier_parts(metrics: dict, out: Path, log=print) -> None:
+    """Keep the parts this run did not compute from ``out/metrics.json``, when it is for the same data and,
+    when this run has a checkpoint, for the same weights (by digest: a retrained stage keeps its folder's path).
 
-    So a report can be built in steps (``--parts baselines`` now, ``--parts reconstruction`` after more
-    training): each kept part's command stays listed in ``earlier_commands`` and in the report.
+    So a report can be built in steps (``--parts baselines`` now, ``--parts reconstruction`` later): each kept
+    part's command stays listed in ``earlier_commands`` and in the report. A part measured on other weights (or on
+    weights that cannot be identified) is not kept; the caveats say so and give the command that reruns it.
     """
     metrics["part_commands"] = {k: metrics["command"] for k in PART_KEYS if k in metrics}
     f = out / "metrics.json"
@@ -98,6 +106,17 @@ def _keep_earlier_parts(metrics: dict, out: Path) -> None:
     if (prior.get("data"), prior.get("splits")) != (metrics.get("data"), metrics.get("splits")):
         return
     kept = [k for k in PART_KEYS if k not in metrics and k in prior]
+    if "weights" in metrics:
+        stale = [k for k in kept if not same_weights(part_weights(prior, k), metrics["weights"])]
+        for k in stale:
+            part = PARTS[PART_KEYS.index(k)]
+            why = "other weights" if part_weights(prior, k) is not None else "weights it did not record"
+            metrics["caveats"].append(f"The earlier {k} part was measured on {why}, not on {metrics['checkpoint']} "
+                                      f"as it is now, so it was not kept: rerun it with --parts {part}.")
+            log(f"not keeping the earlier {k} part (measured on {why}): rerun it with --parts {part}")
+        kept = [k for k in kept if k not in stale]
+    for k in kept:
+        metrics.setdefault("part_weights", {})[k] = part_weights(prior, k)
     if not kept:
         return
     made_by = prior.get("part_commands") or {}
@@ -208,6 +227,11 @@ def _run(args: argparse.Namespace, argv: list[str] | None, log) -> dict:
                      "preset": preset, "checkpoint": args.checkpoint, "data": args.data, "splits": args.splits,
                      "stimuli": args.stimuli, "threads": torch.get_num_threads(), "versions": _versions(),
                      "caveats": []}
+    if pipe is not None:  # what each part is measured on, so that a later run keeps it only for the same weights
+        metrics["weights"] = weights_digest(args.checkpoint)
+        if args.classifier:
+            metrics["weights"]["classifier"] = weights_digest(args.classifier).get(".", "")
+    measured_on = {}  # part -> the digests of the weights it runs
     arrays = None
 
     # 1. Reconstructions and the ablation
@@ -223,6 +247,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None, log) -> dict:
             limit=args.limit, seed=args.seed, samples_per_trial=args.samples_per_trial, batch_size=args.batch_size,
             num_inference_steps=args.steps, strength=args.strength, guidance_scale=args.guidance, log=log)
         metrics["reconstruction"] = rec
+        measured_on["reconstruction"] = metrics["weights"]
         if args.limit and rec["setup"]["n_trials"] < rec["setup"]["n_test_trials"]:
             metrics["caveats"].append(f"Reconstructions were scored on {rec['setup']['n_trials']} of the "
                                       f"{rec['setup']['n_test_trials']} test trials (--limit {args.limit}), for time; "
@@ -241,6 +266,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None, log) -> dict:
                                              xdawn_bin=_bins(args.xdawn_bin_ms, "xdawn-bin-ms"), log=log)
         if pipe is None:
             metrics["caveats"].append("No checkpoint was given: our decoders are missing from the baseline table.")
+        measured_on["baselines"] = {k: v for k, v in metrics.get("weights", {}).items() if k in BASELINE_COMPONENTS}
 
     # 3. The block-design effect
     if "block" in parts and args.drift_data:
@@ -251,8 +277,10 @@ def _run(args: argparse.Namespace, argv: list[str] | None, log) -> dict:
         metrics["block_design"] = block_design_effect(
             {"no drift": (args.data, args.splits), "block drift": (args.drift_data, args.drift_splits)},
             log=log, max_folds=args.block_folds, lda_bin=_bins(args.lda_bin_ms, "lda-bin-ms"))
+        measured_on["block_design"] = {}  # data only
 
-    _keep_earlier_parts(metrics, Path(args.out))
+    metrics["part_weights"] = measured_on
+    _keep_earlier_parts(metrics, Path(args.out), log)
     metrics["wall_s"] = round(time.perf_counter() - t0, 1)
     files = write_report(args.out, metrics, arrays)
     log(f"wrote {', '.join(str(f) for f in files)} in {metrics['wall_s']} s")
@@ -300,6 +328,11 @@ def write_index(report_dirs: list[str], out: str | Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.rerender:
+        from .evaluation.report import rerender_report
+
+        print(rerender_report(args.out))
+        return 0
     if args.index:
         print(write_index(args.index, args.out))
         return 0

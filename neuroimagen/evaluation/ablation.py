@@ -60,7 +60,8 @@ FULL = "L + I"
 DEFAULT_ROW = "L* + I"
 N_WAYS = (2, 5, 10)  # the EEG-to-image literature's N-way top-1, besides N = n_classes
 
-# Lan et al. 2023 (PAPER.md): ACC % (50-way top-1, ImageNet classifier), IS (Inception-v3), SSIM.
+# Lan et al. 2023 (arXiv 2308.02510), Table 3: ACC % (50-way top-1, ImageNet classifier), IS (Inception-v3), SSIM;
+# then the paper's ACC % per subject.
 PAPER_TABLE3 = {
     "I only": (4.5, 16.31, 0.234),
     "L only": (85.9, 34.12, 0.180),

@@ -15,6 +15,7 @@ import numpy as np
 
 from .ablation import DEFAULT_ROW, FULL, N_WAYS, PAPER_PER_SUBJECT_ACC, PAPER_TABLE3
 from .baselines import METHOD_NAMES
+from .provenance import part_weights
 
 
 def _figure(figsize: tuple[float, float], nrows: int = 1, ncols: int = 1):
@@ -134,8 +135,14 @@ def _ms(d: dict) -> str:
     return f"{d['mean']:.3f} ± {d['sem']:.3f}" if np.isfinite(d.get("sem", np.nan)) else f"{d['mean']:.3f}"
 
 
+def _nway(m: dict, n: int) -> float | None:
+    """The N-way top-1 of a row: keyed by the int N in memory, by its string once read back from metrics.json."""
+    d = m.get("acc_nway") or {}
+    return d.get(n, d.get(str(n)))
+
+
 def _metric_row(name: str, m: dict, paper: str = "") -> str:
-    nway = " | ".join(_pct(m.get("acc_nway", {}).get(w)) for w in N_WAYS)
+    nway = " | ".join(_pct(_nway(m, w)) for w in N_WAYS)
     return (f"| {name} | {m['n_trials']} | {_pct(m['acc'])} | {_pct(m['acc_top5'])} | {nway} | {m['is']:.2f} | "
             f"{_ms(m['ssim'])} | {_ms(m['pixcorr'])} | {paper} |")
 
@@ -323,12 +330,37 @@ def write_report(out: str | Path, metrics: dict, arrays: dict | None = None) -> 
     if block is not None:
         figs.append(save(plot_block_design(block), "block_design.png"))
 
+    (out / "report.md").write_text(report_markdown(metrics, figs))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=_json_default))
+    return [out / "report.md", out / "metrics.json", *written]
+
+
+UNVERIFIED_PARTS = (
+    "**Provenance.** The parts of this report come from different commands and at least one was written before "
+    "reports recorded the digests of the weights they measured (`weights`, `part_weights` in metrics.json), so "
+    "nothing here shows that they measured the same weights. A run now keeps an earlier part only when its "
+    "digests match.")
+
+# The figures write_report can make, in the order the report shows them.
+FIGURES = ("reconstructions.png", "ablation.png", "baselines.png", "per_class_accuracy.png", "confusion.png",
+           "block_design.png")
+
+
+def report_markdown(metrics: dict, figures: Sequence[str]) -> str:
+    """``report.md`` from the metrics (as computed, or as read back from metrics.json) and the figures' markdown."""
+    rec, base, block = metrics.get("reconstruction"), metrics.get("baselines"), metrics.get("block_design")
     md = [f"# NeuroImagen evaluation: {metrics.get('preset', '')}", "",
           f"Command: `{metrics['command']}`", "",
-          *[f"Parts kept from an earlier command (same data): `{c}`\n" for c in metrics.get("earlier_commands", [])],
+          *[f"Parts kept from an earlier command (same data; same weights when their digests are recorded): `{c}`\n" for c in metrics.get("earlier_commands", [])],
           f"Checkpoint `{metrics.get('checkpoint')}`, evaluation classifier `{metrics.get('classifier')}`, data "
           f"`{metrics.get('data')}` with splits `{metrics.get('splits')}`. Wall time {metrics.get('wall_s')} s on "
-          f"{metrics.get('threads')} torch thread(s); versions {metrics.get('versions')}.", ""]
+          f"{metrics.get('threads')} torch thread(s); versions {metrics.get('versions')}.", "",
+          *(["Weights (SHA-256, first 16 hex digits, `neuroimagen.evaluation.provenance`): "
+             + ", ".join(f"{k} `{v}`" for k, v in metrics["weights"].items()) + ".", ""]
+            if metrics.get("weights") else []),
+          *([UNVERIFIED_PARTS, ""] if metrics.get("earlier_commands") and any(
+              part_weights(metrics, k) is None for k in ("reconstruction", "baselines", "block_design") if k in metrics)
+            else [])]
     if rec is not None:
         md.append(reconstruction_markdown(rec))
     if base is not None:
@@ -337,10 +369,25 @@ def write_report(out: str | Path, metrics: dict, arrays: dict | None = None) -> 
         md.append(block_markdown(block))
     if metrics.get("caveats"):
         md += ["## Caveats", "", *[f"- {c}" for c in metrics["caveats"]], ""]
-    md += ["## Figures", "", *figs, ""]
-    (out / "report.md").write_text("\n".join(md))
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=_json_default))
-    return [out / "report.md", out / "metrics.json", *written]
+    md += ["## Figures", "", *figures, ""]
+    return "\n".join(md)
+
+
+def rerender_report(out: str | Path) -> Path:
+    """Rewrite ``out/report.md`` from ``out/metrics.json`` and the figures already there (nothing is recomputed).
+
+    For reports written by an earlier version of this module: the text follows the current renderer, the numbers
+    stay those of metrics.json.
+    """
+    out = Path(out)
+    f = out / "metrics.json"
+    if not f.is_file():
+        raise FileNotFoundError(f"No metrics.json in {out}: rerendering needs a report folder written by "
+                                "'python -m neuroimagen.evaluate'.")
+    metrics = json.loads(f.read_text())
+    figures = [f"![{name}]({name})" for name in FIGURES if (out / name).is_file()]
+    (out / "report.md").write_text(report_markdown(metrics, figures))
+    return out / "report.md"
 
 
 def _json_default(o):
