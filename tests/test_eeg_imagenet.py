@@ -107,15 +107,6 @@ def test_names_and_stimuli(files, tmp_path):
         ds[1]
 
 
-def test_1996_trials_of_a_subject(tmp_path):
-    """The published files miss a few trials for some subjects (1,996 instead of 2,000)."""
-    eeg = [torch.zeros(128, 500, dtype=torch.float16)] * 1996
-    save_eeg_imagenet(tmp_path / "d.pth", eeg, [k % 2000 for k in range(1996)], [k % 40 for k in range(1996)],
-                      [4] * 1996, images=[f"n0_{k}" for k in range(2000)])
-    ds = load_eeg_imagenet(tmp_path / "d.pth", split=None, subject=4)
-    assert len(ds) == 1996 and len(ds.images) == 2000
-
-
 def test_wrong_files_and_arguments_are_refused(files, tmp_path):
     data_path, splits_path, _ = files
     with pytest.raises(ValueError, match="Allowed values are 'train', 'val', 'test' and None, but got 'holdout'"):
