@@ -244,11 +244,18 @@ def test_full_mode_with_tiny_sd_components(pipe, eeg, tmp_path):
 
 
 def test_bench_times_every_stage_including_the_layout_prior(laid_out, tmp_path):
-    """``python -m neuroimagen.bench`` on a folder with a layout prior times it with the EEG stages."""
+    """``python -m neuroimagen.bench`` on a folder with a layout prior times it with the EEG stages, and its
+    ``--out`` file says which weights it measured (for the model card) and how busy the machine was."""
     from neuroimagen import bench
+    from neuroimagen.evaluation.provenance import weights_digest
 
-    laid_out.save_pretrained(tmp_path)
-    res = bench.run(tmp_path, repeats=1)
+    laid_out.save_pretrained(tmp_path / "pipe")
+    argv = ["--checkpoint", str(tmp_path / "pipe"), "--repeats", "1", "--out", str(tmp_path / "b" / "bench.json")]
+    assert bench.main(argv) == 0
+    res = json.loads((tmp_path / "b" / "bench.json").read_text())
+    assert res["weights"] == weights_digest(tmp_path / "pipe") and "layout_prior" in res["weights"]
+    assert res["command"] == "python -m neuroimagen.bench " + " ".join(argv)
+    assert len(res["load_average_before"]) == 3 and res["cpu_ms"]["end_to_end"] > 0
     ms = res["latency_ms"]
     assert {"read", "preprocess", "encoder", "saliency", "semantic", "readout", "layout", "diffusion", "decode",
             "end_to_end"} <= set(ms)

