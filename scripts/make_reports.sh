@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# Regenerate reports/ for the shipped checkpoint: the demo preset (the data it was trained on) and the
-# realistic preset (same diffusion model and evaluation classifier; EEG models trained on realistic data:
-# configs/tiny-realistic.json). CPU times on 2 cores: see each report's wall time.
+# Regenerate every measured file the README and the model card quote, for the shipped checkpoint:
+#   reports/demo          the demo preset (the data it was trained on)
+#   reports/realistic     the realistic preset (the shipped VAE, UNet and classifier; EEG models and layout prior
+#                         trained on realistic data: configs/tiny-realistic.json, runs/tiny-realistic/pipeline)
+#   reports/block_design  LDA with and without simulated block drift (no model weights)
+#   reports/bench         python -m neuroimagen.bench with 1 and 2 threads
+#   docs/figures/reconstructions.png (+ .json)   one held-out demo trial per class
+# then the index reports/README.md and the model card (which quotes only files measured on its weights).
+# CPU times on 2 cores: each report gives its wall time; the two reconstruction parts take most of it.
 #
 #   bash scripts/make_reports.sh            # everything, data included
 #   LIMIT=40 bash scripts/make_reports.sh   # fewer reconstructed trials
@@ -14,6 +20,8 @@ CKPT=checkpoints/neuroimagen-tiny
 [ -d data/stimuli ] || python -m neuroimagen.data stimuli --out data/stimuli
 [ -f data/sim_demo.pth ] || python -m neuroimagen.data simulate --stimuli data/stimuli --out data/sim_demo.pth --preset demo
 [ -f data/sim_realistic.pth ] || python -m neuroimagen.data simulate --stimuli data/stimuli --out data/sim_realistic.pth --preset realistic
+[ -f data/sim_realistic_drift.pth ] || python -m neuroimagen.data simulate --stimuli data/stimuli \
+  --out data/sim_realistic_drift.pth --preset realistic --block-drift
 
 # The realistic pipeline: the shipped VAE, UNet and classifier with EEG models trained on realistic data
 if [ ! -f runs/tiny-realistic/pipeline/model_index.json ]; then
@@ -33,6 +41,8 @@ if [ ! -f runs/tiny-realistic/pipeline/model_index.json ]; then
   python -m neuroimagen.train assemble --config configs/tiny-realistic.json
 fi
 
+# Each report's parts are measured on the same weights (the reports record their digests and keep an earlier
+# part only when they match).
 for preset in demo realistic; do
   ckpt=$CKPT; [ $preset = realistic ] && ckpt=runs/tiny-realistic/pipeline
   common=(--checkpoint $ckpt --data data/sim_$preset.pth --splits data/sim_${preset}_splits.pth
@@ -40,4 +50,15 @@ for preset in demo realistic; do
   python -m neuroimagen.evaluate "${common[@]}" --parts baselines
   python -m neuroimagen.evaluate "${common[@]}" --parts reconstruction --limit "$LIMIT"
 done
+python -m neuroimagen.evaluate --data data/sim_realistic.pth --splits data/sim_realistic_splits.pth \
+  --drift-data data/sim_realistic_drift.pth --drift-splits data/sim_realistic_drift_splits.pth --parts block \
+  --preset realistic-block-design --out reports/block_design
 python -m neuroimagen.evaluate --index reports/demo reports/realistic reports/block_design --out reports
+
+# Speed (other work on the machine slows it: the files record the load average) and the grid of the README
+python -m neuroimagen.bench --threads 1 --repeats 5 --out reports/bench/threads1.json
+python -m neuroimagen.bench --threads 2 --repeats 5 --out reports/bench/threads2.json
+python scripts/reconstruct_grid.py --per-class 1 --out docs/figures/reconstructions.png
+
+# The card quotes the reports and benchmark results measured on its weights
+python -m neuroimagen.training.assemble --config configs/tiny.json
