@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 import sys
 import time
@@ -102,8 +103,9 @@ def train(cfg: Config, paths: Paths, resume: bool = False, config_path: str | No
     ImageClassifier.from_pretrained(clf_dir).save_pretrained(out / "eval_classifier")
     shipped = {"decoder": cfg.wide_decoder, "refine": cfg.refined_unet, "layout": cfg.layout_prior}
     stages = [s for s in CARD_STAGES if shipped.get(s, True)]
-    config_path = config_path or _config_in_argv()
-    summary = {"command": f"python -m neuroimagen.train assemble --config {config_path or 'CONFIG'}",
+    command, config_in_argv = _train_command_line()
+    config_path = config_path or config_in_argv
+    summary = {"command": command or f"python -m neuroimagen.train assemble --config {config_path or 'CONFIG'}",
                "assembled": time.strftime("%Y-%m-%d"), "run": paths.out, "data": paths.data, "stimuli": paths.stimuli,
                "shipped": {"wide_decoder": cfg.wide_decoder, "refined_unet": cfg.refined_unet,
                            "layout_prior": cfg.layout_prior},
@@ -113,12 +115,14 @@ def train(cfg: Config, paths: Paths, resume: bool = False, config_path: str | No
     return {"checkpoint_dir": str(out), "size_mb": round(folder_size_mb(out), 2), "card": str(card)}
 
 
-def _config_in_argv() -> str | None:
-    """The ``--config`` of ``python -m neuroimagen.train ...`` when that is what runs (stages get no command line)."""
+def _train_command_line() -> tuple[str | None, str | None]:
+    """The command line and ``--config`` of ``python -m neuroimagen.train ...`` when that is what runs (stages get
+    no command line), else (None, None)."""
     argv = sys.argv
-    if Path(argv[0]).name == "train.py" and "--config" in argv[:-1]:
-        return argv[argv.index("--config") + 1]
-    return None
+    if Path(argv[0]).name != "train.py":
+        return None, None
+    config = argv[argv.index("--config") + 1] if "--config" in argv[:-1] else None
+    return "python -m neuroimagen.train " + shlex.join(argv[1:]), config
 
 
 CARD_STAGES = ("vae", "decoder", "unet", "refine", "encoder", "saliency", "layout", "semantic", "classifier")
