@@ -67,8 +67,10 @@ def _names(names, k: int = 4) -> str:
     return ", ".join(repr(n) for n in names[:k]) + (", ..." if len(names) > k else "")
 
 
-# The fewest channels a trial may have (placed, with signal): below it the decoded class is near chance.
-# Measured by scripts/cap_accuracy.py (reports/caps): see that report for the accuracy at each cap size.
+# The fewest channels a trial may have (placed, with signal). Measured on the shipped checkpoint with trials
+# simulated on each cap (scripts/cap_accuracy.py -> reports/caps/demo, 120 held-out images, 40 classes, chance
+# 2.5 %): 8 occipito-parietal channels decode the class in 13.3 % (new people 10.0 %); 6, 4 and 3 occipital
+# ones in 5.0, 2.5 and 3.3 % (new people 8.3, 5.0, 2.5 %), i.e. at chance. Below 8 nothing is left to show.
 MIN_CHANNELS = 8
 
 
