@@ -1,6 +1,6 @@
 """EEG simulator: an MNE forward model of a 128-channel (or any cap's) recording of the stimulus set.
 
-Writes the EEG-ImageNet file format (docs/CONTRACTS.md, ../shared/PAPER.md) so every model trains on
+Writes the EEG-ImageNet file format (docs/CONTRACTS.md; the published EEG-ImageNet files) so every model trains on
 simulated or real data without code changes::
 
     python -m neuroimagen.data simulate --stimuli data/stimuli --out data/sim_demo.pth --preset demo
