@@ -7,7 +7,9 @@ traceback. Trials come from three sources, all reachable through the API with pl
 
 - ``"example"``: a name from ``examples/index.json`` (or any ``examples/*.npz`` when there is no index);
 - ``"upload"``: one trial file, with its companions (BrainVision ``.vhdr`` + ``.eeg`` + ``.vmrk``,
-  EEGLAB ``.set`` + ``.fdt``) uploaded together;
+  EEGLAB ``.set`` + ``.fdt``) uploaded together; for a continuous recording with events, the ``event`` to
+  cut the trial at and its ``occurrence`` (1-based), or the ``average`` of all its occurrences; for an
+  epochs file, the epoch (of ``event`` when one is given);
 - ``"simulate"``: class, stimulus number, subject and noise preset, run through the EEG simulator.
 """
 
@@ -36,6 +38,9 @@ from neuroimagen.data.simulate import PRESETS
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES_DIR = ROOT / "examples"
 STIMULI_DIR = ROOT / "data" / "stimuli"
+# Top-1 of the class decoded from trials simulated on each standard cap (scripts/cap_accuracy.py, demo preset):
+# an upload's expected accuracy is read from it by its channel count.
+CAP_METRICS = ROOT / "reports" / "caps" / "demo" / "metrics.json"
 
 SOURCES = ("example", "upload", "simulate")
 TRIAL_EXTENSIONS = tuple(READERS)  # .npz .npy .pth .fif .edf .bdf .set .vhdr
@@ -47,6 +52,8 @@ IMAGES_PER_CLASS = 50
 MAX_SEED = 2**31 - 1
 TMIN = CROP[0] / SFREQ  # the model input starts 20 ms after stimulus onset
 DEFAULT_LATENCY_MS = 170  # the N1 / N170 of visual evoked potentials
+MAX_OCCURRENCES = 100_000  # the occurrence slider's bound for API calls (the page sets it to the event's count)
+EPOCHS_SUFFIXES = ("-epo.fif", "_epo.fif")  # MNE's names for epochs files (read_trial reads them as epochs)
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError)
 logger = logging.getLogger("demo")
 
@@ -161,15 +168,27 @@ FORMATS = {
 }
 
 
+def format_examples(examples_dir: str | Path | None = None) -> dict[str, dict]:
+    """The example files of other formats and caps (``formats/index.json``, written by
+    ``scripts/make_examples.py``), by file name: ``{format, cap, description, label, class_name, stimulus,
+    events, sha256, ...}``; empty without an index."""
+    index = Path(EXAMPLES_DIR if examples_dir is None else examples_dir) / "formats" / "index.json"
+    if not index.is_file():
+        return {}
+    return {e["file"]: e for e in json.loads(index.read_text()).get("formats", [])}
+
+
 def upload_examples(examples_dir: str | Path | None = None) -> list[tuple[str, list[str]]]:
     """Files in the examples folder that show each upload format: ``(label, [trial file, companions...])``.
 
     One entry per trial file that is not an indexed example, with only the companions its format uses (a
     BrainVision header's ``.eeg`` and ``.vmrk``, an EEGLAB ``.set``'s ``.fdt``, when there), e.g.
-    ``("BrainVision: trial.vhdr + .eeg + .vmrk", ["examples/formats/trial.vhdr", ".../trial.eeg", ...])``.
+    ``("BrainVision: trial.vhdr + .eeg + .vmrk", ["examples/formats/trial.vhdr", ".../trial.eeg", ...])``;
+    files described in ``formats/index.json`` are labelled by their description (format, cap, events).
     """
     root = Path(EXAMPLES_DIR if examples_dir is None else examples_dir)
     indexed = {e.file.resolve() for e in load_examples(root)} if root.is_dir() else set()
+    described = format_examples(root)
     entries = []
     order = list(FORMATS)
     for path in sorted((p for p in root.rglob("*") if p.suffix.lower() in TRIAL_EXTENSIONS),
@@ -177,6 +196,8 @@ def upload_examples(examples_dir: str | Path | None = None) -> list[tuple[str, l
         if path.resolve() in indexed:
             continue
         name, companion_exts = FORMATS.get(path.suffix.lower(), (path.suffix.lower(), ()))
+        if path.parent.name == "formats" and path.name in described:
+            name = described[path.name].get("description") or name
         companions = [c for ext in companion_exts if (c := path.with_suffix(ext)).is_file()]
         label = f"{name}: {path.name}" + "".join(f" + {c.suffix}" for c in companions)
         entries.append((label, [str(path)] + [str(c) for c in companions]))
@@ -234,15 +255,51 @@ def stimulus_image(class_index: int, number: int, stimuli_dir: Path = STIMULI_DI
     return img
 
 
+def upload_paths(files) -> tuple[Path, list[Path]]:
+    """(the trial file, its companions) of an upload, checked: one trial file, known extensions, no two files
+    of one name."""
+    paths = [Path(f if isinstance(f, str | Path) else getattr(f, "name", f)) for f in _as_list(files)]
+    if not paths:
+        raise ValueError(f"No file uploaded: expected one EEG trial file ({', '.join(TRIAL_EXTENSIONS)}).")
+    unknown = [p.name for p in paths if p.suffix.lower() not in UPLOAD_EXTENSIONS]
+    if unknown:
+        raise ValueError(f"Unsupported file type: {', '.join(unknown)}. Expected one trial file "
+                         f"({', '.join(TRIAL_EXTENSIONS)}), with its .eeg and .vmrk for BrainVision "
+                         f"(.vhdr) or its .fdt for EEGLAB (.set).")
+    mains = [p for p in paths if p.suffix.lower() in TRIAL_EXTENSIONS]
+    if len(mains) != 1:
+        what = "none" if not mains else ", ".join(p.name for p in mains)
+        raise ValueError(f"Upload exactly one trial file ({', '.join(TRIAL_EXTENSIONS)}) with its companion "
+                         f"files, but got {what}.")
+    names = [p.name for p in paths]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Got several files with the same name: {', '.join(sorted(names))}.")
+    return mains[0], [p for p in paths if p != mains[0]]
+
+
+def window_name(raw, event: str | None, occurrence: int, average: bool) -> str:
+    """How a trial was cut from its file, for its name: ``", 'stimulus' 2"``, ``", average of 5 'stimulus'"``,
+    ``", epoch 3"``; ``""`` for a file that is one trial."""
+    n = (raw.info or {}).get("n_averaged")
+    if n is None:
+        return ""
+    if average:
+        return f", average of {n} {event!r}" if event else f", average of {n} epochs"
+    return f", {event!r} {occurrence}" if event else f", epoch {occurrence}"
+
+
 class Handlers:
     """The app's event handlers around one loaded pipeline (shared by all sessions through the queue)."""
 
-    def __init__(self, pipe, examples_dir: str | Path | None = None, stimuli_dir: str | Path | None = None):
+    def __init__(self, pipe, examples_dir: str | Path | None = None, stimuli_dir: str | Path | None = None,
+                 cap_metrics: str | Path | None = None):
         self.pipe = pipe
         self.examples_dir = Path(EXAMPLES_DIR if examples_dir is None else examples_dir)
         self.stimuli_dir = Path(STIMULI_DIR if stimuli_dir is None else stimuli_dir)
         self.examples = {e.name: e for e in load_examples(self.examples_dir)} if self.examples_dir.is_dir() else {}
         self.gallery = [e for e in self.examples.values() if e.stimulus is not None]  # shown by their stimulus
+        self.format_examples = format_examples(self.examples_dir)
+        self.cap_metrics = Path(CAP_METRICS if cap_metrics is None else cap_metrics)
         # Loaded example and simulated trials are small (~0.5 MB): keep the recent ones.
         self._example_trial = functools.lru_cache(maxsize=32)(self._read_example)
         self._simulated_trial = functools.lru_cache(maxsize=32)(self._simulate)
@@ -272,36 +329,53 @@ class Handlers:
                              f"({choices}{', ...' if len(self.examples) > 5 else ''}).")
         return self._example_trial(key)
 
-    def upload_trial(self, files) -> LoadedTrial:
-        """Read one uploaded trial; companions (``.eeg``/``.vmrk``/``.fdt``) are matched by file name."""
-        paths = [Path(f if isinstance(f, str | Path) else getattr(f, "name", f)) for f in _as_list(files)]
-        if not paths:
-            raise ValueError(f"No file uploaded: expected one EEG trial file ({', '.join(TRIAL_EXTENSIONS)}).")
-        unknown = [p.name for p in paths if p.suffix.lower() not in UPLOAD_EXTENSIONS]
-        if unknown:
-            raise ValueError(f"Unsupported file type: {', '.join(unknown)}. Expected one trial file "
-                             f"({', '.join(TRIAL_EXTENSIONS)}), with its .eeg and .vmrk for BrainVision "
-                             f"(.vhdr) or its .fdt for EEGLAB (.set).")
-        mains = [p for p in paths if p.suffix.lower() in TRIAL_EXTENSIONS]
-        if len(mains) != 1:
-            what = "none" if not mains else ", ".join(p.name for p in mains)
-            raise ValueError(f"Upload exactly one trial file ({', '.join(TRIAL_EXTENSIONS)}) with its companion "
-                             f"files, but got {what}.")
-        main = mains[0]
-        names = [p.name for p in paths]
-        if len(set(names)) != len(names):
-            raise ValueError(f"Got several files with the same name: {', '.join(sorted(names))}.")
+    def upload_trial(self, files, event: str | None = None, occurrence: int = 1,
+                     average: bool = False) -> LoadedTrial:
+        """Read one uploaded trial; companions (``.eeg``/``.vmrk``/``.fdt``) are matched by file name.
+
+        A continuous recording with events is cut at ``event`` (occurrence ``occurrence``, 1-based, or the
+        ``average`` of all); the library refuses one without ``event``, listing its events.
+        """
+        from neuroimagen.data import preprocess, read_trial
+
+        main, companions = upload_paths(files)
+        event = str(event) if event else None
+        index = _int_in("occurrence", occurrence, 1, MAX_OCCURRENCES) - 1
         # Only the uploaded files are read: the library checks the header's references against them
         # (neuroimagen.data.companions), wherever Gradio stored each one.
-        raw, model = self._read(main, companions=[p for p in paths if p != main])
-        return LoadedTrial(name=f"upload {main.name}", raw=raw, model=model,
-                           stimulus=self._known_stimulus(getattr(raw, "stimulus", None)))
+        raw = read_trial(main, companions=companions, event=event, index=index, average=bool(average))
+        known = self.known_upload(main)
+        if known is not None and raw.label is None:  # a shipped example file: its class is known
+            raw.label = int(known["label"])
+        stimulus = self._known_stimulus(getattr(raw, "stimulus", None), known)
+        return LoadedTrial(name=f"upload {main.name}{window_name(raw, event, index + 1, average)}", raw=raw,
+                           model=preprocess(raw), stimulus=stimulus)
 
-    def _known_stimulus(self, stimulus) -> PIL.Image.Image | None:
-        """The seen image of an uploaded trial: carried in the file, or found by name in the examples or
-        the stimulus folder."""
+    def upload_events(self, files) -> dict[str, np.ndarray]:
+        """The events of the uploaded recording (``read_events``): description -> onsets in seconds."""
+        from neuroimagen.data import read_events
+
+        main, companions = upload_paths(files)
+        return read_events(main, companions=companions)
+
+    def known_upload(self, main: Path) -> dict | None:
+        """The ``formats/index.json`` entry of a shipped example file, recognised by its content (SHA-256)."""
+        if not self.format_examples:
+            return None
+        import hashlib
+
+        digest = hashlib.sha256(Path(main).read_bytes()).hexdigest()
+        return next((e for e in self.format_examples.values() if e.get("sha256") == digest), None)
+
+    def _known_stimulus(self, stimulus, known: dict | None = None) -> PIL.Image.Image | None:
+        """The seen image of an uploaded trial: carried in the file, named by a shipped example file's index
+        entry, or found by name in the examples or the stimulus folder."""
         if isinstance(stimulus, np.ndarray) and stimulus.ndim == 3 and stimulus.shape[-1] == 3:
             return PIL.Image.fromarray(np.clip(stimulus, 0, 255).astype(np.uint8))
+        if known is not None and known.get("stimulus"):
+            path = self.examples_dir / "formats" / known["stimulus"]
+            if path.is_file():
+                return PIL.Image.open(path).convert("RGB")
         if not isinstance(stimulus, str) or not re.fullmatch(r"[\w.-]+", stimulus):
             return None
         for ex in self.examples.values():
@@ -337,17 +411,18 @@ class Handlers:
 
     @staticmethod
     def trial_key(source: str, example: str | None, files, sim_class: str, sim_image, sim_subject,
-                  sim_noise: str) -> str:
+                  sim_noise: str, event: str | None = None, occurrence: int = 1, average: bool = False) -> str:
         """Which trial the widgets describe, without reading it (uploads by their stored paths: Gradio stores
         each upload in a folder named by its content's hash, so another file of the same name differs)."""
         if source == "example":
             return f"example:{Path(str(example)).stem if example else ''}"
         if source == "upload":
-            return "upload:" + "|".join(sorted(str(getattr(f, "name", f)) for f in _as_list(files)))
+            window = f"{event or ''}:{'average' if average else occurrence}"
+            return "upload:" + "|".join(sorted(str(getattr(f, "name", f)) for f in _as_list(files))) + f":{window}"
         return f"simulate:{sim_class}:{sim_image}:{sim_subject}:{sim_noise}"
 
     def trial(self, source: str, example: str | None, files, sim_class: str, sim_image, sim_subject,
-              sim_noise: str) -> LoadedTrial:
+              sim_noise: str, event: str | None = None, occurrence: int = 1, average: bool = False) -> LoadedTrial:
         """The trial the widgets describe."""
         from neuroimagen._check import check_option
 
@@ -355,20 +430,16 @@ class Handlers:
         if source == "example":
             return self.example_trial(example)
         if source == "upload":
-            return self.upload_trial(files)
+            return self.upload_trial(files, event, occurrence, average)
         return self.simulated_trial(sim_class, sim_image, sim_subject, sim_noise)
 
     # ---------------------------------------------------------------------------------------------
     # Views of the EEG
     def eeg_views(self, trial: LoadedTrial, time_ms: float) -> tuple:
         """(facts markdown, butterfly image, topomap image, channel report markdown, stimulus)."""
-        from neuroimagen.viz import plot_eeg
-
-        m = trial.model
-        butterfly = figure_to_image(plot_eeg(m.data, m.sfreq, list(m.ch_names), tmin=TMIN, units="z (a.u.)",
-                                             time_s=time_ms / 1000, title="Model input (band-passed, z-scored)"))
-        return (trial_facts(trial), butterfly, self.topomap_image(trial, time_ms), channel_report(m),
-                trial.stimulus)
+        expected = expected_accuracy_text(trial.model, self.cap_metrics) if trial.raw.info.get("file") else None
+        return (trial_facts(trial, expected), figure_to_image(plot_window(trial, time_ms)),
+                self.topomap_image(trial, time_ms), channel_report(trial.model), trial.stimulus)
 
     def topomap_image(self, trial: LoadedTrial, time_ms: float) -> PIL.Image.Image:
         from neuroimagen.viz import plot_topomap
@@ -390,14 +461,65 @@ class Handlers:
         return ("example", *self.eeg_views(trial, time_ms), trial)
 
     @user_errors
-    def load_upload(self, files=None, time_ms: float = DEFAULT_LATENCY_MS):
-        """Load an uploaded trial: (source, facts, butterfly, topomap, channels, stimulus, state)."""
+    def load_upload(self, files=None, time_ms: float = DEFAULT_LATENCY_MS, event: str | None = None,
+                    occurrence: int = 1, average: bool = False):
+        """Load an uploaded trial: (source, facts, butterfly, topomap, channels, stimulus, state).
+
+        A continuous recording with events and no ``event`` chosen is not an error: the panel lists its events
+        and asks for one (nothing is chosen for the user); Reconstruct then refuses with the same list.
+        """
         if not _as_list(files):  # nothing uploaded yet, or the upload widget was cleared
             return ("upload", NO_UPLOAD, None, None, "", None, None)
-        trial = self.upload_trial(files)
+        from neuroimagen.data import TrialFileError
+
+        try:
+            trial = self.upload_trial(files, event, occurrence, average)
+        except TrialFileError as err:
+            try:
+                events = {} if event else self.upload_events(files)
+            except USER_ERRORS:
+                events = {}
+            if not events:
+                raise err
+            main = upload_paths(files)[0]
+            known = self.known_upload(main)
+            return ("upload", choose_event_text(main.name, events, str(err)), None, None, "",
+                    self._known_stimulus(None, known), None)
         # The session keeps only what the topomap needs (not the raw recording, up to MAX_UPLOAD_BYTES read
         # as float64): sessions live on after the request (Gradio drops their state ~1 h after they close).
         return ("upload", *self.eeg_views(trial, time_ms), LoadedTrial(trial.name, None, trial.model))
+
+    def upload_window(self, files=None):
+        """After a new upload: the Event dropdown with its events (none chosen: hidden when there are none),
+        the Occurrence slider (an epochs file's epochs), Average unticked, and the events for ``pick_event``.
+
+        Never raises: a file whose events cannot be read gets no window widgets, and its load says why.
+        """
+        events: dict[str, np.ndarray] = {}
+        epochs = False
+        if _as_list(files):
+            try:
+                events = self.upload_events(files)
+                epochs = upload_paths(files)[0].name.lower().endswith(EPOCHS_SUFFIXES)
+            except USER_ERRORS:
+                events = {}
+        counts = {name: len(onsets) for name, onsets in events.items()}
+        choices = [(f"{name} ({n}×)", name) for name, n in counts.items()]
+        info = ("which event starts the trial: leave empty for all the epochs" if epochs else
+                "which event starts the trial (stimulus onset, t = 0)")
+        n_epochs = sum(counts.values()) if epochs else 0
+        return (gr.Dropdown(choices=choices, value=None, visible=bool(events), info=info),
+                occurrence_slider(n_epochs), gr.Checkbox(value=False, visible=bool(events)),
+                {"counts": counts, "epochs": epochs})
+
+    @staticmethod
+    def pick_event(event: str | None, window: dict | None):
+        """The Occurrence slider for the chosen event: 1 to its number of occurrences (an epochs file without an
+        event: its epochs)."""
+        window = window or {}
+        counts = window.get("counts", {})
+        n = counts.get(event, 0) if event else (sum(counts.values()) if window.get("epochs") else 0)
+        return occurrence_slider(n)
 
     @user_errors
     def simulate(self, sim_class: str = CLASS_NAMES[8], sim_image: int = 1, sim_subject: int = 1,
@@ -435,10 +557,11 @@ class Handlers:
         return FAILED
 
     def clear_stale(self, source: str, example: str | None, files, sim_class: str, sim_image, sim_subject,
-                    sim_noise: str, result_key: str | None):
+                    sim_noise: str, event: str | None, occurrence: int, average: bool, result_key: str | None):
         """After a trial is loaded: empty the results unless they are of the trial the widgets now describe
         (a reconstruction of this trial may have finished while it was loading)."""
-        key = self.trial_key(source, example, files, sim_class, sim_image, sim_subject, sim_noise)
+        key = self.trial_key(source, example, files, sim_class, sim_image, sim_subject, sim_noise, event,
+                             occurrence, average)
         return tuple(gr.skip() for _ in EMPTY_RESULTS) if key == result_key else EMPTY_RESULTS
 
     @user_errors
@@ -452,16 +575,21 @@ class Handlers:
                     sim_noise: str = "demo", strength: float = 0.75, guidance_scale: float = 5.0,
                     num_inference_steps: int = 25, seed: int = 0, randomize_seed: bool = False,
                     caption_source: str = "label", ablation: bool = False, layout_weight: float | None = None,
+                    event: str | None = None, occurrence: int = 1, average: bool = False,
                     progress=gr.Progress(track_tqdm=True)):  # noqa: B008 (Gradio's documented idiom)
         """Reconstruct the seen image from the chosen trial.
+
+        ``event``, ``occurrence`` (1-based) and ``average`` choose the trial of an uploaded recording (see
+        :meth:`upload_trial`); they come last so that callers of the earlier parameters keep working.
 
         Returns (reconstruction, saliency map, caption, class probabilities, seed used, top-5 captions,
         true stimulus, ablation gallery, notes, title naming the trial), and the trial's key for the page.
         """
         t0 = time.perf_counter()
         progress(0, desc="Reading the trial")
-        trial = self.trial(source, example, files, sim_class, sim_image, sim_subject, sim_noise)
-        key = self.trial_key(source, example, files, sim_class, sim_image, sim_subject, sim_noise)
+        window = (event, occurrence, average)
+        trial = self.trial(source, example, files, sim_class, sim_image, sim_subject, sim_noise, *window)
+        key = self.trial_key(source, example, files, sim_class, sim_image, sim_subject, sim_noise, *window)
         if randomize_seed:
             seed = int(np.random.default_rng().integers(0, MAX_SEED))
         seed = _int_in("seed", seed, 0, MAX_SEED)
@@ -527,8 +655,9 @@ def _as_list(files) -> list:
     return list(files) if isinstance(files, list | tuple) else [files]
 
 
-def trial_facts(trial: LoadedTrial) -> str:
-    """A markdown table: the trial as read and as the model sees it."""
+def trial_facts(trial: LoadedTrial, expected: str | None = None) -> str:
+    """A markdown table: the trial as read and as the model sees it; then how its channels were covered
+    (``info["coverage"]``) and, given, the expected accuracy for its channel count."""
     r, m = trial.raw, trial.model
     label = trial.label
     subject = getattr(r, "subject", None)
@@ -538,18 +667,136 @@ def trial_facts(trial: LoadedTrial) -> str:
              "| | channels | sampling rate | duration |", "|---|---|---|---|"]
     lines += [f"| {what} | {len(t.ch_names)} | {t.sfreq:g} Hz | {1000 * t.data.shape[-1] / t.sfreq:.0f} ms |"
               for what, t in (("as read", r), ("model input", m))]
+    coverage = m.info.get("coverage") if isinstance(m.info, dict) else None
+    if coverage:
+        lines += ["", f"**Channels**: {coverage}."]
+    if expected:
+        lines += ["", expected]
     notes = [info.get(k) for info in (r.info, m.info) if isinstance(info, dict)
              for k in ("assumed", "note", "resampled", "cropped")]
     lines += [f"\n*{n}*" for n in dict.fromkeys(n for n in notes if n)]
     return "\n".join(lines)
 
 
+def choose_event_text(file_name: str, events: dict[str, np.ndarray], refusal: str) -> str:
+    """The EEG panel of a recording with events and none chosen: its events, and what to do."""
+    lines = [f"**upload {file_name}**: choose an event", "", f"*{refusal}*", "",
+             "Pick the **Event** that marks stimulus onset (t = 0) under the upload box, then an **Occurrence** or "
+             "**Average all occurrences**: nothing is chosen for you.", "",
+             "| event | occurrences | first onsets (s) |", "|---|---|---|"]
+    for name, onsets in events.items():
+        first = ", ".join(f"{t:.2f}" for t in onsets[:4]) + (" …" if len(onsets) > 4 else "")
+        lines.append(f"| {name.replace('|', '/')} | {len(onsets)} | {first} |")
+    return "\n".join(lines)
+
+
+def occurrence_slider(n: int) -> gr.Slider:
+    """The Occurrence slider for an event with ``n`` occurrences (shown only when there is a choice)."""
+    return gr.Slider(minimum=1, maximum=max(n, 2), value=1, visible=n > 1,
+                     info=f"which of the {n} to cut the trial at" if n > 1 else None)
+
+
+def expected_accuracy(n_chans: int, metrics_path: str | Path = CAP_METRICS) -> dict[str, float] | None:
+    """The top-1 to expect from a cap of ``n_chans`` channels, by group (``"new subjects"``, ``"trained
+    subjects"``), interpolated linearly in the channel count between the caps measured.
+
+    ``metrics_path`` is ``scripts/cap_accuracy.py``'s ``metrics.json``: ``{"caps": {name: {"n_chans": 32,
+    "trained subjects": {"top1": 0.9, ...}, "new subjects": {...}}}}``; caps of the same size are averaged.
+    Above the largest cap measured its value is taken (the model uses 128 channels); below the smallest, or
+    without the file, ``None``: nothing is said that was not measured.
+    """
+    try:
+        caps = json.loads(Path(metrics_path).read_text())["caps"]
+        by_group: dict[str, dict[int, list[float]]] = {}
+        for cap in caps.values():
+            for group in ("new subjects", "trained subjects"):
+                if isinstance(cap.get(group), dict) and "top1" in cap[group]:
+                    by_group.setdefault(group, {}).setdefault(int(cap["n_chans"]), []).append(
+                        float(cap[group]["top1"]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    out = {}
+    for group, points in by_group.items():
+        xs = sorted(points)
+        if n_chans < xs[0]:
+            continue
+        out[group] = float(np.interp(n_chans, xs, [float(np.mean(points[x])) for x in xs]))
+    return out or None
+
+
+def expected_accuracy_text(model_trial, metrics_path: str | Path = CAP_METRICS) -> str:
+    """One line for the EEG panel: the expected top-1 for the trial's channel count (``n_used``)."""
+    rep = model_trial.info.get("channels") if isinstance(model_trial.info, dict) else None
+    n = int(rep.get("n_used", 0)) if rep else 0
+    if not n:
+        return ""
+    acc = expected_accuracy(n, metrics_path)
+    head = f"**Expected accuracy** ({n} channels): "
+    if acc is None:
+        why = "no cap this small was measured" if Path(metrics_path).is_file() else "reports/caps/demo is not there"
+        return head + f"not measured ({why})."
+    main = acc.get("new subjects", acc.get("trained subjects"))
+    text = head + f"about {100 * main:.0f} % top-1 on simulated trials (demo preset)"
+    if "new subjects" in acc:
+        text += " of people the model never saw"
+        if "trained subjects" in acc:
+            text += f"; {100 * acc['trained subjects']:.0f} % for those it was trained on"
+    return text + "."
+
+
+def plot_window(trial: LoadedTrial, time_ms: float):
+    """The butterfly plots: the window as read (onset at t = 0 marked, the model's part shaded), then the
+    model input (band-passed, z-scored, the topomap's latency marked). A Figure."""
+    from matplotlib.figure import Figure
+
+    from neuroimagen.viz import plot_eeg
+
+    r, m = trial.raw, trial.model
+    fig = Figure(figsize=(8.0, 5.6))
+    fig.subplots_adjust(left=0.09, right=0.98, top=0.94, bottom=0.08, hspace=0.45)  # not constrained: 2x faster
+    ax_read, ax_model = fig.subplots(2, 1)
+    data = np.asarray(r.data, dtype=np.float64)
+    volts = np.nanmax(np.abs(data)) < 1e-2 if data.size else False  # MNE formats and our .npz: volts
+    note = (r.info or {}).get("note", "").split(", ")[0]  # "occurrence 2 of 5 of 'stimulus'", "epoch 1 of 3"
+    plot_eeg(data, r.sfreq, _unique(list(r.ch_names)), axes=ax_read, tmin=float(r.tmin),
+             units="µV" if volts else "file units", scale=1e6 if volts else 1.0,
+             title="As read" + (f": {note}" if note else ""))
+    crop_end = TMIN + m.data.shape[1] / m.sfreq
+    ax_read.axvspan(TMIN, crop_end, color="tab:blue", alpha=0.08, zorder=0)
+    ax_read.axvline(0.0, color="crimson", linewidth=1.5, zorder=5, clip_on=False)  # over the frame at tmin = 0
+    # Labels at the bottom, apart: "onset" beside its line (left of it when there is time before onset), "model
+    # input" at the right end of its shade.
+    before = float(r.tmin) < 0
+    ax_read.annotate("onset", (0.0, 0.0), xycoords=("data", "axes fraction"), xytext=(-3 if before else 3, 4),
+                     textcoords="offset points", ha="right" if before else "left", color="crimson", fontsize=9)
+    ax_read.annotate("model input", (crop_end, 0.0), xycoords=("data", "axes fraction"), xytext=(-3, 4),
+                     textcoords="offset points", ha="right", color="tab:blue", fontsize=8)
+    plot_eeg(m.data, m.sfreq, list(m.ch_names), axes=ax_model, tmin=TMIN, units="z (a.u.)", time_s=time_ms / 1000,
+             title="Model input (band-passed, z-scored)")
+    ax_model.set_xlim(ax_read.get_xlim())  # one time axis: the model's part sits under its shade
+    n_ave = int((r.info or {}).get("n_averaged") or 1)
+    for text in (t for ax in (ax_read, ax_model) for t in ax.texts if "ave" in t.get_text()):
+        text.set_text(f"{n_ave} averaged" if n_ave > 1 else "single trial")  # MNE's N_ave of an EvokedArray is 1
+    return fig
+
+
+def _unique(names: list[str]) -> list[str]:
+    """Channel names made unique for plotting (a file may repeat one)."""
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if seen[n] == 1 else f"{n} ({seen[n]})")
+    return out
+
+
 def channel_report(trial) -> str:
-    """Which channels were mapped onto the model montage, interpolated or dropped (``info["channels"]``)."""
+    """How the channels were read (``info["channels"]["scheme"]``), and which were mapped onto the model
+    montage, interpolated or dropped."""
     rep = trial.info.get("channels") if isinstance(trial.info, dict) else None
     if not rep:
         return "Channel mapping: not reported."
-    lines = []
+    lines = [f"- **read as**: {rep['scheme']}"] if rep.get("scheme") else []
     for key in ("mapped", "interpolated", "dropped"):
         items = rep.get(key, [])
         if isinstance(items, dict):  # e.g. interpolated: {"Oz": "flat"}

@@ -14,6 +14,7 @@ from neuroimagen.data.classes import CLASS_NAMES
 from .handlers import (
     DEFAULT_LATENCY_MS,
     IMAGES_PER_CLASS,
+    MAX_OCCURRENCES,
     MAX_UPLOAD_BYTES,
     N_SUBJECTS,
     NO_RESULTS,
@@ -46,7 +47,7 @@ CSS = """
 .captions-below .caption-label { position: static; max-width: 100%; white-space: normal; overflow: visible;
   text-align: center; border: 0; border-radius: 0; background: none; padding: 2px 2px 4px; line-height: 1.15;
   font-size: var(--text-xs); }
-#trial-facts p { margin: 0 0 .3rem; }
+#trial-facts p { margin: 0 0 .3rem; font-size: var(--text-sm); }
 #model-card-metadata table { font-size: var(--text-sm); width: auto; }
 #model-card-metadata th, #model-card-metadata td { padding: 2px 8px; }
 /* the stages' labels above their pictures, not over them */
@@ -169,7 +170,8 @@ SIMULATED_NOTE = (
 CAPTION_SOURCES = [("the top decoded caption, as shown", "label"),
                    ("the decoded caption embedding, as regressed (the paper's L)", "predicted"),
                    ("the decoded detailed caption (the paper's B)", "detailed")]
-FORMATS_NOTE = ("One trial file: " + ", ".join(TRIAL_EXTENSIONS) + ". With a BrainVision .vhdr upload its .eeg and "
+FORMATS_NOTE = ("One file: " + ", ".join(TRIAL_EXTENSIONS) + ", any cap; a trial from stimulus onset, a recording "
+                "with events (choose one below) or epochs (-epo.fif). With a BrainVision .vhdr upload its .eeg and "
                 ".vmrk; with an EEGLAB .set, its .fdt when it has one.")
 
 
@@ -242,6 +244,16 @@ def build_demo(pipe, examples_dir: str | Path | None = None, stimuli_dir: str | 
                             file_count="multiple", file_types=list(UPLOAD_EXTENSIONS), label="Your EEG trial",
                             height=140, elem_id="upload"))
                         gr.Markdown(FORMATS_NOTE, elem_classes="small-print")
+                        # A recording's events (upload_window fills them in); an API call may name any event.
+                        event = gr.Dropdown([], value=None, label="Event", allow_custom_value=True, visible=False,
+                                            elem_id="event")
+                        with gr.Row():
+                            occurrence = gr.Slider(1, MAX_OCCURRENCES, value=1, step=1, precision=0,
+                                                   label="Occurrence", visible=False, min_width=160,
+                                                   elem_id="occurrence")
+                            average = gr.Checkbox(False, label="Average all occurrences", visible=False,
+                                                  elem_id="average")
+                        window = gr.State(None)  # the upload's events, for the Occurrence slider
                         formats = upload_examples(h.examples_dir) if h.examples_dir.is_dir() else []
                         if formats:
                             gr.Examples([[paths] for _, paths in formats], inputs=[files],
@@ -329,23 +341,32 @@ def build_demo(pipe, examples_dir: str | Path | None = None, stimuli_dir: str | 
         # ---------------- events ----------------
         views = [source, facts, butterfly, topo, channels, stimulus, state]
         trial_inputs = [source, example, files, sim_class, sim_image, sim_subject, sim_noise]
+        window_inputs = [event, occurrence, average]  # which trial of an uploaded recording
         results = [recon, saliency, caption, probs, seed_used, captions, ablation_gallery, notes, title]
+        # The API's parameters, in this order: new ones go at the end, so existing callers keep working.
         run_inputs = trial_inputs + [strength, guidance, steps, seed, randomize, caption_source, ablation,
-                                     layout_weight]
+                                     layout_weight] + window_inputs
         run_outputs = results[:6] + [stimulus, ablation_gallery, notes, title, result_key]
+        upload_inputs = [files, latency] + window_inputs
 
         def after_loading(load) -> None:
             """A trial load that failed leaves the panel saying so; results of another trial are emptied."""
             load.failure(h.no_trial, None, views[1:], queue=False)
-            load.then(h.clear_stale, trial_inputs + [result_key], results, queue=False)
+            load.then(h.clear_stale, trial_inputs + window_inputs + [result_key], results, queue=False)
 
         for tab, name in ((tab_example, "example"), (tab_upload, "upload"), (tab_simulate, "simulate")):
             tab.select(None, None, source, js=f"() => {name!r}", queue=False)  # at once, whatever the load does
         gallery.select(h.pick_example, None, example, api_name="pick_example", api_visibility="undocumented")
         after_loading(gr.on([tab_example.select, example.change], h.load_example, [example, latency], views,
                             api_name="show_example"))
-        after_loading(gr.on([tab_upload.select, files.change], h.load_upload, [files, latency], views,
-                            api_name="show_upload"))
+        after_loading(gr.on([tab_upload.select, occurrence.release, average.input], h.load_upload, upload_inputs,
+                            views, api_name="show_upload", trigger_mode="always_last"))
+        # A new upload: its events first (none chosen), then its trial; a new event: its occurrences, then its trial.
+        after_loading(files.change(h.upload_window, files, window_inputs + [window], api_visibility="private").then(
+            h.load_upload, upload_inputs, views, api_visibility="private"))
+        after_loading(event.input(h.pick_event, [event, window], occurrence, queue=False,
+                                  api_visibility="private").then(h.load_upload, upload_inputs, views,
+                                                                  api_visibility="private"))
         after_loading(gr.on([tab_simulate.select, sim_class.change, sim_image.change, sim_subject.change,
                              sim_noise.change], h.simulate, [sim_class, sim_image, sim_subject, sim_noise, latency],
                             views, api_name="simulate", trigger_mode="always_last"))

@@ -7,7 +7,8 @@ checkpoint and ``examples/``) and stops it afterwards. Writes:
 
 - ``app.png``: the first screen after picking an example and pressing Reconstruct (what a laptop shows);
 - ``app-full.png``: the whole page of that trial with the ablation ticked, 1280 px wide;
-- ``app-upload.png``: the first screen of the Upload tab with the BrainVision example files uploaded;
+- ``app-upload.png``: the first screen of the Upload tab with the BrainVision example files uploaded (a
+  32-channel 10-20 recording), its first stimulus chosen and reconstructed;
 - ``app-simulate.png``: the first screen of the Simulate tab, a simulated airliner reconstructed.
 
 The browser test (``tests/test_app_browser.py``) uses the same steps and writes to a temporary folder.
@@ -26,6 +27,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from app_server import start_app  # noqa: E402
 from test_app_browser import (  # noqa: E402
     open_app,
+    pick_event,
     pick_simulated_class,
     reconstruct,
     set_steps,
@@ -70,6 +72,9 @@ def take(url: str, out: Path) -> list[Path]:
             formats = page.locator("#format-examples button")
             if formats.count():
                 formats.filter(has_text="BrainVision").first.click()
+                page.wait_for_function("() => document.querySelector('#trial-facts')?.innerText"
+                                       ".includes('choose an event')")
+                pick_event(page, "Stimulus")
                 wait_for_trial(page, "upload")
                 reconstruct(page)
                 settle(page)

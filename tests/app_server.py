@@ -85,6 +85,36 @@ def write_examples(out: Path, classes=(8, 32, 19), subject: int = 1) -> Path:
     return out
 
 
+def write_recording(path: Path, npz: Path, ch_names, n_events: int = 3, gap_s: float = 0.4) -> dict[str, list]:
+    """A continuous recording cut from an example trial: its channels ``ch_names`` (by name), the trial
+    (stimulus onset at its first sample) repeated ``n_events`` times with ``gap_s`` of quiet EEG before each,
+    "stimulus" annotations at the onsets and "response" ones 450 ms later. Written by the extension
+    (``.fif``, or ``.vhdr`` with its ``.eeg``/``.vmrk``). Returns the events: description -> onsets (s).
+    """
+    import mne
+
+    with np.load(npz, allow_pickle=False) as z:
+        data, sfreq, names = z["data"], float(z["sfreq"]), [str(n) for n in z["ch_names"]]
+    trial = data[[names.index(n) for n in ch_names]].astype(np.float64)
+    gap = int(round(gap_s * sfreq))
+    rng = np.random.default_rng(0)
+    parts, onsets = [], []
+    for k in range(n_events):
+        parts.append(2e-6 * rng.standard_normal((len(ch_names), gap)) + trial[:, :1])  # quiet, joined to the trial
+        onsets.append((k * (gap + trial.shape[1]) + gap) / sfreq)
+        parts.append(trial)
+    parts.append(2e-6 * rng.standard_normal((len(ch_names), gap)) + trial[:, -1:])
+    raw = mne.io.RawArray(np.concatenate(parts, axis=1), mne.create_info(list(ch_names), sfreq, "eeg"), verbose="error")
+    events = {"stimulus": onsets, "response": [t + 0.45 for t in onsets]}
+    raw.set_annotations(mne.Annotations(events["stimulus"] + events["response"], 0.0,
+                                        ["stimulus"] * n_events + ["response"] * n_events))
+    if Path(path).suffix == ".vhdr":
+        mne.export.export_raw(path, raw, fmt="brainvision", overwrite=True, verbose="error")
+    else:
+        raw.save(path, overwrite=True, verbose="error")
+    return events
+
+
 @dataclass
 class AppServer:
     url: str

@@ -1,6 +1,7 @@
 """The app's API through gradio_client, against ``python app.py`` running in a subprocess.
 
-``/reconstruct`` takes plain values (an example name, or uploaded files with ``handle_file``) and
+``/reconstruct`` takes plain values (an example name, or uploaded files with ``handle_file``; for a
+recording with events, ``event``, ``occurrence`` (1-based) and ``average``, its last parameters) and
 returns (reconstruction, saliency map, caption, class probabilities, seed used, top captions, seen image,
 ablation gallery, notes, title naming the trial). Bad files must come back as a clear ``AppError`` while
 the app keeps serving, and write one line to the server's log. The handlers' pure helpers are tested
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from app_server import app_server  # noqa: F401 (the shared server fixture)
+from app_server import app_server, write_recording  # noqa: F401 (the shared server fixture)
 from PIL import Image
 
 from neuroimagen.data.classes import CLASS_NAMES, label_caption
@@ -148,6 +149,69 @@ def test_upload_brainvision_with_companions(client, example, tmp_path):
     files = [handle_file(str(tmp_path / f"trial{ext}")) for ext in (".vhdr", ".eeg", ".vmrk")]
     out = _reconstruct(client, source="upload", files=files, seed=3)
     _assert_not_blank(out[0])
+
+
+def test_a_recording_with_events_is_cut_at_the_event_chosen(client, example, tmp_path):
+    """A 32-channel continuous recording with events: nothing is chosen for the user (the panel lists the
+    events, Reconstruct refuses naming them); the chosen occurrence, or the average, is what is shown and
+    reconstructed, with its coverage and expected accuracy."""
+    from neuroimagen.data.caps import TEN_TWENTY_32
+
+    path = tmp_path / "session_raw.fif"
+    write_recording(path, example[2], TEN_TWENTY_32, n_events=3)
+    files = [handle_file(str(path))]
+
+    _, facts, butterfly, _, _, _ = client.predict(files=files, time_ms=170, api_name="/show_upload")
+    assert "choose an event" in facts and "| stimulus | 3 |" in facts and "| response | 3 |" in facts
+    assert butterfly is None  # no trial shown until one is chosen
+    with pytest.raises(AppError, match=r"with events: 'response' \(3x\), 'stimulus' \(3x\)"):
+        _reconstruct(client, source="upload", files=files)
+
+    _, facts, butterfly, _, channels, _ = client.predict(files=files, time_ms=170, event="stimulus", occurrence=2,
+                                                         api_name="/show_upload")
+    assert "upload session_raw.fif, 'stimulus' 2" in facts and "occurrence 2 of 3 of 'stimulus'" in facts
+    assert "32 of 128 model channels recorded, 96 interpolated from 32 channels (10-05 names)" in facts
+    assert "**Expected accuracy** (32 channels)" in facts
+    assert "read as**: 10-05 names" in channels
+    _assert_not_blank(butterfly)
+
+    out = _reconstruct(client, source="upload", files=files, event="stimulus", occurrence=2, seed=4)
+    _assert_not_blank(out[0])
+    assert "upload session_raw.fif, 'stimulus' 2" in out[9]
+    avg = _reconstruct(client, source="upload", files=files, event="stimulus", average=True, seed=4)
+    assert "average of 3 'stimulus'" in avg[9]
+    with pytest.raises(AppError, match=r"no event 'S  1': its events are 'response' \(3x\), 'stimulus'"):
+        _reconstruct(client, source="upload", files=files, event="S  1")
+    with pytest.raises(AppError, match="has 3 occurrences of 'stimulus'"):
+        _reconstruct(client, source="upload", files=files, event="stimulus", occurrence=4)
+
+
+def _format_examples(app_server):  # noqa: F811
+    index = app_server.examples / "formats" / "index.json"
+    if not index.is_file():
+        pytest.skip("no examples/formats/index.json (python scripts/make_examples.py --only caps)")
+    return [e for e in json.loads(index.read_text())["formats"] if e.get("cap") != "actiCAP 128"]
+
+
+def test_the_example_files_of_other_caps_are_read_and_decoded(client, app_server):  # noqa: F811
+    """The shipped recordings on other caps (BioSemi .bdf, BrainVision, continuous FIF, epochs FIF), uploaded
+    as a user would, cut at their first stimulus: read, interpolated, decoded; shown with their seen image."""
+    entries = _format_examples(app_server)
+    assert {e["format"] for e in entries} >= {"BioSemi (BDF)", "BrainVision", "MNE (FIF)", "MNE epochs (FIF)"}
+    decoded = []
+    for e in entries:
+        folder = app_server.examples / "formats"
+        files = [handle_file(str(folder / f)) for f in [e["file"], *e["companions"]]]
+        stimulus_events = [name for name in e["events"] if name.lower().startswith("stim")]
+        event = stimulus_events[0] if stimulus_events else None
+        out = _reconstruct(client, source="upload", files=files, event=event, seed=0)
+        _assert_not_blank(out[0])
+        assert np.array_equal(_pixels(out[6]), _pixels(folder / e["stimulus"]))  # recognised: its seen image
+        assert f"true class: {e['class_name']}" in out[9]
+        top5 = [c["label"] for c in out[3]["confidences"]]
+        assert e["class_name"] in top5, f"{e['file']}: {e['class_name']} not in the top 5 ({top5})"
+        decoded.append(top5[0] == e["class_name"])
+    assert sum(decoded) > len(decoded) / 2, f"the class of {sum(decoded)} of {len(decoded)} files decoded"
 
 
 def test_bad_files_get_clear_errors_and_the_app_keeps_serving(client, example, tmp_path):
@@ -292,6 +356,46 @@ def test_upload_examples_one_entry_per_format_with_its_own_companions(tmp_path):
     files = {Path(paths[0]).suffix: [Path(p).name for p in paths] for _, paths in entries}
     assert files[".vhdr"] == ["trial.vhdr", "trial.eeg", "trial.vmrk"]
     assert files[".edf"] == ["trial.edf"] and files[".set"] == ["trial.set"]  # no BrainVision files with them
+
+
+def test_expected_accuracy_is_read_from_the_cap_measurements(tmp_path):
+    """Interpolated by channel count between the caps measured (caps of one size averaged), the largest cap's
+    above it; nothing below the smallest or without the file."""
+    from demo.handlers import expected_accuracy
+
+    metrics = tmp_path / "metrics.json"
+    caps = {"actiCAP 128": (128, 0.98, 0.90), "10-10 64": (64, 0.96, 0.86), "BioSemi 64": (64, 0.94, 0.84),
+            "10-20 32": (32, 0.85, 0.75), "occipito-parietal 8": (8, 0.40, 0.30)}
+    metrics.write_text(json.dumps({"preset": "demo", "caps": {
+        name: {"n_chans": n, "trained subjects": {"top1": t, "top5": 1.0}, "new subjects": {"top1": s}}
+        for name, (n, t, s) in caps.items()}}))
+    assert expected_accuracy(128, metrics) == pytest.approx({"trained subjects": 0.98, "new subjects": 0.90})
+    assert expected_accuracy(64, metrics) == pytest.approx({"trained subjects": 0.95, "new subjects": 0.85})
+    assert expected_accuracy(48, metrics)["new subjects"] == pytest.approx((0.85 + 0.75) / 2)
+    assert expected_accuracy(19, metrics)["trained subjects"] == pytest.approx(0.40 + 0.45 * 11 / 24)
+    assert expected_accuracy(256, metrics)["new subjects"] == pytest.approx(0.90)
+    assert expected_accuracy(6, metrics) is None
+    assert expected_accuracy(32, tmp_path / "missing.json") is None
+    metrics.write_text("{not json")
+    assert expected_accuracy(32, metrics) is None
+
+
+def test_expected_accuracy_line_says_what_was_measured(tmp_path):
+    from types import SimpleNamespace
+
+    from demo.handlers import expected_accuracy_text
+
+    trial = SimpleNamespace(info={"channels": {"n_used": 32}})
+    assert expected_accuracy_text(trial, tmp_path / "missing.json").endswith("not measured (reports/caps/demo is "
+                                                                             "not there).")
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps({"caps": {"10-20 32": {"n_chans": 32, "trained subjects": {"top1": 0.854},
+                                                         "new subjects": {"top1": 0.7649}}}}))
+    assert expected_accuracy_text(trial, metrics) == (
+        "**Expected accuracy** (32 channels): about 76 % top-1 on simulated trials (demo preset) of people the "
+        "model never saw; 85 % for those it was trained on.")
+    assert "not measured (no cap this small" in expected_accuracy_text(
+        SimpleNamespace(info={"channels": {"n_used": 19}}), metrics)
 
 
 def test_model_card_front_matter_becomes_a_table():

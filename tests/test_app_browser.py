@@ -2,7 +2,8 @@
 
 A 1280 x 720 window, as a user with a laptop has it. The tests check what that user notices: the trial
 "The EEG" shows is always the trial reconstructed (after uploading and going back to the examples, after
-changing the simulated class), a failed request leaves no stale result, a seed typed during a run stays,
+changing the simulated class), a recording with events shows nothing until its event is chosen and then
+the chosen occurrence (with its coverage and expected accuracy), a failed request leaves no stale result, a seed typed during a run stays,
 ticking the ablation runs it, and the page reads in its numbering order with the Reconstruct button
 on the first screen. Screenshots go to a temporary folder (``scripts/screenshots.py`` updates
 ``docs/screenshots/``; a test run never writes tracked files).
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from app_server import app_server  # noqa: F401 (the shared server fixture)
+from app_server import ROOT, app_server, write_recording  # noqa: F401 (the shared server fixture)
 from PIL import Image
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -128,6 +129,12 @@ def no_error_toast(page) -> None:
     assert page.locator(ERROR_TOAST).count() == 0, page.locator(ERROR_TOAST).first.inner_text()
 
 
+def pick_event(page, name: str) -> None:
+    """Choose the uploaded recording's event whose option starts with ``name`` (options read "name (3×)")."""
+    page.locator("#event input").click()
+    page.get_by_role("option", name=re.compile(rf"^{re.escape(name)}")).first.click()
+
+
 def pick_simulated_class(page, name: str) -> None:
     dropdown = page.locator("#sim-class input")
     dropdown.click()
@@ -201,6 +208,56 @@ def test_an_unreadable_upload_leaves_no_other_trial_to_reconstruct(page, tmp_pat
     page.click("#reconstruct-btn")
     page.wait_for_function("() => document.querySelector('#result-title')?.innerText.includes('failed')")
     assert not shows_an_image(page, "reconstruction")
+
+
+def test_a_32_channel_recording_is_cut_at_the_event_chosen(page, app_server, tmp_path, shots):  # noqa: F811
+    """Upload a continuous 32-channel recording with events: the panel lists them and shows no trial until an
+    event is chosen; then the chosen occurrence is shown with its coverage and expected accuracy, and it is what
+    Reconstruct uses; the average of all occurrences likewise."""
+    from types import SimpleNamespace
+
+    from demo.handlers import CAP_METRICS, expected_accuracy_text
+    from neuroimagen.data.caps import TEN_TWENTY_32
+
+    path = tmp_path / "my_recording_raw.fif"
+    write_recording(path, sorted(app_server.examples.rglob("*.npz"))[0], TEN_TWENTY_32, n_events=3)
+    page.get_by_role("tab", name="Upload").click()
+    page.wait_for_function("() => document.querySelector('#trial-facts')?.innerText.includes('No trial uploaded')")
+    assert not page.locator("#event").is_visible()  # no recording, no events
+    page.locator("#upload input[type=file]").set_input_files(str(path))
+
+    # Nothing chosen for the user: the events are listed, and no trial is shown.
+    page.wait_for_function("() => document.querySelector('#trial-facts')?.innerText.includes('choose an event')")
+    table = page.locator("#trial-facts table").inner_text()
+    assert re.search(r"stimulus\s+3", table) and re.search(r"response\s+3", table), table
+    assert not shows_an_image(page, "butterfly")
+    assert page.locator("#event input").input_value() == ""
+
+    pick_event(page, "stimulus")
+    assert wait_for_trial(page, "'stimulus' 1") == "upload my_recording_raw.fif, 'stimulus' 1"
+    facts = page.locator("#trial-facts").inner_text()
+    assert "32 of 128 model channels recorded, 96 interpolated from 32 channels (10-05 names)" in facts
+    expected = expected_accuracy_text(SimpleNamespace(info={"channels": {"n_used": 32}}), ROOT / CAP_METRICS.relative_to(ROOT))
+    assert expected.replace("**", "") in facts, facts  # "about N % top-1 ..." or "not measured"
+    assert "onset" not in facts or "occurrence 1 of 3" in facts
+    assert_image_not_blank(page, "butterfly")
+
+    # Another occurrence, typed in the slider's box (taken when the box is left): the panel follows, and
+    # Reconstruct uses it.
+    box = page.locator("input[aria-label='number input for Occurrence']")
+    assert box.get_attribute("max") == "3"
+    box.fill("2")
+    box.press("Tab")
+    wait_for_trial(page, "'stimulus' 2")
+    set_steps(page, 10)
+    assert reconstruct(page) == "upload my_recording_raw.fif, 'stimulus' 2"
+    no_error_toast(page)
+    page.screenshot(path=str(shots / "recording.png"))
+
+    page.locator("#average input").check()
+    assert wait_for_trial(page, "average") == "upload my_recording_raw.fif, average of 3 'stimulus'"
+    gone_within(page, "#reconstruction img", "the single occurrence's result stayed beside the average")
+    assert reconstruct(page) == "upload my_recording_raw.fif, average of 3 'stimulus'"
 
 
 def test_simulated_class_change_is_what_is_reconstructed(page):
@@ -309,5 +366,6 @@ def test_the_page_on_a_laptop(page, shots):
         lines = formats.all_inner_texts()
         assert len(lines) == len(set(lines)) >= 2
         vhdr = [t for t in lines if ".vhdr" in t]
-        assert all(t.count(":") == 1 for t in lines) and (not vhdr or ".eeg" in vhdr[0] and ".fif" not in vhdr[0])
+        assert all(t.count(":") == 1 for t in lines), lines
+        assert not vhdr or ".eeg" in vhdr[0] and ".fif" not in vhdr[0], vhdr
     page.screenshot(path=str(shots / "upload.png"))
