@@ -64,7 +64,7 @@ def test_interpolation_is_mnes_spherical_splines(smooth_trial, model_names):
     keep = [k for k, n in enumerate(model_names) if n not in gone]
     for _ in range(2):  # computed, then from the cache
         out = preprocess(EEGTrial(smooth_trial.data[keep], 1000.0, [model_names[k] for k in keep]))
-        np.testing.assert_allclose(out.data, expected, atol=1e-5)
+        np.testing.assert_allclose(out.data, expected, atol=5e-5)  # float32 model input (another origin: 2e-2)
 
 
 def test_a_few_flat_channels_are_interpolated(smooth_trial, model_names):
