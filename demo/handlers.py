@@ -20,7 +20,9 @@ import io
 import json
 import logging
 import re
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,6 +92,49 @@ def user_errors(fn):
             raise refuse(str(err), title, fn.__name__) from err
 
     return wrapper
+
+
+class SelectedTabs:
+    """Which tab ("example", "upload", "simulate") each browser session has selected, as its ``tab.select``
+    reported it: the trial loads of the other tabs that end later change nothing on that page.
+
+    Without it the last load to *finish* would be shown, not the last one asked for: loads run two at a time
+    (``default_concurrency_limit``) and wait in a queue, and Gradio 6.31 even selects the first tab when a page
+    opens (a second load beside ``demo.load``), so an example could replace "No trial uploaded" after the user
+    chose Upload, and Reconstruct then ran the example. API sessions select no tab and are never stale.
+    Bounded (the oldest sessions are forgotten first) and emptied as pages close (``demo.unload``).
+    """
+
+    def __init__(self, max_sessions: int = 4096):
+        self._tabs: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()
+        self.max_sessions = max_sessions
+
+    @staticmethod
+    def _session(request) -> str | None:
+        return getattr(request, "session_hash", None) if request is not None else None
+
+    def select(self, request, source: str) -> None:
+        session = self._session(request)
+        if session is None:
+            return
+        with self._lock:
+            self._tabs[session] = source
+            self._tabs.move_to_end(session)
+            while len(self._tabs) > self.max_sessions:
+                self._tabs.popitem(last=False)
+
+    def stale(self, request, source: str) -> bool:
+        """Whether the session of ``request`` has selected a tab other than ``source``."""
+        session = self._session(request)
+        with self._lock:
+            selected = self._tabs.get(session) if session is not None else None
+        return selected is not None and selected != source
+
+    def forget(self, request) -> None:
+        session = self._session(request)
+        with self._lock:
+            self._tabs.pop(session, None)
 
 
 def figure_to_image(fig, dpi: int = 100) -> PIL.Image.Image:
@@ -304,6 +349,7 @@ class Handlers:
         self._example_trial = functools.lru_cache(maxsize=32)(self._read_example)
         self._simulated_trial = functools.lru_cache(maxsize=32)(self._simulate)
         self._simulator = functools.lru_cache(maxsize=len(NOISE_PRESETS))(self._make_simulator)
+        self.tabs = SelectedTabs()
 
     # ---------------------------------------------------------------------------------------------
     # Trial sources
@@ -454,20 +500,52 @@ class Handlers:
         """The example name of the clicked gallery image."""
         return self.gallery[evt.index].name
 
+    def tab_selector(self, source: str):
+        """The ``tab.select`` handler of the tab ``source``: records it for the session (see SelectedTabs)."""
+
+        def select_tab(request: gr.Request) -> None:
+            self.tabs.select(request, source)
+
+        return select_tab
+
+    def forget_session(self, request: gr.Request) -> None:
+        """A page closed: forget its selected tab."""
+        self.tabs.forget(request)
+
+    def for_selected_tab(self, source: str, request, load):
+        """``load()``'s views, unless the session has selected another tab by the time it ends: then nothing
+        on the page changes (every view skipped) and no error is raised, whatever ``load`` did."""
+        try:
+            views = load()
+        except Exception:
+            if self.tabs.stale(request, source):
+                return skip_views()
+            raise
+        return skip_views() if self.tabs.stale(request, source) else views
+
     @user_errors
-    def load_example(self, example: str | None = None, time_ms: float = DEFAULT_LATENCY_MS):
+    def load_example(self, example: str | None = None, time_ms: float = DEFAULT_LATENCY_MS,
+                     request: gr.Request = None):
         """Load a shipped example: (source, facts, butterfly, topomap, channels, stimulus, state)."""
-        trial = self.example_trial(example)
-        return ("example", *self.eeg_views(trial, time_ms), trial)
+
+        def load():
+            trial = self.example_trial(example)
+            return ("example", *self.eeg_views(trial, time_ms), trial)
+
+        return self.for_selected_tab("example", request, load)
 
     @user_errors
     def load_upload(self, files=None, time_ms: float = DEFAULT_LATENCY_MS, event: str | None = None,
-                    occurrence: int = 1, average: bool = False):
+                    occurrence: int = 1, average: bool = False, request: gr.Request = None):
         """Load an uploaded trial: (source, facts, butterfly, topomap, channels, stimulus, state).
 
         A continuous recording with events and no ``event`` chosen is not an error: the panel lists its events
         and asks for one (nothing is chosen for the user); Reconstruct then refuses with the same list.
         """
+        return self.for_selected_tab("upload", request,
+                                     lambda: self._load_upload(files, time_ms, event, occurrence, average))
+
+    def _load_upload(self, files, time_ms: float, event: str | None, occurrence: int, average: bool):
         if not _as_list(files):  # nothing uploaded yet, or the upload widget was cleared
             return ("upload", NO_UPLOAD, None, None, "", None, None)
         from neuroimagen.data import TrialFileError
@@ -523,10 +601,14 @@ class Handlers:
 
     @user_errors
     def simulate(self, sim_class: str = CLASS_NAMES[8], sim_image: int = 1, sim_subject: int = 1,
-                 sim_noise: str = "demo", time_ms: float = DEFAULT_LATENCY_MS):
+                 sim_noise: str = "demo", time_ms: float = DEFAULT_LATENCY_MS, request: gr.Request = None):
         """Simulate a trial: (source, facts, butterfly, topomap, channels, stimulus, state)."""
-        trial = self.simulated_trial(sim_class, sim_image, sim_subject, sim_noise)
-        return ("simulate", *self.eeg_views(trial, time_ms), trial)
+
+        def load():
+            trial = self.simulated_trial(sim_class, sim_image, sim_subject, sim_noise)
+            return ("simulate", *self.eeg_views(trial, time_ms), trial)
+
+        return self.for_selected_tab("simulate", request, load)
 
     @staticmethod
     def no_trial():
@@ -649,6 +731,14 @@ NO_RESULTS = "Press **Reconstruct**: the results of the trial shown appear here.
 RUNNING = "Reconstructing the trial shown…"
 FAILED = "**The reconstruction failed**: the error message says why. Nothing shown here is stale."
 EMPTY_RESULTS = (None, None, "", None, None, "", None, "", NO_RESULTS)
+N_VIEWS = 7  # a trial load's outputs: source, facts, butterfly, topomap, channels, stimulus, state
+
+
+def skip_views() -> tuple:
+    """A trial load's outputs that change nothing on the page."""
+    return tuple(gr.skip() for _ in range(N_VIEWS))
+
+
 def _as_list(files) -> list:
     if files is None:
         return []

@@ -351,11 +351,15 @@ def build_demo(pipe, examples_dir: str | Path | None = None, stimuli_dir: str | 
 
         def after_loading(load) -> None:
             """A trial load that failed leaves the panel saying so; results of another trial are emptied."""
-            load.failure(h.no_trial, None, views[1:], queue=False)
-            load.then(h.clear_stale, trial_inputs + window_inputs + [result_key], results, queue=False)
+            load.failure(h.no_trial, None, views[1:], queue=False, api_visibility="private")
+            load.then(h.clear_stale, trial_inputs + window_inputs + [result_key], results, queue=False,
+                      api_visibility="private")
 
         for tab, name in ((tab_example, "example"), (tab_upload, "upload"), (tab_simulate, "simulate")):
             tab.select(None, None, source, js=f"() => {name!r}", queue=False)  # at once, whatever the load does
+            # ... and the server knows it: loads of the other tabs that end later are not shown (SelectedTabs)
+            tab.select(h.tab_selector(name), None, None, queue=False, api_visibility="private")
+        demo.unload(h.forget_session)
         gallery.select(h.pick_example, None, example, api_name="pick_example", api_visibility="undocumented")
         after_loading(gr.on([tab_example.select, example.change], h.load_example, [example, latency], views,
                             api_name="show_example"))
@@ -383,5 +387,5 @@ def build_demo(pipe, examples_dir: str | Path | None = None, stimuli_dir: str | 
             h.reconstruct_if_ablation(), run_inputs, run_outputs, api_visibility="private", **pipeline
         ).failure(h.failed_results, None, title, queue=False, api_visibility="private")
         if names:
-            demo.load(h.load_example, [example, latency], views, api_name="show_default_example")
+            after_loading(demo.load(h.load_example, [example, latency], views, api_name="show_default_example"))
     return demo

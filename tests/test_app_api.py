@@ -343,6 +343,26 @@ def test_user_errors_turn_mistakes_into_quiet_messages_and_let_bugs_through():
         handler("bug")
 
 
+def test_a_page_shows_the_loads_of_its_selected_tab_only():
+    """A trial load that ends after its page selected another tab changes nothing there (browser test:
+    ``test_an_example_that_loads_after_upload_was_chosen_is_not_shown``); API sessions select no tab, the
+    record is bounded and a closed page is forgotten."""
+    import gradio as gr
+
+    from demo.handlers import SelectedTabs
+
+    tabs = SelectedTabs(max_sessions=2)
+    a, b, c = (gr.Request(session_hash=s) for s in "abc")
+    tabs.select(a, "upload")
+    assert tabs.stale(a, "example") and tabs.stale(a, "simulate") and not tabs.stale(a, "upload")
+    assert not tabs.stale(b, "example") and not tabs.stale(None, "example")  # no tab selected: an API client
+    tabs.select(b, "simulate")
+    tabs.select(c, "example")  # a third page: the oldest record (a) goes
+    assert not tabs.stale(a, "example") and tabs.stale(b, "upload") and tabs.stale(c, "simulate")
+    tabs.forget(b)
+    assert not tabs.stale(b, "upload")
+
+
 def test_upload_examples_one_entry_per_format_with_its_own_companions(tmp_path):
     from demo.handlers import upload_examples
 
