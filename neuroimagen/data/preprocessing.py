@@ -69,8 +69,9 @@ def _names(names, k: int = 4) -> str:
 
 # The fewest channels a trial may have (placed, with signal). Measured on the shipped checkpoint with trials
 # simulated on each cap (scripts/cap_accuracy.py -> reports/caps/demo, 120 held-out images, 40 classes, chance
-# 2.5 %): 8 occipito-parietal channels decode the class in 13.3 % (new people 10.0 %); 6, 4 and 3 occipital
-# ones in 5.0, 2.5 and 3.3 % (new people 8.3, 5.0, 2.5 %), i.e. at chance. Below 8 nothing is left to show.
+# 2.5 %): 8 occipito-parietal channels decode the class in 15.8 % (new people 9.2 %); 6, 4 and 3 occipital
+# ones in 10.0, 7.5 and 3.3 % (new people 8.3, 6.7, 1.7 %), near chance. Below 8 nothing is left to show.
+# (The EEG stages before channel-subset augmentation: 13.3 % at 8, chance below; reports/caps/demo-unaugmented.)
 MIN_CHANNELS = 8
 
 
