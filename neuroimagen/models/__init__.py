@@ -2,10 +2,11 @@
 
 from .caption_bank import CaptionBank
 from .classifier import ImageClassifier
+from .decoding_check import DecodingCheck
 from .eeg_encoder import EEGEncoder
 from .layout_prior import LayoutPrior
 from .saliency import SaliencyDiscriminator, SaliencyGenerator
 from .semantic_decoder import SemanticDecoder
 
-__all__ = ["CaptionBank", "EEGEncoder", "ImageClassifier", "LayoutPrior", "SaliencyDiscriminator", "SaliencyGenerator",
+__all__ = ["CaptionBank", "DecodingCheck", "EEGEncoder", "ImageClassifier", "LayoutPrior", "SaliencyDiscriminator", "SaliencyGenerator",
            "SemanticDecoder"]
