@@ -65,6 +65,15 @@ class NeuroImagenPipelineOutput(BaseOutput):
         The caption text the condition stands for.
     notes : list of str
         Anything the user should know about how this output was made.
+    confidence : ndarray, shape (batch,) | None
+        Calibrated probability in [0, 1] that the top class is right (``decoding_check``; None without one).
+    in_distribution : ndarray of bool, shape (batch,) | None
+        False when the EEG is unlike the training trials (``ood_score > ood_threshold``): the image is then the
+        model's guess for its top class, not a reconstruction. None without a ``decoding_check``.
+    ood_score : ndarray, shape (batch,) | None
+        Distance to the training trials in units of its spread on validation trials (higher: more foreign).
+    ood_threshold : float | None
+        The largest ``ood_score`` still in distribution (it accepts 95 % of the validation trials).
     """
 
     images: list | np.ndarray | torch.Tensor
@@ -75,6 +84,10 @@ class NeuroImagenPipelineOutput(BaseOutput):
     prompt_embeds: torch.Tensor
     caption_used: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    confidence: np.ndarray | None = None
+    in_distribution: np.ndarray | None = None
+    ood_score: np.ndarray | None = None
+    ood_threshold: float | None = None
 
 
 class NeuroImagenPipeline(DiffusionPipeline):
@@ -100,19 +113,21 @@ class NeuroImagenPipeline(DiffusionPipeline):
     layout_prior : neuroimagen.models.LayoutPrior | None
         Optional: the decoded class's object template, drawn into the saliency map at the object box decoded
         from the EEG before img2img (``layout_weight``).
+    decoding_check : neuroimagen.models.DecodingCheck | None
+        Optional: the calibrated ``confidence`` and the in-distribution test of the output.
     """
 
     model_cpu_offload_seq = "eeg_encoder->semantic_decoder->unet->vae"
-    _optional_components = ["text_encoder", "tokenizer", "layout_prior"]
+    _optional_components = ["text_encoder", "tokenizer", "layout_prior", "decoding_check"]
 
     def __init__(self, eeg_encoder, saliency_generator, semantic_decoder, caption_bank,
                  vae: AutoencoderKL | AsymmetricAutoencoderKL, unet: UNet2DConditionModel, scheduler,
-                 text_encoder=None, tokenizer=None, layout_prior=None):
+                 text_encoder=None, tokenizer=None, layout_prior=None, decoding_check=None):
         super().__init__()
         self.register_modules(eeg_encoder=eeg_encoder, saliency_generator=saliency_generator,
                               semantic_decoder=semantic_decoder, caption_bank=caption_bank, vae=vae, unet=unet,
                               scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer,
-                              layout_prior=layout_prior)
+                              layout_prior=layout_prior, decoding_check=decoding_check)
 
     # ----------------------------------------------------------------------------------------------
     # Loading
@@ -306,6 +321,7 @@ class NeuroImagenPipeline(DiffusionPipeline):
         readout = self.caption_bank.readout(states, k=top_k)
         class_probs = readout["class_probs"]
         top_class = class_probs.argmax(-1)
+        check = self._check_decoding(features, x, class_probs, notes)
 
         # 3b. Draw the decoded class's object template into the saliency map, at the decoded box
         prior = getattr(self, "layout_prior", None)
@@ -360,9 +376,25 @@ class NeuroImagenPipeline(DiffusionPipeline):
             images=self._to_output(images, output_type), saliency_maps=self._to_output((saliency + 1) / 2, output_type),
             captions=readout["captions"], detailed_captions=readout["detailed_captions"],
             class_probs=class_probs.cpu().numpy(), prompt_embeds=prompt_embeds.cpu(), caption_used=caption_used,
-            notes=notes)
+            notes=notes, **check)
         self.maybe_free_model_hooks()
         return out if return_dict else tuple(out.values())
+
+    def _check_decoding(self, features, x, class_probs, notes: list[str]) -> dict:
+        """``confidence``, ``in_distribution``, ``ood_score`` and ``ood_threshold`` from the decoding check; all
+        None (and a note) without one."""
+        check = getattr(self, "decoding_check", None)
+        if check is None:
+            notes.append("No decoding check in this checkpoint: confidence and in_distribution are not available "
+                         "(None); the class probabilities are not calibrated and foreign EEG is not detected.")
+            return {}
+        r = {k: v.cpu().numpy() for k, v in check(features.float(), x.float(), class_probs).items()}
+        n_out = int((~r["in_distribution"]).sum())
+        if n_out:
+            notes.append(f"{n_out} of {len(x)} trial(s) out of distribution (ood_score above {check.config.threshold:g}): "
+                         f"the model has not seen EEG like this; the picture is its guess for the top class, not a "
+                         f"reconstruction.")
+        return {**r, "ood_threshold": float(check.config.threshold)}
 
     # ----------------------------------------------------------------------------------------------
     @property
