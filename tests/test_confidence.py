@@ -42,9 +42,14 @@ def pipe():
     if not (CHECKPOINT / "model_index.json").is_file():
         pytest.skip(f"no checkpoint at {CHECKPOINT}")
     pipe = NeuroImagenPipeline.from_pretrained(CHECKPOINT)
+    report = json.loads((REPORT / "metrics.json").read_text())
+    if pipe.decoding_check is not None and "NEUROIMAGEN_TEST_CHECKPOINT" not in os.environ:
+        assert _sha256(CHECKPOINT / "decoding_check") == report["component_sha256"], (
+            f"The shipped decoding_check is not the one {REPORT} measures: rerun scripts/fit_confidence.py (its "
+            f"README has the command) so that the report describes what ships.")
     if pipe.decoding_check is None:
         # Not installed in the checkpoint yet: the component fitted for this very encoder, from the report.
-        fitted_for = json.loads((REPORT / "metrics.json").read_text())["encoder_sha256"]
+        fitted_for = report["encoder_sha256"]
         assert _sha256(CHECKPOINT / "eeg_encoder") == fitted_for, (
             f"{CHECKPOINT} has no decoding_check, and the one in {REPORT} was fitted for another EEG encoder: "
             f"run scripts/fit_confidence.py for this checkpoint.")
@@ -73,6 +78,11 @@ def examples() -> np.ndarray:
     return np.stack([preprocess(read_trial(p)).data for p in EXAMPLES])
 
 
+@pytest.fixture(scope="module")
+def labels() -> np.ndarray:
+    return np.array([read_trial(p).label for p in EXAMPLES])
+
+
 def test_noise_is_flagged_and_example_trials_are_accepted(pipe, examples):
     rng = np.random.default_rng(0)
     noise = np.stack([_upload(_volts(kind, rng)) for kind in ("white", "pink") for _ in range(3)])
@@ -92,12 +102,11 @@ def test_scrambled_channels_are_flagged(pipe, examples):
     assert (~out.in_distribution).sum() >= len(examples) - 1, out.ood_score
 
 
-def test_confidence_is_a_probability_that_follows_the_top_class(pipe, examples):
-    out = pipe(examples[:4], generator=torch.Generator().manual_seed(0), **FAST)
-    assert out.confidence.shape == (4,) and ((out.confidence >= 0) & (out.confidence <= 1)).all()
-    # temperature scaling keeps the ranking: a sure readout stays the surer one
-    order = np.argsort(out.class_probs.max(1))
-    assert np.all(np.diff(out.confidence[order]) >= -1e-6)
+def test_confidence_is_a_probability_as_high_as_the_decoding_is_right(pipe, examples, labels):
+    out = pipe(examples, generator=torch.Generator().manual_seed(0), **FAST)
+    assert out.confidence.shape == (len(examples),) and ((out.confidence >= 0) & (out.confidence <= 1)).all()
+    accuracy = (out.class_probs.argmax(1) == labels).mean()
+    assert abs(out.confidence.mean() - accuracy) < 0.1, (out.confidence, accuracy)
 
 
 def test_component_saves_as_safetensors_and_loads_the_same(pipe, examples, tmp_path):

@@ -144,15 +144,16 @@ class DecodingCheck(ModelMixin, ConfigMixin):
         d = signal_statistics(eeg, self.spatial_basis, self.config.sfreq) - self.signal_mean
         return torch.einsum("bd,de,be->b", d, self.signal_precision, d)
 
-    def distances(self, features: torch.Tensor, eeg: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Each distance (batch,) as a robust z-score against the validation trials (0: a typical trial)."""
-        raw = {"features": self.feature_distance(features), "signal": self.signal_distance(eeg)}
-        return {k: (raw[k].clamp_min(1e-12).log() - self.score_center[i]) / self.score_scale[i]
-                for i, k in enumerate(SCORES)}
+    def distances(self, features: torch.Tensor, eeg: torch.Tensor,
+                  scores: tuple[str, ...] = SCORES) -> dict[str, torch.Tensor]:
+        """Each distance of ``scores`` (batch,) as a robust z-score against the validation trials (0: typical)."""
+        raw = {"features": lambda: self.feature_distance(features), "signal": lambda: self.signal_distance(eeg)}
+        return {k: (raw[k]().clamp_min(1e-12).log() - self.score_center[i]) / self.score_scale[i]
+                for i, k in enumerate(SCORES) if k in scores}
 
     def ood_score(self, features: torch.Tensor, eeg: torch.Tensor) -> torch.Tensor:
         """The larger of the configured distances' z-scores, (batch,): higher is farther from the training trials."""
-        z = self.distances(features, eeg)
+        z = self.distances(features, eeg, tuple(self.config.scores))
         return torch.stack([z[k] for k in self.config.scores], 0).max(0).values
 
     def calibrate(self, class_probs: torch.Tensor) -> torch.Tensor:
