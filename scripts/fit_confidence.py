@@ -129,7 +129,8 @@ def foreign_inputs(split: str, trials: dict, args, rng: np.random.Generator) -> 
 
 
 def cap_uploads(split: str, args, rng: np.random.Generator) -> dict[str, dict]:
-    """In-distribution trials recorded on smaller caps, read as uploads (``preprocess`` interpolates the 128)."""
+    """In-distribution uploads besides the model's cap: trials recorded on smaller caps, read as uploads
+    (``preprocess`` interpolates the 128), and averages of trials."""
     from neuroimagen.data import EEGTrial, preprocess
     from neuroimagen.data.caps import cap_info
     from neuroimagen.data.simulate import EEGSimulator
@@ -142,6 +143,15 @@ def cap_uploads(split: str, args, rng: np.random.Generator) -> dict[str, dict]:
                                                                          rng, raw=True)
         eeg = np.stack([preprocess(EEGTrial(v, 1000.0, list(info.ch_names))).data for v in volts])
         out[f"uploads, {cap}"] = {"eeg": eeg, "labels": labels}
+    # Averages of n trials of one image and person (an ERP: the app's "average all occurrences"), cleaner than
+    # any training trial
+    sim = EEGSimulator(args.preset, seed=0)
+    for n, n_images in ((10, 40), (40, 10)):
+        keep = np.arange(0, len(images), len(images) // n_images)[:n_images]
+        subjects = np.repeat(rng.integers(1, 7, n_images), n)
+        volts = sim.simulate(np.repeat(images[keep], n, 0), np.repeat(labels[keep], n), subjects, rng, raw=True)
+        out[f"averages of {n} trials, subjects 1-6"] = {
+            "eeg": to_model_space(volts.reshape(n_images, n, *volts.shape[1:]).mean(1)), "labels": labels[keep]}
     return out
 
 
@@ -241,7 +251,8 @@ def write_report(m: dict, out: Path) -> None:
               "how far the check tells a new person from the trained ones; 'flagged' is the share the app would "
               "label as foreign. The upload rows are in-distribution trials simulated for held-out images and read "
               "as files (on the model's cap and on smaller caps, interpolated): they should be accepted like the "
-              "test trials.", "",
+              "test trials. Averages of several trials of one image (an ERP, the app's 'average all occurrences') "
+              "are cleaner than any single training trial.", "",
               f"'Other preset' are trials of the {'realistic' if m['preset'] == 'demo' else 'demo'} noise preset "
               "(same people and images, other noise), simulated directly. A table for a model trained on the other "
               "preset comes from the same script on that model and its data (`--preset`, `--pipeline`, `--data`, "

@@ -95,6 +95,22 @@ def test_noise_is_flagged_and_example_trials_are_accepted(pipe, examples):
     assert any("out of distribution" in n and "not a reconstruction" in n for n in out.notes)
 
 
+def test_the_shipped_examples_on_other_caps_are_accepted(pipe):
+    """The app's examples in other layouts (new people, 19 to 64 channels, interpolated): no foreign-EEG banner
+    on the occurrence the app reads first."""
+    folder = ROOT / "examples" / "formats"
+    entries = [e for e in json.loads((folder / "index.json").read_text())["formats"] if e.get("cap") != "actiCAP 128"]
+    assert len(entries) >= 3
+    trials = []
+    for e in entries:
+        events = [k for k in e.get("events", {}) if "timulus" in k]  # BrainVision "Stimulus/S  1", FIF "stimulus"
+        event = events[0] if events and not e["file"].endswith("-epo.fif") else None
+        trials.append(preprocess(read_trial(folder / e["file"], [folder / c for c in e["companions"]] or None,
+                                            event=event)).data)
+    out = pipe(np.stack(trials), generator=torch.Generator().manual_seed(0), **FAST)
+    assert out.in_distribution.all(), dict(zip([e["file"] for e in entries], out.ood_score))
+
+
 def test_scrambled_channels_are_flagged(pipe, examples):
     rng = np.random.default_rng(1)
     shuffled = np.stack([x[rng.permutation(len(x))] for x in examples])
