@@ -167,6 +167,28 @@ def draw_stimulus(class_index: int, rng: np.random.Generator, size: int = 64) ->
     return canvas.convert("RGB"), params
 
 
+def numbered_stimulus(class_index: int, number: int, size: int = 64, seed: int = 0) -> tuple[Image.Image, dict]:
+    """Stimulus ``number`` of class ``class_index``, drawn exactly as :func:`make_stimulus_set` draws it.
+
+    Parameters
+    ----------
+    class_index : int
+        The class, 0 to 39 (``neuroimagen.data.classes.CLASSES``).
+    number : int
+        1-based, as in the file name ``{synset}_{number:04d}.png``.
+    size, seed : int
+        As given to :func:`make_stimulus_set` (its defaults: 64, 0).
+
+    Returns
+    -------
+    image : PIL.Image.Image
+        The RGB stimulus, ``size`` x ``size``.
+    params : dict
+        How it was drawn (emoji, scale, position, rotation, flip, background).
+    """
+    return draw_stimulus(class_index, np.random.default_rng([seed, class_index, number - 1]), size=size)
+
+
 def _fits(sprite: Image.Image, cx: float, cy: float, size: int) -> bool:
     x0, y0 = round(cx - sprite.width / 2), round(cy - sprite.height / 2)
     return x0 >= 0 and y0 >= 0 and x0 + sprite.width <= size and y0 + sprite.height <= size
@@ -196,8 +218,7 @@ def make_stimulus_set(out: str | Path, size: int = 64, per_class: int = 50, seed
     records = []
     for cls in CLASSES:
         for k in range(per_class):
-            rng = np.random.default_rng([seed, cls.index, k])
-            img, p = draw_stimulus(cls.index, rng, size=size)
+            img, p = numbered_stimulus(cls.index, k + 1, size=size, seed=seed)
             name = f"{cls.synset}_{k + 1:04d}"
             img.save(out / f"{name}.png", optimize=False)
             records.append(StimulusInfo(
