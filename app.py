@@ -23,12 +23,13 @@ if __name__ == "__main__":
         p.error(f"no checkpoint folder at {args.checkpoint}: pass --checkpoint DIR, or build the default with "
                 f"'python -m neuroimagen.train all --config configs/tiny.json'")
 
-    from demo import LAUNCH_KWARGS, QUEUE_MAX_SIZE, build_demo
+    from demo import LAUNCH_KWARGS, build_demo
+    from demo.settings import CONCURRENCY, QUEUE_MAX_SIZE
     from neuroimagen import NeuroImagenPipeline
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = {"torch_dtype": torch.float16} if device == "cuda" and args.sd_model else {}
     pipe = NeuroImagenPipeline.from_pretrained(args.checkpoint, sd_model=args.sd_model, **dtype).to(device)
     demo = build_demo(pipe, examples_dir=args.examples)
-    demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=2)  # the reconstruction itself: 1 (ui.py)
+    demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=CONCURRENCY)  # the reconstruction itself: 1
     demo.launch(server_port=args.port, share=args.share, **LAUNCH_KWARGS)

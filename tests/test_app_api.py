@@ -330,7 +330,7 @@ def test_simulated_trial(client):
 def test_user_errors_turn_mistakes_into_quiet_messages_and_let_bugs_through():
     import gradio as gr
 
-    from demo.handlers import user_errors
+    from demo.errors import user_errors
 
     @user_errors
     def handler(kind):
@@ -364,7 +364,7 @@ def test_a_page_shows_the_loads_of_its_selected_tab_only():
 
 
 def test_upload_examples_one_entry_per_format_with_its_own_companions(tmp_path):
-    from demo.handlers import upload_examples
+    from demo.examples import upload_examples
 
     formats = tmp_path / "formats"
     formats.mkdir()
@@ -381,7 +381,7 @@ def test_upload_examples_one_entry_per_format_with_its_own_companions(tmp_path):
 def test_expected_accuracy_is_read_from_the_cap_measurements(tmp_path):
     """Interpolated by channel count between the caps measured (caps of one size averaged), the largest cap's
     above it; nothing below the smallest or without the file."""
-    from demo.handlers import expected_accuracy
+    from demo.views import expected_accuracy
 
     metrics = tmp_path / "metrics.json"
     caps = {"actiCAP 128": (128, 0.98, 0.90), "10-10 64": (64, 0.96, 0.86), "BioSemi 64": (64, 0.94, 0.84),
@@ -403,7 +403,7 @@ def test_expected_accuracy_is_read_from_the_cap_measurements(tmp_path):
 def test_expected_accuracy_line_says_what_was_measured(tmp_path):
     from types import SimpleNamespace
 
-    from demo.handlers import expected_accuracy_text
+    from demo.views import expected_accuracy_text
 
     trial = SimpleNamespace(info={"channels": {"n_used": 32}})
     assert expected_accuracy_text(trial, tmp_path / "missing.json").endswith("not measured (reports/caps/demo is "
@@ -419,7 +419,7 @@ def test_expected_accuracy_line_says_what_was_measured(tmp_path):
 
 
 def test_model_card_front_matter_becomes_a_table():
-    from demo.handlers import split_model_card
+    from demo.model_card import split_model_card
 
     card = split_model_card("---\nlicense: cc-by-sa-4.0\ntags: [eeg, diffusion]\n---\n\n# tiny\n\nIntro.\n\n"
                             "## Components\n\n| a | b |\n\n## Limits\n\n- simulated\n")
@@ -432,7 +432,7 @@ def test_model_card_front_matter_becomes_a_table():
 def test_captions_are_shown_in_plain_words():
     from types import SimpleNamespace
 
-    from demo.handlers import captions_table
+    from demo.views import captions_table
 
     out = SimpleNamespace(captions=[[("an image of a banana", 0.9)]],
                           detailed_captions=[[("a small banana at the top, mirrored, on a white background", 0.5)]])

@@ -270,7 +270,8 @@ def test_a_32_channel_recording_is_cut_at_the_event_chosen(page, app_server, tmp
     Reconstruct uses; the average of all occurrences likewise."""
     from types import SimpleNamespace
 
-    from demo.handlers import CAP_METRICS, expected_accuracy_text
+    from demo.settings import CAP_METRICS
+    from demo.views import expected_accuracy_text
     from neuroimagen.data.caps import TEN_TWENTY_32
 
     path = tmp_path / "my_recording_raw.fif"

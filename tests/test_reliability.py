@@ -183,7 +183,7 @@ def _trial_file(path: Path, n_chans: int = 128, n_times: int = 500, sfreq: float
 
 
 def test_upload_limits_are_enforced_with_clear_messages(client, example, app_server, tmp_path):  # noqa: F811
-    from demo.handlers import MAX_UPLOAD_BYTES
+    from demo.settings import MAX_UPLOAD_BYTES
     from demo.ui import LAUNCH_KWARGS
     from neuroimagen.data.preprocessing import MAX_CHANNELS, MAX_TRIAL_SECONDS
 
@@ -266,7 +266,7 @@ def _files(root: Path) -> set[Path]:
 def test_requests_leave_no_stray_files(client, example, app_server, tmp_path):  # noqa: F811
     """Uploads, plots, errors and reconstructions: nothing lands in the app's temp folder, and the Gradio cache
     only gains the uploaded files and the returned images (which ``delete_cache`` removes after an hour)."""
-    from demo.ui import DELETE_CACHE
+    from demo.settings import DELETE_CACHE
 
     frequency, age = DELETE_CACHE
     assert frequency <= age <= 3600  # outputs are deleted within 1-1.5 h of their request
@@ -312,7 +312,7 @@ def test_a_returned_image_is_never_read_half_written(tmp_path):
 
     from gradio import processing_utils
 
-    from demo.ui import write_returned_images_atomically
+    from demo.gradio_patches import write_returned_images_atomically
 
     write_returned_images_atomically()
     img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8))
