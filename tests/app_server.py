@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from demo.loadtest import stop_process, wait_until_serving
+from benchmarks.loadtest import stop_process, wait_until_serving
+from benchmarks.synthetic import synthetic_trial
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT = ROOT / "checkpoints" / "neuroimagen-tiny"
@@ -58,27 +59,22 @@ def write_examples(out: Path, classes=(8, 32, 19), subject: int = 1) -> Path:
     """A few example trials written like ``scripts/make_examples.py`` writes them (``write_trial`` .npz +
     stimulus PNG + ``index.json``), for when ``examples/`` is not there yet.
 
-    The EEG is noise plus a channel-specific evoked burst: enough to exercise every view of the app.
+    The EEG is noise plus a channel-specific evoked burst (``benchmarks.synthetic``): enough to exercise every
+    view of the app.
     """
-    from neuroimagen.data import EEGTrial, write_trial
+    from neuroimagen.data import write_trial
     from neuroimagen.data.classes import CLASSES
-    from neuroimagen.data.montage import SFREQ, model_ch_names
-    from neuroimagen.data.stimuli import draw_stimulus
+    from neuroimagen.data.stimuli import numbered_stimulus
 
     out.mkdir(parents=True, exist_ok=True)
-    names = list(model_ch_names())
-    t = np.arange(500) / SFREQ
-    burst = np.sin(2 * np.pi * 8 * t) * np.exp(-(((t - 0.15) / 0.05) ** 2))
     index = []
     for k, c in enumerate(classes):
         image = f"{CLASSES[c].synset}_{k + 1:04d}"
-        img, _ = draw_stimulus(c, np.random.default_rng([0, c, k]), size=64)
+        img, _ = numbered_stimulus(c, k + 1)
         img.save(out / f"{image}.png")
-        rng = np.random.default_rng(100 + k)
-        data = 5e-6 * (np.outer(rng.standard_normal(len(names)), burst) + 0.3 * rng.standard_normal((len(names), len(t))))
+        trial = synthetic_trial(np.random.default_rng(100 + k), subject=subject, label=c, stimulus=np.asarray(img))
         file = f"{image}_s{subject}.npz"
-        write_trial(EEGTrial(data=data, sfreq=SFREQ, ch_names=names, subject=subject, label=c,
-                             stimulus=np.asarray(img)), out / file)
+        write_trial(trial, out / file)
         index.append({"file": file, "label": c, "class_name": CLASSES[c].name, "subject": subject,
                       "stimulus": f"{image}.png", "image": image})
     (out / "index.json").write_text(json.dumps({"examples": index}, indent=1))

@@ -8,7 +8,7 @@ Against the one shared ``python app.py`` of the session (``tests/app_server.py``
 - the upload limits (file size, channels, length, sampling rate) are enforced with clear messages;
 - same trial + seed + settings give the same image bytes, through the API and the library;
 - requests leave no stray files in the app's Gradio cache and temp folder;
-- a small ``demo.loadtest`` run: concurrent clients all get their own right image, a burst
+- a small ``benchmarks.loadtest`` run: concurrent clients all get their own right image, a burst
   beyond the queue's size is refused as "queue full" and the app keeps serving.
 """
 
@@ -343,10 +343,9 @@ def test_a_returned_image_is_never_read_half_written(tmp_path):
 def test_loadtest_small_run(app_server, tmp_path):  # noqa: F811
     """4 clients x 2 requests against the running app, each result checked against the pipeline; then a burst
     beyond the queue: the excess is refused as 'queue full' and the app keeps serving."""
-    from demo import loadtest
-    from demo.ui import QUEUE_MAX_SIZE
+    from benchmarks import loadtest
+    from demo.settings import QUEUE_MAX_SIZE
 
-    assert loadtest.QUEUE_MAX_SIZE == QUEUE_MAX_SIZE
     out = tmp_path / "load.json"
     args = loadtest.parse_args(["--url", app_server.url, "--pid", str(app_server.proc.pid), "--checkpoint",
                                 str(app_server.checkpoint), "--clients", "4", "--requests", "2", "--steps", "2",
@@ -369,7 +368,7 @@ def test_loadtest_corpus_phase_reports_memory_and_explanations(app_server, tmp_p
     here on three files (the int8 bomb that once took the app to 3 GB, a good one, one with a bad label)."""
     import shutil
 
-    from demo import loadtest
+    from benchmarks import loadtest
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -389,7 +388,7 @@ def test_loadtest_corpus_phase_reports_memory_and_explanations(app_server, tmp_p
 
 
 def test_loadtest_detects_a_mixed_up_result(tmp_path):
-    from demo import loadtest
+    from benchmarks import loadtest
 
     ref = loadtest.Reference(loadtest.load_pipeline(None))
     trial = loadtest.write_trials(1, tmp_path)[0]
@@ -403,7 +402,7 @@ def test_loadtest_detects_a_mixed_up_result(tmp_path):
 
 @pytest.mark.parametrize("url", ["http://example.com:7860/", "http://10.0.0.5:7860/", "file:///etc/passwd"])
 def test_loadtest_refuses_anything_but_loopback(url):
-    from demo import loadtest
+    from benchmarks import loadtest
 
     with pytest.raises(ValueError, match="only runs against loopback"):
         loadtest.check_loopback(url)

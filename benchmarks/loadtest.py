@@ -1,4 +1,4 @@
-"""Load test of the app: ``python -m demo.loadtest [--tiny] [--clients 8] [--requests 5] [--url URL]``.
+"""Load test of the app: ``python -m benchmarks.loadtest [--tiny] [--clients 8] [--requests 5] [--url URL]``.
 
 Starts ``app.py`` on a free loopback port (or uses ``--url`` of a running one, loopback only), then:
 
@@ -7,7 +7,7 @@ Starts ``app.py`` on a free loopback port (or uses ``--url`` of a running one, l
    direct pipeline call in this process with the same trial, seed and settings (the pixels must be
    equal), so a lost, swapped or mixed-up request shows as ``mismatched``.
 2. **burst**: while one long request holds the pipeline, ``--burst`` requests arrive together, more than
-   the app's queue holds (``demo.QUEUE_MAX_SIZE`` = 16): the excess must be refused at once with
+   the app's queue holds (``demo.settings.QUEUE_MAX_SIZE`` = 16): the excess must be refused at once with
    Gradio's "queue full" error (counted as ``queue_full``, not as a failure), the rest must come back
    right, and the app must still answer the next request.
 
@@ -27,7 +27,8 @@ tests do); by default the shipped ``checkpoints/neuroimagen-tiny`` when it exist
 (the report says which). Bounded: at most 64 clients x 100 requests, 200 burst requests and
 ``--timeout`` seconds (default 600) for the whole run.
 
-The library never imports gradio: this tool only uses ``gradio_client``, and runs the app in a subprocess.
+This tool never imports gradio (``demo.settings`` is Gradio-free): it only uses ``gradio_client``, and runs the app
+in a subprocess.
 """
 
 from __future__ import annotations
@@ -52,13 +53,15 @@ from pathlib import Path
 
 import numpy as np
 
+from demo.settings import CAPTION_SOURCE, GUIDANCE_SCALE, MAX_STEPS, QUEUE_MAX_SIZE, STRENGTH
+
+from .synthetic import synthetic_trial
+
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "app.py"
 DEFAULT_CHECKPOINT = ROOT / "checkpoints" / "neuroimagen-tiny"
-QUEUE_MAX_SIZE = 16  # demo.ui.QUEUE_MAX_SIZE (not imported: that would import gradio into this process)
 MAX_CLIENTS, MAX_REQUESTS, MAX_BURST = 64, 100, 200
 START_TIMEOUT_S = 180
-MAX_API_STEPS = 50  # the app's steps slider: the API refuses more
 SAMPLE_EVERY_S = 0.05
 CORPUS_PEAK_MB, CORPUS_AFTER_MB = 1536, 100  # issue 19's budget for the bad-input corpus
 GENERIC_ERROR = "has not enabled verbose error reporting"  # what users see when an exception is not explained
@@ -236,18 +239,13 @@ class MemorySampler:
 # ------------------------------------------------------------------------------------------------ trials
 def write_trials(n: int, out: Path) -> list[Path]:
     """``n`` different synthetic trials (model montage, 1 kHz, 500 samples, volts) as ``.npz`` files."""
-    from neuroimagen.data import EEGTrial, write_trial
-    from neuroimagen.data.montage import SFREQ, model_ch_names
+    from neuroimagen.data import write_trial
 
-    names = list(model_ch_names())
-    t = np.arange(500) / SFREQ
     paths = []
     for k in range(n):
         rng = np.random.default_rng([2024, k])
-        burst = np.sin(2 * np.pi * rng.uniform(6, 12) * t) * np.exp(-(((t - rng.uniform(0.1, 0.3)) / 0.05) ** 2))
-        data = 5e-6 * (np.outer(rng.standard_normal(len(names)), burst)
-                       + 0.3 * rng.standard_normal((len(names), len(t))))
-        paths.append(write_trial(EEGTrial(data=data, sfreq=SFREQ, ch_names=names), out / f"loadtest_trial{k}.npz"))
+        trial = synthetic_trial(rng, frequency=rng.uniform(6, 12), latency=rng.uniform(0.1, 0.3))
+        paths.append(write_trial(trial, out / f"loadtest_trial{k}.npz"))
     return paths
 
 
@@ -261,8 +259,8 @@ class Reference:
     """
 
     pipe: object
-    strength: float = 0.75
-    guidance_scale: float = 5.0
+    strength: float = STRENGTH
+    guidance_scale: float = GUIDANCE_SCALE
     _trials: dict = field(default_factory=dict)
     _images: dict = field(default_factory=dict)
     _worker: concurrent.futures.ThreadPoolExecutor = field(
@@ -282,7 +280,7 @@ class Reference:
                 self._trials[str(path)] = preprocess(read_trial(path))
             out = self.pipe(self._trials[str(path)], generator=torch.Generator().manual_seed(seed), mode="both",
                             strength=self.strength, guidance_scale=self.guidance_scale, num_inference_steps=steps,
-                            caption_source="label", output_type="pil")
+                            caption_source=CAPTION_SOURCE, output_type="pil")
             self._images[key] = np.asarray(out.images[0].convert("RGB"))
         return self._images[key]
 
@@ -331,7 +329,7 @@ def _submit(client, o: Outcome, strength: float, guidance: float):
 
     return client.submit(source="upload", files=[handle_file(str(o.trial))],
                          strength=strength if o.strength is None else o.strength, guidance_scale=guidance,
-                         num_inference_steps=o.steps, seed=o.seed, randomize_seed=False, caption_source="label",
+                         num_inference_steps=o.steps, seed=o.seed, randomize_seed=False, caption_source=CAPTION_SOURCE,
                          ablation=o.ablation, api_name="/reconstruct")
 
 
@@ -430,7 +428,7 @@ def run_burst(url: str, trial: Path, n_burst: int, steps: int, seed: int, deadli
 
     client = _client(url, work / "downloads" / "burst")
     try:
-        blocker_steps = MAX_API_STEPS
+        blocker_steps = MAX_STEPS
         blocker = Outcome(-1, -1, seed, blocker_steps, trial, ablation=True, strength=1.0)
         t_block = time.perf_counter()
         job = _submit(client, blocker, strength, guidance)
@@ -517,7 +515,7 @@ def run_corpus(url: str, corpus: Path, memory: MemorySampler, example_trial: Pat
     manifest = json.loads((corpus / "manifest.json").read_text())
     client = _client(url, work / "downloads" / "corpus")
     warm = Outcome(0, 0, 0, steps, example_trial)
-    _wait(_submit(client, warm, 0.75, 5.0), warm, time.perf_counter(), deadline)
+    _wait(_submit(client, warm, STRENGTH, GUIDANCE_SCALE), warm, time.perf_counter(), deadline)
     idle = _settled_rss(memory)
     first = len(memory.samples)
     unexplained, accepted, refused = [], 0, 0
@@ -547,7 +545,7 @@ def run_corpus(url: str, corpus: Path, memory: MemorySampler, example_trial: Pat
 
 # ------------------------------------------------------------------------------------------------ main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m demo.loadtest", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m benchmarks.loadtest", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     which = p.add_mutually_exclusive_group()
     which.add_argument("--tiny", action="store_true", help="the tiny random pipeline (make_tiny_pipeline(0))")
@@ -569,7 +567,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default=None, help="also write the JSON report to this file")
     args = p.parse_args(argv)
     for name, low, high in (("clients", 1, MAX_CLIENTS), ("requests", 1, MAX_REQUESTS), ("burst", 0, MAX_BURST),
-                            ("steps", 1, MAX_API_STEPS), ("timeout", 1, 3600)):
+                            ("steps", 1, MAX_STEPS), ("timeout", 1, 3600)):
         if not low <= getattr(args, name) <= high:
             p.error(f"--{name} must be in [{low}, {high}], got {getattr(args, name)}")
     if args.corpus is not None and not (Path(args.corpus) / "manifest.json").is_file():

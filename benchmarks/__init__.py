@@ -1,0 +1,1 @@
+"""Tools that measure the app from outside: ``python -m benchmarks.loadtest``. Not part of the library or the UI."""
