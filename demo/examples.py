@@ -9,13 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from neuroimagen.data import TrialFileError
 from neuroimagen.data.classes import CLASS_NAMES
-from neuroimagen.data.companions import companion_names
+from neuroimagen.data.companions import COMPANION_EXTENSIONS
 
 from .settings import EXAMPLES_DIR, TRIAL_EXTENSIONS
 
-# What each upload format is called (its companion files are the ones its header names).
+# What each upload format is called (its companions: neuroimagen.data.companions.COMPANION_EXTENSIONS).
 FORMATS = {
     ".vhdr": "BrainVision",
     ".set": "EEGLAB",
@@ -90,19 +89,10 @@ def format_examples(examples_dir: str | Path | None = None) -> dict[str, dict]:
     return {e["file"]: e for e in json.loads(index.read_text()).get("formats", [])}
 
 
-def _companions(path: Path) -> list[Path]:
-    """The companion files a header names (``neuroimagen.data.companions``) that stand beside it."""
-    try:
-        names = companion_names(path)
-    except TrialFileError:  # its load will say why
-        return []
-    return [c for name in names if (c := path.with_name(name)).is_file()]
-
-
 def upload_examples(examples_dir: str | Path | None = None) -> list[tuple[str, list[str]]]:
     """Files in the examples folder that show each upload format: ``(label, [trial file, companions...])``.
 
-    One entry per trial file that is not an indexed example, with the companions its header names (a
+    One entry per trial file that is not an indexed example, with only the companions its format uses (a
     BrainVision header's ``.eeg`` and ``.vmrk``, an EEGLAB ``.set``'s ``.fdt``, when there), e.g.
     ``("BrainVision: trial.vhdr + .eeg + .vmrk", ["examples/formats/trial.vhdr", ".../trial.eeg", ...])``;
     files described in ``formats/index.json`` are labelled by their description (format, cap, events).
@@ -119,7 +109,8 @@ def upload_examples(examples_dir: str | Path | None = None) -> list[tuple[str, l
         name = FORMATS.get(path.suffix.lower(), path.suffix.lower())
         if path.parent.name == "formats" and path.name in described:
             name = described[path.name].get("description") or name
-        companions = _companions(path)
+        companions = [c for ext in COMPANION_EXTENSIONS.get(path.suffix.lower(), ())
+                      if (c := path.with_suffix(ext)).is_file()]
         label = f"{name}: {path.name}" + "".join(f" + {c.suffix}" for c in companions)
         entries.append((label, [str(path)] + [str(c) for c in companions]))
     return entries
