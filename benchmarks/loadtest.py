@@ -103,7 +103,8 @@ def stop_process(proc: subprocess.Popen | None, timeout: float = 15) -> None:
         proc.wait()
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -156,6 +157,15 @@ def wait_until_serving(url: str, proc: subprocess.Popen, log_path: Path, t0: flo
         time.sleep(0.2)
 
 
+def app_env(gradio_dir: Path, tmp_dir: Path) -> dict[str, str]:
+    """The environment of an app started for a measurement or a test: loopback only, no analytics, no share
+    link, its own Gradio cache (``gradio_dir``) and temp folder (``tmp_dir``), unbuffered output."""
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_SERVER_NAME": "127.0.0.1",
+           "GRADIO_TEMP_DIR": str(gradio_dir), "TMPDIR": str(tmp_dir), "PYTHONUNBUFFERED": "1"}
+    env.pop("GRADIO_SHARE", None)
+    return env
+
+
 def start_app(checkpoint: Path, work: Path, log=sys.stderr) -> App:
     """``python app.py --checkpoint DIR`` on a free loopback port, with its own Gradio and temp folders."""
     if not APP.is_file():
@@ -164,10 +174,8 @@ def start_app(checkpoint: Path, work: Path, log=sys.stderr) -> App:
     gradio_dir, tmp_dir = work / "gradio", work / "tmp"
     gradio_dir.mkdir(parents=True, exist_ok=True)
     tmp_dir.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_SERVER_NAME": "127.0.0.1",
-           "GRADIO_TEMP_DIR": str(gradio_dir), "TMPDIR": str(tmp_dir), "PYTHONUNBUFFERED": "1"}
-    env.pop("GRADIO_SHARE", None)
+    port = free_port()
+    env = app_env(gradio_dir, tmp_dir)
     log_path = work / "app.log"
     t0 = time.perf_counter()
     with open(log_path, "w") as fh:

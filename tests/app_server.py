@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,19 +24,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.loadtest import stop_process, wait_until_serving
+from benchmarks.loadtest import app_env, free_port, stop_process, wait_until_serving
 from benchmarks.synthetic import synthetic_trial
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT = ROOT / "checkpoints" / "neuroimagen-tiny"
 EXAMPLES = ROOT / "examples"
 START_TIMEOUT_S = 120
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def has_checkpoint() -> bool:
@@ -158,8 +151,7 @@ def start_app(checkpoint: Path | None = None, examples: Path | None = None) -> A
     log = Path(tmp.name) / "app.log"
     gradio_dir, tmp_dir = Path(tmp.name) / "gradio", Path(tmp.name) / "tmp"
     tmp_dir.mkdir()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_SERVER_NAME": "127.0.0.1",
-           "GRADIO_TEMP_DIR": str(gradio_dir), "TMPDIR": str(tmp_dir), "PYTHONUNBUFFERED": "1"}
+    env = app_env(gradio_dir, tmp_dir)
     cmd = [sys.executable, str(ROOT / "app.py"), "--checkpoint", str(checkpoint), "--port", str(port),
            "--examples", str(examples)]
     t0 = time.perf_counter()
