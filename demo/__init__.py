@@ -2,7 +2,8 @@
 
 One file per job: ``settings`` (defaults and limits, no Gradio), ``examples`` (the shipped files), ``trials``
 (the trial from its three sources), ``views`` (what the page shows), ``model_card``, ``errors`` (user errors),
-``handlers`` (events), ``gradio_patches`` (work-arounds for the pinned Gradio) and ``ui`` (layout).
+``handlers`` (what each event does), ``events`` (what triggers what), ``gradio_patches`` (work-arounds for the
+pinned Gradio) and ``ui`` (layout).
 ``demo.settings`` and the modules without Gradio import without it: only ``build_demo`` and ``LAUNCH_KWARGS``
 load ``demo.ui``.
 """

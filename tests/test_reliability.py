@@ -304,6 +304,16 @@ def test_requests_leave_no_stray_files(client, example, app_server, tmp_path):  
     assert len(new) <= len(uploads) + len(returned)
 
 
+def test_the_gradio_work_arounds_are_for_the_gradio_pinned():
+    """demo/gradio_patches.py replaces Gradio internals written for one version: requirements.txt and the Space's
+    front matter (README.md) pin that version, so a new pin makes someone check the work-arounds again."""
+    from demo.gradio_patches import GRADIO_VERSION
+
+    root = Path(__file__).resolve().parent.parent
+    assert re.findall(r"^gradio==(\S+)", (root / "requirements.txt").read_text(), flags=re.M) == [GRADIO_VERSION]
+    assert re.findall(r"^sdk_version: (\S+)", (root / "README.md").read_text(), flags=re.M) == [GRADIO_VERSION]
+
+
 def test_a_returned_image_is_never_read_half_written(tmp_path):
     """Gradio caches a returned image at <sha256>/image.png and, as shipped, rewrites it in place each time the
     same image is returned again: a client fetching it meanwhile got a truncated (even empty) file. The app
