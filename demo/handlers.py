@@ -36,16 +36,25 @@ from .trials import LoadedTrial, Trials, as_list, int_in, trial_key, upload_path
 from .views import (
     EMPTY_RESULTS,
     FAILED,
+    GUESS_LABEL,
     NO_UPLOAD,
+    RECONSTRUCTION_LABEL,
     RUNNING,
     UNREADABLE,
     captions_table,
     choose_event_text,
     eeg_views,
+    is_foreign,
     result_notes,
     result_title,
     topomap_image,
 )
+
+
+def empty_results() -> tuple:
+    """The results emptied, the picture's label back to "Reconstruction" (a foreign trial's run changes it)."""
+    return (gr.Image(None, label=RECONSTRUCTION_LABEL), *EMPTY_RESULTS[1:])
+
 
 N_VIEWS = 7  # a trial load's outputs: source, facts, butterfly, topomap, channels, stimulus, state
 ABLATIONS = (("saliency_only", "saliency map only"), ("caption_only", "caption only"))  # the paper's, left out
@@ -257,7 +266,7 @@ class Handlers:
     @staticmethod
     def clear_results():
         """Empty results, shown while a reconstruction runs: a failed one leaves nothing stale on screen."""
-        return (*EMPTY_RESULTS[:-1], RUNNING)
+        return (*empty_results()[:-1], RUNNING)
 
     @staticmethod
     def clear_results_if(ablation: bool):
@@ -275,7 +284,7 @@ class Handlers:
         (a reconstruction of this trial may have finished while it was loading)."""
         key = trial_key(source, example, files, sim_class, sim_image, sim_subject, sim_noise, event, occurrence,
                         average)
-        return tuple(gr.skip() for _ in EMPTY_RESULTS) if key == result_key else EMPTY_RESULTS
+        return tuple(gr.skip() for _ in EMPTY_RESULTS) if key == result_key else empty_results()
 
     @user_errors
     def reconstruct(self, source: str = "example", example: str | None = None, files=None,
@@ -320,8 +329,9 @@ class Handlers:
         caption = out.caption_used[0] if out.caption_used else out.captions[0][0][0]
         notes = result_notes(out, seed, steps, float(strength), float(guidance_scale), time.perf_counter() - t0,
                              self.pipe.device)
-        return (out.images[0], out.saliency_maps[0], caption, probs, seed, captions_table(out), trial.stimulus,
-                gallery, notes, result_title(trial), trial_key(*widgets))
+        picture = gr.Image(out.images[0], label=GUESS_LABEL if is_foreign(out) else RECONSTRUCTION_LABEL)
+        return (picture, out.saliency_maps[0], caption, probs, seed, captions_table(out), trial.stimulus,
+                gallery, notes, result_title(trial, out), trial_key(*widgets))
 
     def reconstruct_if_ablation(self):
         """``reconstruct`` for the ablation checkbox: runs when it is ticked, leaves everything when unticked.

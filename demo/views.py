@@ -239,8 +239,36 @@ def result_notes(out, seed: int, steps: int, strength: float, guidance_scale: fl
     return "\n".join(f"- {n}" for n in notes)
 
 
-def result_title(trial: LoadedTrial) -> str:
-    """The results' title: the trial they are of, and its true class when known."""
+RECONSTRUCTION_LABEL = "Reconstruction"
+GUESS_LABEL = "The model's guess (not a reconstruction)"  # the picture's label when the EEG is out of distribution
+
+
+def is_foreign(out) -> bool:
+    """Whether the pipeline's decoding check found the (first) trial unlike the EEG the model was trained on."""
+    return out.in_distribution is not None and not bool(out.in_distribution[0])
+
+
+def decoding_verdict(out) -> str:
+    """The decoded class with its calibrated confidence, after a banner when the EEG is out of distribution
+    (the pipeline's decoding check); empty for a checkpoint without one (the notes say so)."""
+    if out.confidence is None:
+        return ""
+    top = CLASS_NAMES[int(np.argmax(out.class_probs[0]))]
+    line = (f"Decoded class: **{top}**, confidence {100 * float(out.confidence[0]):.0f} % (calibrated on "
+            "validation trials).")
+    if is_foreign(out):
+        line = (f"> ⚠️ **The model has not seen EEG like this**: its distance to the training trials is "
+                f"{float(out.ood_score[0]):.2f}, above the {out.ood_threshold:.2f} that 95 % of validation trials "
+                "stay under. The picture is the model's guess for its top class, not a reconstruction of what "
+                "was seen.\n\n" + line)
+    return line
+
+
+def result_title(trial: LoadedTrial, out=None) -> str:
+    """The results' title: the trial they are of, its true class when known, and (given the pipeline's output)
+    the decoded class with its confidence, after a banner when the trial is out of distribution."""
     label = trial.label
-    return f"Reconstructed from **{trial.name}**" + (f" (true class: {CLASS_NAMES[label]})"
-                                                      if label is not None else "")
+    title = f"Reconstructed from **{trial.name}**" + (f" (true class: {CLASS_NAMES[label]})"
+                                                       if label is not None else "")
+    verdict = decoding_verdict(out) if out is not None else ""
+    return title + (f"\n\n{verdict}" if verdict else "")

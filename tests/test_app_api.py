@@ -214,6 +214,27 @@ def test_the_example_files_of_other_caps_are_read_and_decoded(client, app_server
     assert sum(decoded) > len(decoded) / 2, f"the class of {sum(decoded)} of {len(decoded)} files decoded"
 
 
+def test_noise_gets_a_banner_and_a_trial_its_confidence(client, example, app_server, tmp_path):  # noqa: F811
+    """White noise at EEG amplitude, uploaded as a trial on the model's cap: the results say the model has not
+    seen EEG like this and that the picture is a guess; an example trial gets its decoded class and confidence,
+    and no banner (the pipeline's decoding check, reports/confidence/demo)."""
+    from neuroimagen.data import EEGTrial, write_trial
+    from neuroimagen.data.montage import SFREQ, model_ch_names
+
+    if not (app_server.checkpoint / "decoding_check").is_dir():
+        pytest.skip("this checkpoint has no decoding check")
+    names = list(model_ch_names())
+    noise = 10e-6 * np.random.default_rng(0).standard_normal((len(names), 500))
+    path = write_trial(EEGTrial(noise, SFREQ, names), tmp_path / "white_noise.npz")
+    foreign = _reconstruct(client, source="upload", files=[handle_file(str(path))])
+    assert "has not seen EEG like this" in foreign[9] and "not a reconstruction" in foreign[9]
+    assert "confidence" in foreign[9]
+    name, label, _ = example
+    known = _reconstruct(client, source="example", example=name)
+    assert "has not seen EEG like this" not in known[9]
+    assert f"Decoded class: **{CLASS_NAMES[label]}**, confidence" in known[9]
+
+
 def test_bad_files_get_clear_errors_and_the_app_keeps_serving(client, example, tmp_path):
     name = example[0]
     txt = tmp_path / "notes.txt"

@@ -195,6 +195,38 @@ def test_upload_then_back_to_examples_reconstructs_the_example(page, app_server,
     assert reconstruct(page) == "upload my_trial.npz"
 
 
+def test_noise_is_shown_as_a_guess_under_a_banner(page, app_server, tmp_path, shots):  # noqa: F811
+    """Upload white noise at EEG amplitude: the results carry the out-of-distribution banner and the picture is
+    labelled a guess; back on an example, the banner and the label are gone and the confidence is shown."""
+    from demo.views import GUESS_LABEL, RECONSTRUCTION_LABEL
+    from neuroimagen.data import EEGTrial, write_trial
+    from neuroimagen.data.montage import SFREQ, model_ch_names
+
+    if not (app_server.checkpoint / "decoding_check").is_dir():
+        pytest.skip("this checkpoint has no decoding check")
+    names = list(model_ch_names())
+    path = write_trial(EEGTrial(10e-6 * np.random.default_rng(0).standard_normal((len(names), 500)), SFREQ, names),
+                       tmp_path / "white_noise.npz")
+    page.get_by_role("tab", name="Upload").click()
+    page.wait_for_function("() => document.querySelector('#trial-facts')?.innerText.includes('No trial uploaded')")
+    page.locator("#upload input[type=file]").set_input_files(str(path))
+    wait_for_trial(page, "white_noise.npz")
+    set_steps(page, 5)
+    assert reconstruct(page) == "upload white_noise.npz"
+    title = page.locator("#result-title").inner_text()
+    assert "has not seen EEG like this" in title and "not a reconstruction" in title, title
+    assert page.locator("#reconstruction").get_by_text(GUESS_LABEL).first.is_visible()
+    page.screenshot(path=str(shots / "out_of_distribution.png"))
+
+    page.get_by_role("tab", name="Examples").click()
+    wait_for_trial(page, "example")
+    reconstruct(page)
+    title = page.locator("#result-title").inner_text()
+    assert "has not seen EEG like this" not in title and "confidence" in title, title
+    assert page.locator("#reconstruction").get_by_text(RECONSTRUCTION_LABEL, exact=True).first.is_visible()
+    assert page.locator("#reconstruction").get_by_text(GUESS_LABEL).count() == 0
+
+
 def test_an_example_that_loads_after_upload_was_chosen_is_not_shown(playwright, app_server):  # noqa: F811
     """The page's first example loads are held back (as on a busy server) while the user chooses Upload: when
     they end, "The EEG" still says no trial is uploaded, and Reconstruct says so too (it does not run the
