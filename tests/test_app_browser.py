@@ -406,7 +406,7 @@ def test_ticking_the_ablation_runs_it(page):
     page.locator("#ablation").wait_for(state="hidden")
 
 
-def test_the_page_on_a_laptop(page, shots):
+def test_the_page_on_a_laptop(page, app_server, shots):  # noqa: F811
     """1280 x 720: the main action on the first screen, sections in reading order, nothing covered or cut."""
     button = box(page, "#reconstruct-btn")
     assert button["y"] + button["height"] <= WINDOW["height"], f"Reconstruct is {button['y']:.0f} px down"
@@ -440,7 +440,9 @@ def test_the_page_on_a_laptop(page, shots):
     # Plain words, and the model card's metadata as a table, not a heading.
     text = page.locator("body").inner_text()
     assert "{synset}" not in text and "Stimulus number" not in text
-    if page.locator("#model-card").count():
+    has_card = (app_server.checkpoint / "README.md").is_file()  # the shipped checkpoint has one
+    assert page.locator("#model-card").count() == int(has_card)
+    if has_card:
         page.locator("#model-card").get_by_text("Model card").first.click()
         page.locator("#model-card-metadata table").wait_for(state="visible")
         headings = page.locator("#model-card h1, #model-card h2").all_inner_texts()
@@ -448,7 +450,10 @@ def test_the_page_on_a_laptop(page, shots):
 
     # Upload: one line per format, each naming the files it puts in the upload box.
     page.get_by_role("tab", name="Upload").click()
+    from demo.examples import upload_examples
+
     formats = page.locator("#format-examples button")
+    assert formats.count() == len(upload_examples(app_server.examples))  # the shipped examples: one per format
     if formats.count():
         lines = formats.all_inner_texts()
         assert len(lines) == len(set(lines)) >= 2

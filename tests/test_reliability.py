@@ -102,6 +102,24 @@ def _assert_clear(err: AppError, app_server, expected: str) -> None:  # noqa: F8
 
 # ---------------------------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("name", sorted(MANIFEST))
+def test_bad_input_corpus_in_the_library(name):
+    """Each corpus file read and preprocessed by the library: the model input, or a ValueError with its own
+    message that shows no server path (the other half of the pair: ``..._through_the_app``)."""
+    from neuroimagen.data import preprocess, read_trial
+
+    expect = MANIFEST[name]
+    if expect["ok"]:
+        out = preprocess(read_trial(BAD_DIR / name))
+        assert out.data.shape == (128, 440) and out.info["preprocessed"]
+        assert expect["info"] in repr(out.info)
+    else:
+        with pytest.raises(ValueError) as err:
+            preprocess(read_trial(BAD_DIR / name))
+        assert expect["message"] in str(err.value)
+        assert "Traceback" not in str(err.value) and str(BAD_DIR) not in str(err.value)  # no server paths leak
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST))
 def test_bad_input_corpus_through_the_app(client, example, app_server, name):  # noqa: F811
     """Each corpus file uploaded to /reconstruct: its own message (or an image), then a good request works."""
     expect = MANIFEST[name]
