@@ -228,6 +228,29 @@ def test_debug_classifier_stage(debug_run):
     assert ImageClassifier.from_pretrained(out / "classifier").config.n_outputs == 40
 
 
+# What the four EEG stages recorded per epoch on configs/debug.json (one thread) when their loops were each
+# written out in full (f32ebfa, torch 2.13 CPU). The same seed must train the same way: another batch order,
+# another draw from a generator or another loss moves these numbers by far more than the tolerance, which
+# leaves room for another CPU's floating-point rounding.
+DEBUG_HISTORIES = {
+    "encoder": [{"loss": 0.6026, "triplet": 0.1052}, {"loss": 0.5114, "triplet": 0.0632},
+                {"loss": 0.47, "triplet": 0.0623}],
+    "saliency": [{"d_loss": 1.7502, "g_loss": 2.4326, "train_ssim": 0.1781, "val_ssim": 0.3562},
+                 {"d_loss": 1.1073, "g_loss": 2.1567, "train_ssim": 0.4228, "val_ssim": 0.4501}],
+    "semantic": [{"loss": 0.07189}, {"loss": 0.06929}, {"loss": 0.06727}],
+    "classifier": [{"loss": 3.8275}, {"loss": 3.6441}],
+}
+
+
+@pytest.mark.parametrize("stage", sorted(DEBUG_HISTORIES))
+def test_a_seeded_stage_trains_as_it_did(debug_run, stage):
+    out, _ = debug_run
+    expected = DEBUG_HISTORIES[stage]
+    history = [{k: h[k] for k in expected[0]} for h in _metrics(out, stage)["history"]]
+    # the first epochs: a later test resumes the encoder for one more
+    assert history[:len(expected)] == [pytest.approx(e, rel=1e-3, abs=1e-5) for e in expected]
+
+
 def test_resume_continues_where_it_stopped(debug_run):
     """A finished stage resumed with more epochs continues from its last epoch (not from scratch)."""
     from neuroimagen.training import encoder
