@@ -296,7 +296,7 @@ class Reference:
 def load_pipeline(checkpoint: Path | None):
     """The pipeline the app runs: from ``checkpoint``, or the tiny random one (``None``)."""
     from neuroimagen.pipelines.pipeline_neuroimagen import NeuroImagenPipeline
-    from neuroimagen.pipelines.testing import make_tiny_pipeline
+    from tests.tiny_pipeline import make_tiny_pipeline
 
     pipe = make_tiny_pipeline(seed=0) if checkpoint is None else NeuroImagenPipeline.from_pretrained(checkpoint)
     pipe.set_progress_bar_config(disable=True)

@@ -42,7 +42,7 @@ def has_examples() -> bool:
 
 
 def write_tiny_checkpoint(out: Path) -> Path:
-    from neuroimagen.pipelines.testing import make_tiny_pipeline
+    from tiny_pipeline import make_tiny_pipeline
 
     make_tiny_pipeline(seed=0).save_pretrained(out)
     return out

@@ -164,9 +164,10 @@ def _synthetic(path, stim_records, n_subjects: int, class_signal: float, drift: 
 
 @pytest.fixture(scope="module")
 def tiny_setup(tmp_path_factory):
+    from tiny_pipeline import make_tiny_pipeline
+
     from neuroimagen.data.stimuli import load_stimulus_metadata, make_stimulus_set
     from neuroimagen.models import ImageClassifier
-    from neuroimagen.pipelines.testing import make_tiny_pipeline
 
     root = tmp_path_factory.mktemp("evaluation")
     make_stimulus_set(root / "stimuli", per_class=4, seed=0)
@@ -244,10 +245,11 @@ def test_evaluate_end_to_end(tiny_setup):
 def test_the_layout_prior_gets_its_own_ablation_row(tiny_setup):
     """With a layout prior, "all" rows add the default call without it (layout_weight=0); the report names the
     weight in the row's call. Without a prior the row would repeat the default row, so it is skipped."""
+    from tiny_pipeline import make_tiny_pipeline
+
     from neuroimagen.evaluate import load_classifier
     from neuroimagen.evaluation.ablation import EXTRA_ROWS, ROWS, run_reconstruction_eval
     from neuroimagen.evaluation.report import reconstruction_markdown
-    from neuroimagen.pipelines.testing import make_tiny_pipeline
 
     s = tiny_setup
     clf = load_classifier(s["root"] / "pipe" / "eval_classifier")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tiny_pipeline import seeded
 
 from neuroimagen.data.classes import CLASSES, label_caption
 from neuroimagen.data.montage import model_ch_names
@@ -21,10 +22,8 @@ N_CHANS, N_TIMES = 128, 440
 
 
 def _seeded(build, seed: int = 0):
-    """Build a model with its initialisers drawing from a local seeded stream (no global state leaks)."""
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        return build().eval()
+    """Build a model with its initialisers drawing from a local seeded stream (no global state leaks), in eval mode."""
+    return seeded(build, seed).eval()
 
 
 @pytest.fixture(scope="module")

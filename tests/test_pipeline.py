@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from tiny_pipeline import make_tiny_pipeline
 
 from neuroimagen import NeuroImagenPipeline
-from neuroimagen.pipelines.testing import make_tiny_pipeline
 
 
 @pytest.fixture(scope="module")
