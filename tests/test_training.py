@@ -251,8 +251,9 @@ def test_a_seeded_stage_trains_as_it_did(debug_run, stage):
     assert history[:len(expected)] == [pytest.approx(e, rel=1e-3, abs=1e-5) for e in expected]
 
 
-def test_resume_continues_where_it_stopped(debug_run):
-    """A finished stage resumed with more epochs continues from its last epoch (not from scratch)."""
+def test_resume_continues_where_it_stopped(debug_run, capsys):
+    """A finished stage resumed with more epochs continues from its last epoch (not from scratch). Its progress
+    lines go to stderr by default and not with ``verbose=False``."""
     from neuroimagen.training import encoder
     from neuroimagen.training.config import load_config
 
@@ -261,9 +262,13 @@ def test_resume_continues_where_it_stopped(debug_run):
                                                   "out": str(out)})
     cfg = encoder.Config(**cfgs["encoder"])
     before = _metrics(out, "encoder")["history"]
-    encoder.train(replace(cfg, epochs=cfg.epochs + 1, patience=100), paths, resume=True)
+    capsys.readouterr()
+    encoder.train(replace(cfg, epochs=cfg.epochs + 1, patience=100), paths, resume=True, verbose=False)
+    assert "encoder {'epoch'" not in capsys.readouterr().err
+    encoder.train(replace(cfg, epochs=cfg.epochs + 2, patience=100), paths, resume=True)  # verbose=None: INFO
+    assert "encoder {'epoch'" in capsys.readouterr().err
     after = _metrics(out, "encoder")["history"]
-    assert [h["epoch"] for h in after] == [h["epoch"] for h in before] + [before[-1]["epoch"] + 1]
+    assert [h["epoch"] for h in after] == [h["epoch"] for h in before] + [before[-1]["epoch"] + k for k in (1, 2)]
     assert after[:len(before)] == before
 
 
@@ -306,11 +311,12 @@ def test_unet_decay_steps_anneal_a_resumed_run_to_zero(tmp_path, stimuli_dir):
 
     from neuroimagen.training import unet
     from neuroimagen.training.config import load_config
+    from neuroimagen.training.denoising import lr_factor
 
     cfg = replace(unet.Config(), warmup_steps=10, max_steps=100, decay_steps=40)
-    assert [unet.lr_factor(s, cfg) for s in (0, 9, 59, 60, 80)] == pytest.approx([0.1, 1.0, 1.0, 1.0, 0.5])
-    assert unet.lr_factor(100, cfg) == pytest.approx(0.0, abs=1e-12)
-    assert unet.lr_factor(80, replace(cfg, decay_steps=0)) == 1.0  # the default: constant after warm-up
+    assert [lr_factor(s, cfg) for s in (0, 9, 59, 60, 80)] == pytest.approx([0.1, 1.0, 1.0, 1.0, 0.5])
+    assert lr_factor(100, cfg) == pytest.approx(0.0, abs=1e-12)
+    assert lr_factor(80, replace(cfg, decay_steps=0)) == 1.0  # the default: constant after warm-up
 
     config = Path(__file__).resolve().parents[1] / "configs" / "debug.json"
     paths, cfgs = load_config(config, overrides={"stimuli": str(stimuli_dir), "out": str(tmp_path)})
@@ -360,10 +366,10 @@ def test_decoder_stage_widens_the_decoder_and_keeps_the_vae_encoder_and_latents(
 
     from diffusers import AsymmetricAutoencoderKL, AutoencoderKL
 
+    from neuroimagen.models.diffusion import load_autoencoder
     from neuroimagen.train import main
     from neuroimagen.training import decoder
     from neuroimagen.training.config import load_config
-    from neuroimagen.training.vae import load_autoencoder
 
     config = Path(__file__).resolve().parents[1] / "configs" / "debug.json"
     args = ["--config", str(config), "--stimuli", str(stimuli_dir), "--out", str(tmp_path)]
@@ -399,10 +405,10 @@ def test_decoder_stage_fine_tunes_the_vae_decoder_adversarially(tmp_path, stimul
     discriminator's loss and the adaptive weight, and resumes the discriminator with the decoder."""
     from diffusers import AutoencoderKL
 
+    from neuroimagen.models.diffusion import load_autoencoder
     from neuroimagen.training import decoder, vae
     from neuroimagen.training.common import load_resume
     from neuroimagen.training.config import load_config
-    from neuroimagen.training.vae import load_autoencoder
 
     config = Path(__file__).resolve().parents[1] / "configs" / "debug.json"
     paths, cfgs = load_config(config, overrides={"stimuli": str(stimuli_dir), "out": str(tmp_path)})
@@ -505,10 +511,10 @@ def test_all_runs_the_optional_stages_only_when_the_config_names_them():
 def test_refine_bridge_starts_at_the_noised_map_and_ends_at_the_stimulus():
     """The refine stage's training states: at the start timestep, exactly the noised saliency map img2img starts
     from; at every t, ``a_t z_img + s_t target``, so predicting the target is predicting the stimulus."""
+    from neuroimagen.models.diffusion import build_scheduler
     from neuroimagen.training.refine import bridge_batch
-    from neuroimagen.training.unet import Config, build_scheduler
 
-    ab = build_scheduler(Config()).alphas_cumprod
+    ab = build_scheduler().alphas_cumprod
     g = torch.Generator().manual_seed(0)
     z_map, z_img = torch.randn(256, 4, 16, 16, generator=g), torch.randn(256, 4, 16, 16, generator=g)
     x_t, t, target, t_start = bridge_batch(z_map, z_img, ab, 0.5, torch.Generator().manual_seed(1))

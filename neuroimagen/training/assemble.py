@@ -29,7 +29,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import Paths
+import torch
+from diffusers import UNet2DConditionModel
+from safetensors import safe_open
+
+from ..evaluation.ablation import DEFAULT_ROW, FULL
+from ..evaluation.provenance import same_weights, weights_digest
+from ..models import CaptionBank, EEGEncoder, ImageClassifier, LayoutPrior, SaliencyGenerator, SemanticDecoder
+from ..models.diffusion import load_autoencoder
+from ..pipelines import NeuroImagenPipeline
+from .config import Paths, load_config
+from .denoising import trained_scheduler
 
 TRAINING_METRICS = "training_metrics.json"  # the stages' summaries, in the assembled folder
 HISTORY = "## History"  # the card's hand-written section (its heading starts with this); kept by the card rewrite
@@ -66,21 +76,6 @@ def _metrics(paths: Paths, stage: str) -> dict:
 
 
 def train(cfg: Config, paths: Paths, resume: bool = False, config_path: str | None = None) -> dict:
-    from diffusers import UNet2DConditionModel
-
-    from ..models import (
-        CaptionBank,
-        EEGEncoder,
-        ImageClassifier,
-        LayoutPrior,
-        SaliencyGenerator,
-        SemanticDecoder,
-    )
-    from ..pipelines import NeuroImagenPipeline
-    from .unet import Config as UNetConfig
-    from .unet import build_scheduler
-    from .vae import load_autoencoder
-
     stage = paths.stage_dir
     pipe = NeuroImagenPipeline(
         eeg_encoder=EEGEncoder.from_pretrained(find_model_dir(stage("encoder"), "EEGEncoder")),
@@ -89,7 +84,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False, config_path: str | No
         caption_bank=CaptionBank.from_pretrained(find_model_dir(stage("semantic"), "CaptionBank")),
         vae=load_autoencoder(stage("decoder" if cfg.wide_decoder else "vae")),
         unet=UNet2DConditionModel.from_pretrained(stage("refine" if cfg.refined_unet else "unet")),
-        scheduler=build_scheduler(UNetConfig(**_metrics(paths, "unet").get("config", {}))),
+        scheduler=trained_scheduler(stage("unet")),
         layout_prior=LayoutPrior.from_pretrained(find_model_dir(stage("layout"), "LayoutPrior")) if cfg.layout_prior else None,
     )
     out = cfg.folder(paths)
@@ -98,7 +93,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False, config_path: str | No
             shutil.rmtree(child) if child.is_dir() else child.unlink()
     pipe.save_pretrained(out, safe_serialization=True)
     if cfg.unet_fp16:
-        pipe.unet.to(dtype=__import__("torch").float16).save_pretrained(out / "unet")
+        pipe.unet.to(dtype=torch.float16).save_pretrained(out / "unet")
     clf_dir = find_model_dir(stage("classifier"), "ImageClassifier")
     ImageClassifier.from_pretrained(clf_dir).save_pretrained(out / "eval_classifier")
     shipped = {"decoder": cfg.wide_decoder, "refine": cfg.refined_unet, "layout": cfg.layout_prior}
@@ -173,8 +168,6 @@ def write_card(folder: str | Path, reports=(), bench=(), config_path: str | None
 
 
 def _measured_on(recorded: dict | None, weights: dict) -> bool:
-    from ..evaluation.provenance import same_weights
-
     return bool(recorded) and same_weights(recorded, weights)
 
 
@@ -184,8 +177,6 @@ def _pct(v) -> str:
 
 def report_lines(folder: str, m: dict) -> list[str]:
     """The card's lines for one report (``python -m neuroimagen.evaluate``): its headline numbers and source."""
-    from ..evaluation.ablation import DEFAULT_ROW, FULL
-
     lines = [f"- `{folder}/metrics.json` (preset `{m.get('preset')}`; `{m['command']}`"
              + "".join(f"; `{c}`" for c in m.get("earlier_commands", [])) + "):"]
     rec = m.get("reconstruction")
@@ -223,8 +214,6 @@ def bench_lines(path: str, b: dict) -> list[str]:
 
 def evaluation_section(folder: Path, reports, bench, config_path: str | None = None) -> str:
     """Measurements of these weights: the configured reports and benchmark results whose digests match."""
-    from ..evaluation.provenance import weights_digest
-
     weights = weights_digest(folder)
     lines, other = [], []
     for d in reports:
@@ -307,8 +296,6 @@ def model_card(folder: str | Path, reports=(), bench=(), config_path: str | None
 
 
 def _unet_is_fp16(folder: Path) -> bool:
-    from safetensors import safe_open
-
     f = next((folder / "unet").glob("*.safetensors"))
     with safe_open(f, "pt") as st:
         return st.get_slice(next(iter(st.keys()))).get_dtype() in ("F16", "float16")
@@ -320,8 +307,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", required=True, help="the preset whose 'assemble' entry names the folder, reports "
                    "and benchmark results, e.g. configs/tiny.json")
     args = p.parse_args(argv)
-    from .config import load_config
-
     paths, stage_cfgs = load_config(args.config)
     cfg = Config(**stage_cfgs.get("assemble", {}))
     print(write_card(cfg.folder(paths), cfg.reports, cfg.bench, config_path=args.config))

@@ -11,20 +11,18 @@ accuracy on the test-split stimuli (the images whose reconstructions are scored)
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ..data.stimuli import load_stimulus_images, load_stimulus_metadata, make_stimulus_set
 from ..models import ImageClassifier
-from .common import load_resume, make_accelerator, save_resume, stage_threads, write_metrics
+from .common import EpochLoop, descend, make_accelerator, training_stage, write_metrics
 from .config import Paths
-from .eeg_data import stimulus_images
-from .vae import images_to_tensor
+from .eeg_data import load_split
+from .images import images_to_tensor, stimulus_images
 
 
 @dataclass
@@ -42,8 +40,6 @@ class Config:
 
 def _split_images(paths: Paths, split: str) -> np.ndarray:
     """Rows of the stimulus metadata whose images are shown in the trials of ``split``."""
-    from .eeg_data import load_split
-
     return np.unique(load_split(paths, split)["stim_index"])
 
 
@@ -73,7 +69,7 @@ def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return x.clamp(-1, 1)
 
 
-@stage_threads
+@training_stage
 def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     acc = make_accelerator(cfg.seed)
     out = paths.stage_dir("classifier")
@@ -88,43 +84,24 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     val_i, test_i = torch.from_numpy(_split_images(paths, "train")), torch.from_numpy(_split_images(paths, "test"))
     model = ImageClassifier(n_outputs=len(set(y_tr.tolist())), base_channels=cfg.base_channels)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    epoch, best, history, bad = 0, -1.0, [], 0
-    state = load_resume(out / "resume.pt") if resume else None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        epoch, best, history, bad = int(state["epoch"]), float(state["best"]), list(state["history"]), int(state["bad"])
+    loop = EpochLoop("classifier", out, cfg.epochs, cfg.patience, resume)
+    loop.restore(model=model, optimizer=opt)
     model, opt = acc.prepare(model, opt)
-    t0 = time.perf_counter()
-    while epoch < cfg.epochs and bad < cfg.patience:
+    for epoch in loop:
         g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-        perm = torch.randperm(len(x_tr), generator=g)
         model.train()
         losses = []
-        for i in tqdm(range(0, len(perm), cfg.batch_size), desc=f"classifier epoch {epoch + 1}", mininterval=10,
-                      leave=False):
-            idx = perm[i:i + cfg.batch_size]
+        for idx in loop.shuffled(len(x_tr), cfg.batch_size, g):
             loss = F.cross_entropy(model(augment(x_tr[idx], g).to(acc.device)), y_tr[idx].to(acc.device))
-            opt.zero_grad(set_to_none=True)
-            acc.backward(loss)
-            opt.step()
+            descend(acc, opt, loss)
             losses.append(loss.item())
-        epoch += 1
         m = acc.unwrap_model(model)
         v = accuracy(m, stim[val_i], stim_y[val_i])
-        history.append({"epoch": epoch, "loss": round(float(np.mean(losses)), 4), "val_acc": v})
-        tqdm.write(f"classifier {history[-1]}")
-        if v > best:
-            best, bad = v, 0
-            m.save_pretrained(out)
-        else:
-            bad += 1
-        save_resume(out / "resume.pt", model=m.state_dict(), optimizer=opt.state_dict(), epoch=epoch, best=best,
-                    history=history, bad=bad)
+        loop.end_epoch(v, {"loss": round(float(np.mean(losses)), 4), "val_acc": v},
+                       save_best={out: m}, model=m, optimizer=opt)
     model = ImageClassifier.from_pretrained(out)
-    metrics = {"stage": "classifier", "config": asdict(cfg), "epochs": epoch, "history": history, "best_val_acc": best,
+    metrics = {**loop.summary(cfg), "best_val_acc": loop.best,
                "test_stimuli_acc": accuracy(model, stim[test_i], stim_y[test_i]), "n_test_stimuli": len(test_i),
-               "n_params": sum(p.numel() for p in model.parameters()),
-               "train_wall_s_this_run": round(time.perf_counter() - t0, 1)}
+               **loop.cost(model)}
     write_metrics(out, metrics)
-    return {"best_val_acc": best, "test_stimuli_acc": metrics["test_stimuli_acc"]}
+    return {"best_val_acc": loop.best, "test_stimuli_acc": metrics["test_stimuli_acc"]}

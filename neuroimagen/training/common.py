@@ -1,17 +1,45 @@
-"""Helpers every training stage shares: seeding, devices, caption states, resume files."""
+"""Helpers every training stage shares: seeding, threads, logging, caption states, resume files, and the epoch loop
+with early stopping of the EEG stages (:class:`EpochLoop`)."""
 
 from __future__ import annotations
 
 import functools
 import json
+import logging
+import sys
+import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
 
 from ..data.captions import CaptionEncoder
+from ..data.classes import CLASSES, label_caption
 from ..data.stimuli import load_stimulus_metadata
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is when a line is logged (a notebook's, a test's capture), not at import."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+logger = logging.getLogger("neuroimagen.training")
+if not logger.handlers:  # as MNE: the stages' progress lines are shown unless verbose=False says otherwise
+    _handler = _StderrHandler()
+    _handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(_handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 def stage_threads(train):
@@ -32,6 +60,34 @@ def stage_threads(train):
     return run
 
 
+def verbose(func):
+    """Decorate a function that logs to ``neuroimagen.training``: it gains a keyword argument ``verbose``
+    (MNE's convention): ``None`` leaves the logger's level as it is (INFO: progress lines shown), ``True`` is
+    ``"INFO"``, ``False`` is ``"WARNING"``, or a level name such as ``"DEBUG"``, for that call only."""
+
+    @functools.wraps(func)
+    def run(*args, verbose: bool | str | None = None, **kwargs):
+        before = logger.level
+        if verbose is not None:
+            logger.setLevel({True: "INFO", False: "WARNING"}[verbose] if isinstance(verbose, bool) else verbose.upper())
+        try:
+            return func(*args, **kwargs)
+        finally:
+            logger.setLevel(before)
+
+    return run
+
+
+def training_stage(train):
+    """Decorate a stage's ``train(cfg, paths, ...)``: :func:`stage_threads` and :func:`verbose`."""
+    return stage_threads(verbose(train))
+
+
+def progress(iterable=None, **kwargs):
+    """A ``tqdm`` progress bar (updated every 10 s at most), hidden when the log level hides progress lines."""
+    return tqdm(iterable, mininterval=10, disable=not logger.isEnabledFor(logging.INFO), **kwargs)
+
+
 def make_accelerator(seed: int, mixed_precision: str = "no"):
     """An ``accelerate.Accelerator`` (CPU here, one or more GPUs under ``accelerate launch``), seeded."""
     from accelerate import Accelerator
@@ -49,8 +105,6 @@ def caption_states(stimuli_dir: str | Path, cache_dir: str | Path) -> dict[str, 
     stimulus order, ``empty`` (1, L, 384) for the empty caption (classifier-free guidance), and the
     texts ``label_texts`` / ``detailed_texts``.
     """
-    from ..data.classes import CLASSES, label_caption
-
     records = load_stimulus_metadata(stimuli_dir)
     label_texts = [label_caption(c.index) for c in CLASSES]
     detailed_texts = [r.detailed_caption for r in records]
@@ -94,3 +148,115 @@ def _jsonable(x):
     if isinstance(x, torch.Tensor | np.ndarray):
         return x.tolist()
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+def optimizer_and_resume(model, params, lr: float, lr_fn, resume_file=None, weight_decay: float = 0.0):
+    """AdamW on ``params`` with the step -> factor ``lr_fn``; with ``resume_file`` (a path, or the dict it holds),
+    the model, optimizer and schedule as that resume point left them.
+
+    Returns ``(optimizer, scheduler, step, history, state)``, ``state`` being the resume point (``None``: none).
+    """
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_fn)
+    state = resume_file if isinstance(resume_file, dict) else load_resume(resume_file) if resume_file is not None else None
+    if state is None:
+        return opt, sched, 0, [], None
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    return opt, sched, int(state["step"]), list(state["history"]), state
+
+
+def epoch_batches(n: int, batch_size: int, generator: torch.Generator, drop_last: bool = False) -> list[torch.Tensor]:
+    """One epoch of index batches: a permutation of ``n`` drawn from ``generator``, cut into ``batch_size`` pieces
+    (``drop_last``: without the last, shorter one)."""
+    perm = torch.randperm(n, generator=generator)
+    return [perm[i:i + batch_size] for i in range(0, n - batch_size + 1 if drop_last else n, batch_size)]
+
+
+def descend(acc, opt, loss: torch.Tensor) -> None:
+    """One optimizer step on ``loss`` (gradients cleared first, backward through the accelerator)."""
+    opt.zero_grad(set_to_none=True)
+    acc.backward(loss)
+    opt.step()
+
+
+class EpochLoop:
+    """The epochs of a stage that keeps its best epoch: resume, early stopping, save-best, history, resume points.
+
+    ::
+
+        loop = EpochLoop("encoder", out, cfg.epochs, cfg.patience, resume)
+        loop.restore(model=model, optimizer=opt)  # from out/resume.pt when resuming
+        for epoch in loop:  # 0, 1, ...: until cfg.epochs, or cfg.patience epochs without a better score
+            ...  # train one epoch, validate
+            loop.end_epoch(score, {"loss": ...}, save_best={out: model},  # folder: model, at a better score
+                           model=model, optimizer=opt)  # the resume point: what restore() reads back
+
+    Parameters
+    ----------
+    stage : str
+        The stage's name (``metrics.json``'s ``stage``, the log lines).
+    out : str | Path
+        The stage's folder: ``resume.pt`` is written there after every epoch.
+    epochs, patience : int
+        At most ``epochs`` epochs; stop after ``patience`` epochs without a higher validation score.
+    resume : bool
+        Continue from ``out/resume.pt`` (its epoch, best score, history and state dicts).
+    """
+
+    def __init__(self, stage: str, out: str | Path, epochs: int, patience: int, resume: bool = False):
+        self.stage, self.resume_file = stage, Path(out) / "resume.pt"
+        self.epochs, self.patience = epochs, patience
+        self.epoch, self.best, self.history, self.bad = 0, -1.0, [], 0
+        self.started = time.perf_counter()
+        self._state = load_resume(self.resume_file) if resume else None
+        if self._state is not None:
+            s = self._state
+            self.epoch, self.best, self.history, self.bad = int(s["epoch"]), float(s["best"]), list(s["history"]), int(
+                s["bad"])
+
+    def restore(self, **objects) -> None:
+        """Load each module's or optimizer's state dict from the resume point, by name (nothing when not resuming)."""
+        if self._state is not None:
+            for name, obj in objects.items():
+                obj.load_state_dict(self._state[name])
+
+    def __iter__(self):
+        self.started = time.perf_counter()
+        while self.epoch < self.epochs and self.bad < self.patience:
+            yield self.epoch
+
+    def progress(self, batches):
+        """``batches`` with a progress bar named after the stage and the epoch."""
+        return progress(batches, desc=f"{self.stage} epoch {self.epoch + 1}", leave=False)
+
+    def shuffled(self, n: int, batch_size: int, generator: torch.Generator, drop_last: bool = False):
+        """This epoch's batches of indices of ``n`` items in the order ``generator`` draws (:func:`epoch_batches`),
+        with a progress bar."""
+        return self.progress(epoch_batches(n, batch_size, generator, drop_last))
+
+    def end_epoch(self, score: float, record: dict, save_best: dict, **objects) -> None:
+        """Record the epoch (``record`` after its number); when ``score`` is the best yet, save each model of
+        ``save_best`` (folder -> model) with ``save_pretrained``; write the resume point with the state dicts
+        of ``objects``."""
+        self.epoch += 1
+        self.history.append({"epoch": self.epoch, **record})
+        logger.info("%s %s", self.stage, self.history[-1])
+        if score > self.best:
+            self.best, self.bad = score, 0
+            for folder, model in save_best.items():
+                model.save_pretrained(folder)
+        else:
+            self.bad += 1
+        save_resume(self.resume_file, **{k: v.state_dict() for k, v in objects.items()}, epoch=self.epoch,
+                    best=self.best, history=self.history, bad=self.bad)
+
+    def summary(self, cfg) -> dict:
+        """The start of the stage's ``metrics.json``: its name, config, epochs and history."""
+        return {"stage": self.stage, "config": asdict(cfg), "epochs": self.epoch, "history": self.history}
+
+    def cost(self, model) -> dict:
+        """The model's parameter count and this run's wall time, for ``metrics.json``."""
+        return {"n_params": sum(p.numel() for p in model.parameters()),
+                "train_wall_s_this_run": round(time.perf_counter() - self.started, 1)}

@@ -1,8 +1,9 @@
 """Training presets: one JSON file with a ``paths`` section and one section per stage.
 
 Each stage module (``neuroimagen.training.<stage>``) defines ``Config``, a dataclass whose fields have
-commented defaults, and ``train(cfg, paths, resume=False) -> dict`` returning its metrics. A preset only
-lists what differs from the defaults::
+commented defaults, and ``train(cfg, paths, resume=False, verbose=None) -> dict`` returning its metrics
+(``verbose``: its progress lines, see :func:`~neuroimagen.training.common.verbose`). A preset only lists what
+differs from the defaults::
 
     {"paths": {"data": "data/sim_demo.pth", "splits": "data/sim_demo_splits.pth",
                "stimuli": "data/stimuli", "out": "runs/tiny"},

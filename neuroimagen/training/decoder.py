@@ -43,22 +43,23 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from diffusers import AsymmetricAutoencoderKL, AutoencoderKL
+from torch import nn
 
-from ..data.stimuli import load_stimulus_images
-from .common import load_resume, make_accelerator, save_resume, stage_threads, write_metrics
-from .config import Paths
-from .vae import (
-    _freeze_encoder,
-    decoder_loss,
-    evaluate_vae,
-    images_to_tensor,
-    load_autoencoder,
+from ..models.diffusion import load_autoencoder
+from .autoencoding import FrozenEncoder, evaluate_vae, optimizer_step, pixel_loss, save_point, vae_split
+from .common import (
+    descend,
+    load_resume,
+    logger,
+    make_accelerator,
     optimizer_and_resume,
-    optimizer_step,
-    pixel_loss,
-    split_images,
+    progress,
+    training_stage,
+    write_metrics,
 )
+from .config import Paths
+from .images import stimulus_images
 
 
 @dataclass
@@ -88,8 +89,6 @@ def lr_factor(step: int, cfg: Config) -> float:
 
 def widen(vae, cfg: Config):
     """An ``AsymmetricAutoencoderKL`` with ``vae``'s encoder, quant convs and scaling factor, and a new decoder."""
-    from diffusers import AsymmetricAutoencoderKL
-
     c = vae.config
     if len(cfg.block_out_channels) != len(c.block_out_channels):
         raise ValueError(f"decoder block_out_channels {cfg.block_out_channels} must have as many blocks as the VAE's "
@@ -107,23 +106,10 @@ def widen(vae, cfg: Config):
     return wide
 
 
-def _vae_split(paths: Paths) -> tuple[torch.Tensor, torch.Tensor]:
-    """The vae stage's own training and validation images (same seeded permutation), so validation stays held out."""
-    import json
-
-    from .vae import Config as VAEConfig
-
-    f = paths.stage_dir("vae") / "metrics.json"
-    vcfg = VAEConfig(**json.loads(f.read_text())["config"]) if f.is_file() else VAEConfig()
-    return split_images(images_to_tensor(load_stimulus_images(paths.stimuli)), vcfg)
-
-
 def patch_discriminator(channels: int = 32) -> torch.nn.Module:
     """The PatchGAN discriminator of taming-transformers (Isola et al., 2017), with GroupNorm: 64 x 64 RGB -> 6 x 6
     logits. Each logit's receptive field (70 px) covers the whole 64 px stimulus and GroupNorm pools over the image,
     so at this size it judges the whole image, 36 times, as a stimulus or a decoded one."""
-    from torch import nn
-
     layers, c = [nn.Conv2d(3, channels, 4, 2, 1), nn.LeakyReLU(0.2)], channels
     for _ in range(2):
         layers += [nn.Conv2d(c, 2 * c, 4, 2, 1), nn.GroupNorm(min(32, 2 * c), 2 * c), nn.LeakyReLU(0.2)]
@@ -132,13 +118,13 @@ def patch_discriminator(channels: int = 32) -> torch.nn.Module:
     return nn.Sequential(*layers)
 
 
-def adversarial_losses(model, disc, x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, cfg: Config,
-                       generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, float]:
+def adversarial_losses(model, disc, rec: torch.Tensor, x: torch.Tensor, cfg: Config) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                            float]:
     """(decoder loss, discriminator loss, adaptive weight). The decoder's loss is the pixel loss plus the hinge
     generator loss times ``adversarial_weight`` x the ratio of the two losses' gradient norms at the decoder's last
-    layer (taming-transformers' adaptive weight: the adversarial term never swamps the pixel term)."""
-    rec = model.decode(mean + std * torch.randn(mean.shape, generator=generator).to(mean.device)).sample
-    pixel = pixel_loss(rec, x, cfg)
+    layer (taming-transformers' adaptive weight: the adversarial term never swamps the pixel term). ``rec``: the
+    decoder's reconstruction of images ``x``."""
+    pixel = pixel_loss(rec, x, cfg.color_weight)
     fake = -disc(rec).mean()
     last = model.decoder.conv_out.weight
     g_pixel = torch.autograd.grad(pixel, last, retain_graph=True)[0]
@@ -148,22 +134,20 @@ def adversarial_losses(model, disc, x: torch.Tensor, mean: torch.Tensor, std: to
     return pixel + weight * fake, d_loss, weight
 
 
-@stage_threads
+@training_stage
 def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
-    from diffusers import AutoencoderKL
-
     acc = make_accelerator(cfg.seed)
     out = paths.stage_dir("decoder")
     vae = load_autoencoder(paths.stage_dir("vae"))
     if not isinstance(vae, AutoencoderKL):
         raise ValueError(f"The decoder stage widens the vae stage's AutoencoderKL; {paths.stage_dir('vae')} holds a "
                          f"{type(vae).__name__} (a copied pipeline VAE?): run the vae stage there first.")
-    train_x, val_x = _vae_split(paths)
+    train_x, val_x = vae_split(stimulus_images(paths.stimuli), paths.stage_dir("vae"))
     model = copy.deepcopy(vae) if cfg.from_vae else widen(vae, cfg)
-    frozen = _freeze_encoder(model, train_x)  # the encoder is the VAE's: its posteriors, both flips, computed once
+    frozen = FrozenEncoder(model, train_x)  # the encoder is the VAE's: its posteriors, both flips, computed once
     state = load_resume(out / "resume.pt") if resume else None
-    opt, sched, step, history = optimizer_and_resume(model, [p for p in model.parameters() if p.requires_grad], cfg.lr,
-                                                     lambda s: lr_factor(s, cfg), state)
+    opt, sched, step, history, _ = optimizer_and_resume(model, [p for p in model.parameters() if p.requires_grad],
+                                                        cfg.lr, lambda s: lr_factor(s, cfg), state)
     disc = disc_opt = None
     if cfg.adversarial_weight > 0:
         disc = patch_discriminator(cfg.disc_channels)
@@ -175,31 +159,28 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     model, opt = acc.prepare(model, opt)
     gen = torch.Generator().manual_seed(cfg.seed + step)
     t0 = time.perf_counter()
-    bar = tqdm(total=cfg.max_steps, initial=step, desc="decoder", mininterval=10)
+    bar = progress(total=cfg.max_steps, initial=step, desc="decoder")
     while step < cfg.max_steps:
         m = acc.unwrap_model(model)
         m.train()
         m.encoder.eval()
-        idx = torch.randint(len(frozen[0]), (cfg.batch_size,), generator=gen)
-        batch = (frozen[0][idx].to(acc.device), frozen[1][idx].to(acc.device), frozen[2][idx].to(acc.device))
+        idx = torch.randint(len(frozen), (cfg.batch_size,), generator=gen)
+        rec, x = frozen.decode(m, idx, gen, acc.device)
         extra = {}
         if disc is None:
-            loss = decoder_loss(m, *batch, cfg, gen)
+            loss = pixel_loss(rec, x, cfg.color_weight)
             step = optimizer_step(acc, loss, opt, sched, bar, step)
         else:
-            loss, d_loss, weight = adversarial_losses(m, disc, *batch, cfg, gen)
+            loss, d_loss, weight = adversarial_losses(m, disc, rec, x, cfg)
             step = optimizer_step(acc, loss, opt, sched, bar, step)
-            disc_opt.zero_grad(set_to_none=True)  # drop what the decoder's loss left on the discriminator
-            acc.backward(d_loss)
-            disc_opt.step()
+            descend(acc, disc_opt, d_loss)  # zero_grad first: drops what the decoder's loss left on the discriminator
             extra = {"disc_loss": round(d_loss.item(), 5), "adaptive_weight": round(weight, 5)}
         if step % cfg.save_every == 0 or step == cfg.max_steps:
             history.append({"step": step, "train_loss": round(loss.item(), 5), **extra, **evaluate_vae(m, val_x)})
-            tqdm.write(f"decoder step {step}: {history[-1]}")
+            logger.info("decoder step %d: %s", step, history[-1])
             discs = {} if disc is None else {"discriminator": disc.state_dict(),
                                              "discriminator_optimizer": disc_opt.state_dict()}
-            save_resume(out / "resume.pt", model=m.state_dict(), optimizer=opt.state_dict(),
-                        scheduler=sched.state_dict(), step=step, history=history, **discs)
+            save_point(out, m, opt, sched, step, history, **discs)
     bar.close()
     model = acc.unwrap_model(model).eval()
     model.save_pretrained(out)

@@ -1,4 +1,5 @@
-"""EEG training data: the split's arrays, loaded once and cached as .npy, and class-balanced batches."""
+"""EEG training data: the split's arrays, loaded once and cached as .npy, class-balanced batches, and what the
+EEG stages measure on their models (features of all trials, latency, nearest-centroid accuracy)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from ..data.eeg_imagenet import load_eeg_imagenet
+from ..data.stimuli import load_stimulus_metadata
 from .config import Paths
 
 
 def load_split(paths: Paths, split: str) -> dict[str, np.ndarray]:
     """``eeg`` (n, 128, 440) float32 (memory-mapped cache), ``labels``, ``images``, ``subjects`` of a split."""
-    from ..data.eeg_imagenet import load_eeg_imagenet
-
     cache = Path(paths.out) / "eeg_cache" / f"{Path(paths.data).stem}_{split}_s{paths.subject or 'all'}"
     # The cache is valid for these exact data and splits files (size and modification time of both).
     stamp = "-".join(f"{Path(f).stat().st_size}-{int(Path(f).stat().st_mtime)}" for f in (paths.data, paths.splits))
@@ -35,8 +37,6 @@ def load_split(paths: Paths, split: str) -> dict[str, np.ndarray]:
 
 def stimulus_index(paths: Paths, images: np.ndarray) -> np.ndarray:
     """Map the data file's image indices to rows of the stimulus folder's metadata (by image name)."""
-    from ..data.stimuli import load_stimulus_metadata
-
     names = torch.load(paths.data, weights_only=True, mmap=True)["images"]
     row = {r.image: k for k, r in enumerate(load_stimulus_metadata(paths.stimuli))}
     missing = sorted({names[i] for i in np.unique(images)} - set(row))
@@ -65,22 +65,6 @@ def to_tensor(eeg: np.ndarray, idx: np.ndarray | slice) -> torch.Tensor:
     return torch.from_numpy(np.array(eeg[idx], dtype=np.float32))
 
 
-def stimulus_images(stimuli_dir) -> torch.Tensor:
-    """The stimulus set as float (n_images, 3, H, W) in [-1, 1], in metadata order."""
-    from ..data.stimuli import load_stimulus_images
-    from .vae import images_to_tensor
-
-    return images_to_tensor(load_stimulus_images(stimuli_dir))
-
-
-def stimulus_thumbnails(stimuli_dir, side: int = 8) -> torch.Tensor:
-    """Colour thumbnails of the stimuli (average-pooled to ``side`` x ``side``), flattened: (n_images, 3 * side**2).
-
-    They carry what the saliency map must show (where the object is, the background colour) and nothing finer.
-    """
-    return torch.nn.functional.adaptive_avg_pool2d(stimulus_images(stimuli_dir), side).flatten(1)
-
-
 @torch.no_grad()
 def embed_all(model, eeg: np.ndarray, batch: int = 256) -> torch.Tensor:
     """Run an EEG model over all trials in eval mode, in batches; its outputs concatenated (a CPU tensor)."""
@@ -106,6 +90,6 @@ def centroid_accuracy(train_f: torch.Tensor, train_y: np.ndarray, f: torch.Tenso
     """Top-1 and top-k accuracy of nearest class centroid (cosine) on features."""
     classes = np.unique(train_y)
     cent = torch.stack([train_f[torch.from_numpy(train_y == c)].mean(0) for c in classes])
-    sim = torch.nn.functional.normalize(f, dim=1) @ torch.nn.functional.normalize(cent, dim=1).T
+    sim = F.normalize(f, dim=1) @ F.normalize(cent, dim=1).T
     top = torch.from_numpy(classes)[sim.topk(k, dim=1).indices].numpy()
     return float((top[:, 0] == y).mean()), float((top == y[:, None]).any(1).mean())

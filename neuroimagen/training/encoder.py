@@ -18,28 +18,19 @@ logistic regression), the thumbnail's R^2 from a ridge probe, and the model's la
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ..data.montage import model_ch_names
 from ..models import EEGEncoder
 from .augment import CapAugment
-from .common import load_resume, make_accelerator, save_resume, stage_threads, write_metrics
+from .common import EpochLoop, descend, make_accelerator, training_stage, write_metrics
 from .config import Paths
-from .eeg_data import (
-    balanced_batches,
-    centroid_accuracy,
-    embed_all,
-    latency_ms,
-    load_split,
-    stimulus_thumbnails,
-    to_tensor,
-)
+from .eeg_data import balanced_batches, centroid_accuracy, embed_all, latency_ms, load_split, to_tensor
+from .images import stimulus_thumbnails
 from .losses import triplet_loss
 
 
@@ -64,7 +55,7 @@ class Config:
     num_threads: int = 0  # torch CPU threads (0: leave torch's default)
 
 
-@stage_threads
+@training_stage
 def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     acc = make_accelerator(cfg.seed)
     out = paths.stage_dir("encoder")
@@ -74,25 +65,19 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
                        arch=cfg.arch, embed_dim=cfg.embed_dim, hidden_size=cfg.hidden_size, dropout=cfg.dropout)
     aux = torch.nn.Linear(cfg.embed_dim, thumbs.shape[1])  # training-only read-out of the stimulus thumbnail
     opt = torch.optim.AdamW([*model.parameters(), *aux.parameters()], lr=cfg.lr, weight_decay=cfg.weight_decay)
-    epoch, best, history, bad = 0, -1.0, [], 0
-    state = load_resume(out / "resume.pt") if resume else None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        aux.load_state_dict(state["aux"])
-        opt.load_state_dict(state["optimizer"])
-        epoch, best, history, bad = int(state["epoch"]), float(state["best"]), list(state["history"]), int(state["bad"])
+    loop = EpochLoop("encoder", out, cfg.epochs, cfg.patience, resume)
+    loop.restore(model=model, aux=aux, optimizer=opt)
     model, aux, opt = acc.prepare(model, aux, opt)
-    t0 = time.perf_counter()
     augment = CapAugment(cfg.cap_augment, seed=cfg.seed, cache_dir=paths.out)
-    aug_gen = torch.Generator().manual_seed(cfg.seed + 17 + 1000 * epoch)
+    aug_gen = torch.Generator().manual_seed(cfg.seed + 17 + 1000 * loop.epoch)
     sub = np.sort(np.random.default_rng(cfg.seed).choice(len(tr["labels"]), min(cfg.val_subset, len(tr["labels"])),
                                                          replace=False))
-    while epoch < cfg.epochs and bad < cfg.patience:
+    for epoch in loop:
         rng = np.random.default_rng([cfg.seed, epoch])
         model.train()
         logs = []
         batches = list(balanced_batches(tr["labels"], cfg.classes_per_batch, cfg.trials_per_class, rng))
-        for idx in tqdm(batches, desc=f"encoder epoch {epoch + 1}", mininterval=10, leave=False):
+        for idx in loop.progress(batches):
             idx = np.sort(idx)  # sorted reads from the memory-mapped cache are faster
             emb = model(augment(to_tensor(tr["eeg"], idx), aug_gen).to(acc.device))
             trip = triplet_loss(emb, torch.from_numpy(tr["labels"][idx]).to(acc.device), cfg.margin, cfg.mining)
@@ -100,30 +85,18 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
             if cfg.aux_weight:
                 target = thumbs[torch.from_numpy(tr["stim_index"][idx])].to(acc.device)
                 loss = loss + cfg.aux_weight * F.mse_loss(aux(emb), target)
-            opt.zero_grad(set_to_none=True)
-            acc.backward(loss)
-            opt.step()
+            descend(acc, opt, loss)
             logs.append((loss.item(), trip.item()))
-        epoch += 1
         m = acc.unwrap_model(model)
         top1, top5 = centroid_accuracy(embed_all(m, tr["eeg"][sub]), tr["labels"][sub], embed_all(m, va["eeg"]),
                                        va["labels"])
         loss_mean, trip_mean = np.mean(logs, axis=0)
-        history.append({"epoch": epoch, "loss": round(float(loss_mean), 4), "triplet": round(float(trip_mean), 4),
-                        "val_top1": round(top1, 4), "val_top5": round(top5, 4)})
-        tqdm.write(f"encoder {history[-1]}")
-        if top1 > best:
-            best, bad = top1, 0
-            m.save_pretrained(out)
-        else:
-            bad += 1
-        save_resume(out / "resume.pt", model=m.state_dict(), aux=acc.unwrap_model(aux).state_dict(),
-                    optimizer=opt.state_dict(), epoch=epoch, best=best, history=history, bad=bad)
+        loop.end_epoch(top1, {"loss": round(float(loss_mean), 4), "triplet": round(float(trip_mean), 4),
+                              "val_top1": round(top1, 4), "val_top5": round(top5, 4)},
+                       save_best={out: m}, model=m, aux=acc.unwrap_model(aux), optimizer=opt)
     model = EEGEncoder.from_pretrained(out).eval()
-    metrics = {"stage": "encoder", "config": asdict(cfg), "epochs": epoch, "history": history, "best_val_top1": best,
-               **probe_metrics(model, paths, tr, thumbs), "inference_ms": latency_ms(model, to_tensor(tr["eeg"], slice(0, 1))),
-               "n_params": sum(p.numel() for p in model.parameters()),
-               "train_wall_s_this_run": round(time.perf_counter() - t0, 1)}
+    metrics = {**loop.summary(cfg), "best_val_top1": loop.best, **probe_metrics(model, paths, tr, thumbs),
+               "inference_ms": latency_ms(model, to_tensor(tr["eeg"], slice(0, 1))), **loop.cost(model)}
     write_metrics(out, metrics)
     return {k: metrics[k] for k in ("best_val_top1", "test_centroid_top1", "test_logreg_top1", "test_logreg_top5",
                                     "test_thumbnail_r2", "inference_ms")}

@@ -17,11 +17,13 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from ..data.stimuli import load_stimulus_metadata
 from ..models import EEGEncoder, LayoutPrior
 from ..models.layout_prior import box_r2, eeg_window_means, fit_layout_prior
-from .common import stage_threads, write_metrics
+from .common import training_stage, write_metrics
 from .config import Paths
-from .eeg_data import embed_all, load_split, stimulus_images, to_tensor
+from .eeg_data import embed_all, load_split, to_tensor
+from .images import stimulus_images
 
 
 @dataclass
@@ -34,8 +36,6 @@ class Config:
 
 def stimulus_boxes(stimuli_dir) -> tuple[torch.Tensor, torch.Tensor]:
     """Each stimulus's object box (n, 3: centre x, centre y, side) and background colour (n, 3) in [-1, 1]."""
-    from ..data.stimuli import load_stimulus_metadata
-
     records = load_stimulus_metadata(stimuli_dir)  # a folder without metadata.json (real images) is refused there
     boxes = torch.tensor([[r.cx, r.cy, r.scale] for r in records], dtype=torch.float32)
     backgrounds = torch.tensor([r.background_rgb for r in records], dtype=torch.float32) / 127.5 - 1
@@ -46,7 +46,7 @@ def window_means(eeg: np.ndarray, batch: int = 512) -> torch.Tensor:
     return torch.cat([eeg_window_means(to_tensor(eeg, slice(i, i + batch))) for i in range(0, len(eeg), batch)])
 
 
-@stage_threads
+@training_stage
 def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     out = paths.stage_dir("layout")
     boxes, backgrounds = stimulus_boxes(paths.stimuli)

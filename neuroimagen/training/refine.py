@@ -25,7 +25,6 @@ used). Writes ``<out>/refine/`` (the EMA UNet, ``resume.pt``, ``metrics.json``);
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -33,12 +32,25 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from diffusers import DDIMScheduler, UNet2DConditionModel
+from safetensors import safe_open
 
-from .common import caption_states, make_accelerator, stage_threads
+from ..data.stimuli import load_stimulus_metadata
+from ..models import EEGEncoder, SaliencyGenerator
+from ..models.diffusion import load_autoencoder
+from .common import caption_states, logger, make_accelerator, progress, training_stage
 from .config import Paths
-from .eeg_data import embed_all, load_split, stimulus_images
-from .unet import caption_condition, encode_latents, noised, save_point, training_state, unet_step
+from .denoising import (
+    caption_condition,
+    noised,
+    sample_latents,
+    save_point,
+    trained_scheduler,
+    training_state,
+    unet_step,
+)
+from .eeg_data import embed_all, load_split
+from .images import encode_latents, generate_maps, stimulus_images
 
 
 @dataclass
@@ -97,44 +109,38 @@ def bridge_batch(z_map: torch.Tensor, z_img: torch.Tensor, alphas_cumprod: torch
 @torch.no_grad()
 def trial_maps(encoder, generator, eeg, seed: int, batch: int = 256) -> torch.Tensor:
     """The saliency maps (n, 3, H, W) in [-1, 1] of trials ``eeg``, one noise draw each, as the pipeline makes them."""
-    from .saliency import generate
-
-    return generate(generator, embed_all(encoder, eeg, batch), seed, batch).clamp(-1, 1)
+    return generate_maps(generator, embed_all(encoder, eeg, batch), seed, batch).clamp(-1, 1)
 
 
-@stage_threads
-def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
-    from diffusers import DDIMScheduler, UNet2DConditionModel
+def map_latents(vae, dirs: dict[str, Path], paths: Paths, cfg: Config) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The VAE posteriors (mean, std) of the saliency maps of the ``map_split`` trials, and each trial's stimulus."""
+    split = load_split(paths, cfg.map_split)
+    encoder = EEGEncoder.from_pretrained(dirs["encoder"]).eval()
+    maps = trial_maps(encoder, SaliencyGenerator.from_pretrained(dirs["generator"]).eval(), split["eeg"], cfg.seed)
+    return (*encode_latents(vae, maps), torch.from_numpy(split["stim_index"]))
 
-    from ..data.stimuli import load_stimulus_metadata
-    from ..models import EEGEncoder, SaliencyGenerator
-    from .unet import Config as UNetConfig
-    from .unet import build_scheduler
-    from .vae import load_autoencoder
 
+def check_config(cfg: Config) -> None:
     if cfg.map_split == "test":
         raise ValueError("refine: map_split must be 'train' or 'val', not 'test': the test split is for evaluation.")
     if not 0.0 <= cfg.map_prob <= 1.0 or not 0.0 < cfg.min_strength < 1.0:
         raise ValueError(f"refine: expected 0 <= map_prob <= 1 and 0 < min_strength < 1, got map_prob={cfg.map_prob}, "
                          f"min_strength={cfg.min_strength}.")
+
+
+@training_stage
+def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
+    check_config(cfg)
     acc = make_accelerator(cfg.seed)
     out = paths.stage_dir("refine")
     dirs = component_dirs(cfg, paths)
     vae = load_autoencoder(dirs["vae"]).eval().requires_grad_(False)
     sf = vae.config.scaling_factor
-    if "scheduler" in dirs:
-        sched = DDIMScheduler.from_pretrained(dirs["scheduler"])
-    else:
-        sched = build_scheduler(UNetConfig(**json.loads((dirs["unet"] / "metrics.json").read_text())["config"]))
+    sched = DDIMScheduler.from_pretrained(dirs["scheduler"]) if "scheduler" in dirs else trained_scheduler(dirs["unet"])
     alphas = sched.alphas_cumprod
 
-    images = stimulus_images(paths.stimuli)
-    img_mean, img_std = encode_latents(vae, images)
-    split = load_split(paths, cfg.map_split)
-    encoder = EEGEncoder.from_pretrained(dirs["encoder"]).eval()
-    maps = trial_maps(encoder, SaliencyGenerator.from_pretrained(dirs["generator"]).eval(), split["eeg"], cfg.seed)
-    map_mean, map_std = encode_latents(vae, maps)
-    trial_img = torch.from_numpy(split["stim_index"])
+    img_mean, img_std = encode_latents(vae, stimulus_images(paths.stimuli))
+    map_mean, map_std, trial_img = map_latents(vae, dirs, paths, cfg)
     caps = caption_states(paths.stimuli, paths.out)
     label_states, detailed_states, empty = caps["label"], caps["detailed"], caps["empty"][0]
     classes = torch.tensor([r.class_index for r in load_stimulus_metadata(paths.stimuli)])
@@ -145,21 +151,19 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     gen = torch.Generator().manual_seed(cfg.seed * 100003 + step)
     n_map = int(round(cfg.batch_size * cfg.map_prob))
 
-    def latent(mean, std, idx):
-        return (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen)) * sf
-
     t0, c0 = time.perf_counter(), time.process_time()
-    bar = tqdm(total=cfg.max_steps, initial=step, desc="refine", mininterval=10)
+    bar = progress(total=cfg.max_steps, initial=step, desc="refine")
     running: list[tuple[float, float]] = []
     while step < cfg.max_steps:
         unet.train()
         # Starts from maps: trial j's map latent towards its stimulus' latent.
         j = torch.randint(len(map_mean), (n_map,), generator=gen)
-        x_map, t_map, y_map, _ = bridge_batch(latent(map_mean, map_std, j), latent(img_mean, img_std, trial_img[j]),
-                                           alphas, cfg.min_strength, gen)
+        x_map, t_map, y_map, _ = bridge_batch(sample_latents(map_mean, map_std, j, sf, gen),
+                                              sample_latents(img_mean, img_std, trial_img[j], sf, gen), alphas,
+                                              cfg.min_strength, gen)
         # The unet stage's objective on stimuli.
         i = torch.randint(len(img_mean), (cfg.batch_size - n_map,), generator=gen)
-        z = latent(img_mean, img_std, i)
+        z = sample_latents(img_mean, img_std, i, sf, gen)
         noise = torch.randn(z.shape, generator=gen)
         t_img = torch.randint(0, len(alphas), (len(i),), generator=gen)
         x_img = noised(alphas, t_img, z, noise)
@@ -177,7 +181,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
             m_loss, i_loss = np.mean(running[-cfg.save_every:], axis=0)
             history.append({"step": step, "map_loss": round(float(m_loss), 5), "stimulus_loss": round(float(i_loss), 5),
                             "lr": float(f"{opt.param_groups[0]['lr']:.3g}"), "wall_s": round(time.perf_counter() - t0, 1)})
-            tqdm.write(f"refine {history[-1]}")
+            logger.info("refine %s", history[-1])
             save_point(out, ema, acc.unwrap_model(unet), opt, lr_sched, step, history, before, (c0, t0),
                        {"stage": "refine", "config": asdict(cfg), "n_map_trials": len(map_mean)})
     bar.close()
@@ -188,9 +192,6 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
 
 def write_pipeline(src: Path, unet_dir: Path, dest: Path) -> None:
     """Copy the pipeline folder ``src`` to ``dest`` with the UNet of ``unet_dir`` (stored in ``src``'s UNet dtype)."""
-    from diffusers import UNet2DConditionModel
-    from safetensors import safe_open
-
     if dest.exists():
         shutil.rmtree(dest)
     shutil.copytree(src, dest, ignore=shutil.ignore_patterns("README.md"))
@@ -199,4 +200,4 @@ def write_pipeline(src: Path, unet_dir: Path, dest: Path) -> None:
     unet = UNet2DConditionModel.from_pretrained(unet_dir)
     shutil.rmtree(dest / "unet")
     unet.to(torch.float16 if dtype == "F16" else torch.float32).save_pretrained(dest / "unet")
-    tqdm.write(f"refine: wrote {dest} ({src} with the refined UNet)")
+    logger.info("refine: wrote %s (%s with the refined UNet)", dest, src)

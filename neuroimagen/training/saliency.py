@@ -20,18 +20,18 @@ without the EEG) and to the mean stimulus of the true class (what a perfect clas
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from PIL import Image
 
 from ..models import EEGEncoder, SaliencyDiscriminator, SaliencyGenerator
-from .common import load_resume, make_accelerator, save_resume, stage_threads, write_metrics
+from .common import EpochLoop, descend, make_accelerator, training_stage, write_metrics
 from .config import Paths
-from .eeg_data import embed_all, latency_ms, load_split, stimulus_images
+from .eeg_data import embed_all, latency_ms, load_split
+from .images import generate_maps, stimulus_images
 from .losses import d_hinge, diff_augment, mode_seeking, ssim
 
 
@@ -52,15 +52,6 @@ class Config:
     patience: int = 4  # epochs without validation improvement before stopping
     seed: int = 0
     num_threads: int = 0  # torch CPU threads (0: leave torch's default)
-
-
-@torch.no_grad()
-def generate(gen, feats: torch.Tensor, seed: int = 0, batch: int = 256) -> torch.Tensor:
-    """Saliency maps (n, 3, H, W) of features ``feats`` (n, feature_dim), noise drawn from ``seed``."""
-    gen.eval()
-    g = torch.Generator().manual_seed(seed)
-    z = torch.randn(len(feats), gen.config.noise_dim, generator=g)
-    return torch.cat([gen(feats[i:i + batch], z[i:i + batch]) for i in range(0, len(feats), batch)])
 
 
 def map_metrics(maps: torch.Tensor, stimuli: torch.Tensor, labels: np.ndarray, ref_images: torch.Tensor,
@@ -89,14 +80,12 @@ def map_metrics(maps: torch.Tensor, stimuli: torch.Tensor, labels: np.ndarray, r
 
 def save_samples(maps: torch.Tensor, stimuli: torch.Tensor, path, n: int = 16) -> None:
     """A PNG of ``n`` maps (top row) under their stimuli (bottom row)."""
-    from PIL import Image
-
     grid = torch.cat([torch.cat(list(stimuli[:n]), dim=2), torch.cat(list(maps[:n]), dim=2)], dim=1)
     arr = ((grid.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
     Image.fromarray(arr).save(path)
 
 
-@stage_threads
+@training_stage
 def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     acc = make_accelerator(cfg.seed)
     out = paths.stage_dir("saliency")
@@ -110,34 +99,22 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     disc = SaliencyDiscriminator(feature_dim=f_tr.shape[1], image_size=images.shape[-1], base_channels=cfg.disc_channels)
     opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr_g, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr_d, betas=(0.5, 0.999))
-    epoch, best, history, bad = 0, -1.0, [], 0
-    state = load_resume(out / "resume.pt") if resume else None
-    if state is not None:
-        gen.load_state_dict(state["gen"])
-        disc.load_state_dict(state["disc"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
-        epoch, best, history, bad = int(state["epoch"]), float(state["best"]), list(state["history"]), int(state["bad"])
+    loop = EpochLoop("saliency", out, cfg.epochs, cfg.patience, resume)
+    loop.restore(gen=gen, disc=disc, opt_g=opt_g, opt_d=opt_d)
     gen, disc, opt_g, opt_d = acc.prepare(gen, disc, opt_g, opt_d)
-    t0 = time.perf_counter()
-    while epoch < cfg.epochs and bad < cfg.patience:
+    for epoch in loop:
         g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-        perm = torch.randperm(len(f_tr), generator=g)
         gen.train()
         disc.train()
         logs = []
-        for i in tqdm(range(0, len(perm) - cfg.batch_size + 1, cfg.batch_size), desc=f"saliency epoch {epoch + 1}",
-                      mininterval=10, leave=False):
-            idx = perm[i:i + cfg.batch_size]
+        for idx in loop.shuffled(len(f_tr), cfg.batch_size, g, drop_last=True):
             f, real = f_tr[idx].to(acc.device), s_tr[idx].to(acc.device)
             z1 = torch.randn(len(idx), cfg.noise_dim, generator=g).to(acc.device)
             z2 = torch.randn(len(idx), cfg.noise_dim, generator=g).to(acc.device)
             # 1. Discriminator: hinge loss on DiffAugment-ed real and fake images.
             fake = gen(f, z1)
             d_loss = d_hinge(disc(diff_augment(real, g), f), disc(diff_augment(fake.detach(), g), f))
-            opt_d.zero_grad(set_to_none=True)
-            acc.backward(d_loss)
-            opt_d.step()
+            descend(acc, opt_d, d_loss)
             # 2. Generator: adversarial + mode seeking + (1 - SSIM) and thumbnail L1 to the stimulus.
             fake2 = gen(f, z2)
             adv = -disc(diff_augment(fake, g), f).mean()
@@ -147,35 +124,23 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
                       + cfg.ssim_weight * (1 - sim) + cfg.thumb_weight * thumb)
             if cfg.mse_weight:
                 g_loss = g_loss + cfg.mse_weight * F.mse_loss(fake, real)
-            opt_g.zero_grad(set_to_none=True)
-            acc.backward(g_loss)
-            opt_g.step()
+            descend(acc, opt_g, g_loss)
             logs.append((d_loss.item(), g_loss.item(), sim.item()))
-        epoch += 1
-        m = acc.unwrap_model(gen)
-        v = round(float(ssim(generate(m, f_va, cfg.seed), s_va)), 4)
+        m, d = acc.unwrap_model(gen), acc.unwrap_model(disc)
+        v = round(float(ssim(generate_maps(m, f_va, cfg.seed), s_va)), 4)
         d_l, g_l, s_l = np.mean(logs, axis=0)
-        history.append({"epoch": epoch, "d_loss": round(float(d_l), 4), "g_loss": round(float(g_l), 4),
-                        "train_ssim": round(float(s_l), 4), "val_ssim": v})
-        tqdm.write(f"saliency {history[-1]}")
-        if v > best:
-            best, bad = v, 0
-            m.save_pretrained(out / "generator")
-            acc.unwrap_model(disc).save_pretrained(out / "discriminator")
-        else:
-            bad += 1
-        save_resume(out / "resume.pt", gen=m.state_dict(), disc=acc.unwrap_model(disc).state_dict(),
-                    opt_g=opt_g.state_dict(), opt_d=opt_d.state_dict(), epoch=epoch, best=best, history=history, bad=bad)
+        loop.end_epoch(v, {"d_loss": round(float(d_l), 4), "g_loss": round(float(g_l), 4),
+                           "train_ssim": round(float(s_l), 4), "val_ssim": v},
+                       save_best={out / "generator": m, out / "discriminator": d},
+                       gen=m, disc=d, opt_g=opt_g, opt_d=opt_d)
     gen = SaliencyGenerator.from_pretrained(out / "generator").eval()
     te = load_split(paths, "test")
-    maps, s_te = generate(gen, embed_all(encoder, te["eeg"]), cfg.seed), images[torch.from_numpy(te["stim_index"])]
+    maps, s_te = generate_maps(gen, embed_all(encoder, te["eeg"]), cfg.seed), images[torch.from_numpy(te["stim_index"])]
     test = map_metrics(maps, s_te, te["labels"], images[tr["stim_index"]], tr["labels"], cfg.seed)
     save_samples(maps[::max(1, len(maps) // 16)], s_te[::max(1, len(maps) // 16)], out / "samples.png")
-    metrics = {"stage": "saliency", "config": asdict(cfg), "epochs": epoch, "history": history, "best_val_ssim": best,
-               **{f"test_{k}": v for k, v in test.items()},
+    metrics = {**loop.summary(cfg), "best_val_ssim": loop.best, **{f"test_{k}": v for k, v in test.items()},
                "inference_ms": latency_ms(gen, embed_all(encoder, te["eeg"][:1]), torch.zeros(1, cfg.noise_dim)),
-               "n_params": sum(p.numel() for p in gen.parameters()),
-               "train_wall_s_this_run": round(time.perf_counter() - t0, 1)}
+               **loop.cost(gen)}
     write_metrics(out, metrics)
     return {k: metrics[k] for k in ("best_val_ssim", "test_ssim", "test_ssim_other_stimulus", "test_ssim_class_mean",
                                     "test_thumb_corr")}

@@ -16,20 +16,25 @@ stopping on it. After training, the readout temperature is fitted on validation 
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ..data.captions import pool
 from ..data.montage import model_ch_names
 from ..data.stimuli import load_stimulus_metadata
 from ..models import CaptionBank, SemanticDecoder
 from .augment import CapAugment
-from .common import caption_states, load_resume, make_accelerator, save_resume, stage_threads, write_metrics
+from .common import (
+    EpochLoop,
+    caption_states,
+    descend,
+    make_accelerator,
+    training_stage,
+    write_metrics,
+)
 from .config import Paths
 from .eeg_data import embed_all, latency_ms, load_split, to_tensor
 
@@ -77,7 +82,7 @@ def evaluate(pred: torch.Tensor, caps: dict, split: dict) -> dict:
             "mse": round(float(F.mse_loss(pred, target)), 5)}
 
 
-@stage_threads
+@training_stage
 def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     acc = make_accelerator(cfg.seed)
     out = paths.stage_dir("semantic")
@@ -91,47 +96,30 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     y_tr = _targets(caps, tr["labels"], tr["stim_index"])
     model.init_basis([y_tr[:, 0], y_tr[:, 1]])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    epoch, best, history, bad = 0, -1.0, [], 0
-    state = load_resume(out / "resume.pt") if resume else None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        epoch, best, history, bad = int(state["epoch"]), float(state["best"]), list(state["history"]), int(state["bad"])
+    loop = EpochLoop("semantic", out, cfg.epochs, cfg.patience, resume)
+    loop.restore(model=model, optimizer=opt)
     model, opt = acc.prepare(model, opt)
     label_pooled = pool(caps["label"]).to(acc.device)
     augment = CapAugment(cfg.cap_augment, seed=cfg.seed, cache_dir=paths.out)
-    aug_gen = torch.Generator().manual_seed(cfg.seed + 17 + 1000 * epoch)
-    t0 = time.perf_counter()
-    while epoch < cfg.epochs and bad < cfg.patience:
+    aug_gen = torch.Generator().manual_seed(cfg.seed + 17 + 1000 * loop.epoch)
+    for epoch in loop:
         g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-        perm = torch.randperm(len(y_tr), generator=g).numpy()
         model.train()
         losses = []
-        for i in tqdm(range(0, len(perm), cfg.batch_size), desc=f"semantic epoch {epoch + 1}", mininterval=10,
-                      leave=False):
-            idx = np.sort(perm[i:i + cfg.batch_size])
+        for idx in loop.shuffled(len(y_tr), cfg.batch_size, g):
+            idx = np.sort(idx.numpy())  # sorted reads from the memory-mapped cache are faster
             pred = model(augment(to_tensor(tr["eeg"], idx), aug_gen).to(acc.device))
             loss = F.mse_loss(pred, y_tr[idx].to(acc.device))
             if cfg.contrastive_weight:
                 logits = pool(pred[:, 0]) @ label_pooled.T / cfg.contrastive_temperature
                 loss = loss + cfg.contrastive_weight * F.cross_entropy(
                     logits, torch.from_numpy(tr["labels"][idx]).to(acc.device))
-            opt.zero_grad(set_to_none=True)
-            acc.backward(loss)
-            opt.step()
+            descend(acc, opt, loss)
             losses.append(loss.item())
-        epoch += 1
         m = acc.unwrap_model(model)
         val = evaluate(embed_all(m, va["eeg"]), caps, va)
-        history.append({"epoch": epoch, "loss": round(float(np.mean(losses)), 5), **{f"val_{k}": v for k, v in val.items()}})
-        tqdm.write(f"semantic {history[-1]}")
-        if val["top1"] > best:
-            best, bad = val["top1"], 0
-            m.save_pretrained(out / "decoder")
-        else:
-            bad += 1
-        save_resume(out / "resume.pt", model=m.state_dict(), optimizer=opt.state_dict(), epoch=epoch, best=best,
-                    history=history, bad=bad)
+        loop.end_epoch(val["top1"], {"loss": round(float(np.mean(losses)), 5), **{f"val_{k}": v for k, v in val.items()}},
+                       save_best={out / "decoder": m}, model=m, optimizer=opt)
 
     model = SemanticDecoder.from_pretrained(out / "decoder").eval()
     temperature = fit_temperature(embed_all(model, va["eeg"])[:, 0], caps["label"], va["labels"])
@@ -140,10 +128,9 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     bank.save_pretrained(out / "caption_bank")
     te = load_split(paths, "test")
     test = evaluate(embed_all(model, te["eeg"]), caps, te)
-    metrics = {"stage": "semantic", "config": asdict(cfg), "epochs": epoch, "history": history, "best_val_top1": best,
-               "temperature": temperature, **{f"test_{k}": v for k, v in test.items()},
-               "inference_ms": latency_ms(model, to_tensor(te["eeg"], slice(0, 1))), "n_params": sum(p.numel() for p in model.parameters()),
-               "train_wall_s_this_run": round(time.perf_counter() - t0, 1)}
+    metrics = {**loop.summary(cfg), "best_val_top1": loop.best, "temperature": temperature,
+               **{f"test_{k}": v for k, v in test.items()},
+               "inference_ms": latency_ms(model, to_tensor(te["eeg"], slice(0, 1))), **loop.cost(model)}
     write_metrics(out, metrics)
     return {k: metrics[k] for k in ("best_val_top1", "test_top1", "test_top5", "test_cosine_label",
                                     "test_cosine_detailed", "inference_ms")}

@@ -14,19 +14,23 @@ from __future__ import annotations
 
 import copy
 import json
-import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from diffusers import UNet2DConditionModel
+from PIL import Image
 
-from ..data.stimuli import load_stimulus_images
-from .common import caption_states, load_resume, make_accelerator, save_resume, stage_threads, write_metrics
+from ..data.stimuli import load_stimulus_metadata
+from ..models.diffusion import build_scheduler, build_unet, load_autoencoder
+from .common import caption_states, logger, make_accelerator, progress, training_stage
 from .config import Paths
-from .vae import images_to_tensor, load_autoencoder
+from .denoising import caption_condition, noised, sample_latents, save_point, training_state, unet_step
+from .images import encode_latents, stimulus_images
 
 
 @dataclass
@@ -56,67 +60,35 @@ class Config:
     init_from: str = ""
 
 
-def build_unet(cfg: Config, sample_size: int = 16, latent_channels: int = 4, cross_attention_dim: int = 384):
-    from diffusers import UNet2DConditionModel
-
-    return UNet2DConditionModel(
-        sample_size=sample_size, in_channels=latent_channels, out_channels=latent_channels,
-        block_out_channels=tuple(cfg.block_out_channels), layers_per_block=cfg.layers_per_block,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=cross_attention_dim, attention_head_dim=cfg.attention_head_dim,
-        norm_num_groups=min(32, cfg.block_out_channels[0]))
-
-
-def build_scheduler(cfg: Config):
-    from diffusers import DDIMScheduler
-
-    return DDIMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_start=0.00085, beta_end=0.012,
-                         beta_schedule=cfg.beta_schedule, clip_sample=False, set_alpha_to_one=False,
-                         steps_offset=1, prediction_type="epsilon")
-
-
-@torch.no_grad()
-def encode_latents(vae, images: torch.Tensor, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    means, stds = [], []
-    for i in range(0, len(images), batch):
-        d = vae.encode(images[i:i + batch]).latent_dist
-        means.append(d.mean)
-        stds.append(d.std)
-    return torch.cat(means), torch.cat(stds)
-
-
-@stage_threads
+@training_stage
 def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     acc = make_accelerator(cfg.seed)
     out = paths.stage_dir("unet")
     init_unet = _warm_start(cfg.init_from, paths) if cfg.init_from and not resume else None
     vae = load_autoencoder(paths.stage_dir("vae")).eval()  # only its encoder is used: either class will do
     sf = vae.config.scaling_factor
-    images = images_to_tensor(load_stimulus_images(paths.stimuli))
-    lat_mean, lat_std = encode_latents(vae, images)
+    lat_mean, lat_std = encode_latents(vae, stimulus_images(paths.stimuli))
     caps = caption_states(paths.stimuli, paths.out)
     label_states, detailed_states, empty = caps["label"], caps["detailed"], caps["empty"][0]
-    from ..data.stimuli import load_stimulus_metadata
-
     classes = torch.tensor([r.class_index for r in load_stimulus_metadata(paths.stimuli)])
 
-    unet = build_unet(cfg, sample_size=lat_mean.shape[-1], latent_channels=lat_mean.shape[1],
+    unet = build_unet(cfg.block_out_channels, cfg.layers_per_block, cfg.attention_head_dim,
+                      sample_size=lat_mean.shape[-1], latent_channels=lat_mean.shape[1],
                       cross_attention_dim=label_states.shape[-1])
     if init_unet is not None:
         unet.load_state_dict(init_unet.state_dict())
-    sched = build_scheduler(cfg)
+    sched = build_scheduler(cfg.num_train_timesteps, cfg.beta_schedule)
     ema, opt, lr_sched, step, history, before = training_state(unet, cfg, out / "resume.pt", resume)
     unet, opt = acc.prepare(unet, opt)
     gen = torch.Generator().manual_seed(cfg.seed * 100003 + step)
     alphas = sched.alphas_cumprod
     t0, c0 = time.perf_counter(), time.process_time()
-    bar = tqdm(total=cfg.max_steps, initial=step, desc="unet", mininterval=10)
+    bar = progress(total=cfg.max_steps, initial=step, desc="unet")
     running = []
     while step < cfg.max_steps:
         unet.train()
         idx = torch.randint(len(lat_mean), (cfg.batch_size,), generator=gen)
-        z = (lat_mean[idx] + lat_std[idx] * torch.randn(lat_mean[idx].shape, generator=gen)) * sf
+        z = sample_latents(lat_mean, lat_std, idx, sf, gen)
         cond = caption_condition(classes[idx], detailed_states[idx], label_states, empty, cfg, gen)
         noise = torch.randn(z.shape, generator=gen)
         t = torch.randint(0, cfg.num_train_timesteps, (len(idx),), generator=gen)
@@ -131,7 +103,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
         if step % cfg.save_every == 0 or step == cfg.max_steps:
             history.append({"step": step, "loss": round(float(np.mean(running[-cfg.save_every:])), 5),
                             "lr": float(f"{opt.param_groups[0]['lr']:.3g}"), "wall_s": round(time.perf_counter() - t0, 1)})
-            tqdm.write(f"unet {history[-1]}")
+            logger.info("unet %s", history[-1])
             save_point(out, ema, acc.unwrap_model(unet), opt, lr_sched, step, history, before, (c0, t0),
                        {"stage": "unet", "config": asdict(cfg)})
         if step % cfg.sample_every == 0:
@@ -140,92 +112,10 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     return {"steps": step, "final_loss": history[-1]["loss"] if history else None}
 
 
-def training_state(unet, cfg, resume_file, resume: bool):
-    """The EMA copy, AdamW optimizer and learning-rate schedule of a UNet run, with its step, history and the CPU
-    and wall seconds of earlier runs: fresh, or restored from ``resume_file`` when ``resume`` (``unet`` too)."""
-    ema = copy.deepcopy(unet).requires_grad_(False)
-    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=1e-2)
-    lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
-    state = load_resume(resume_file) if resume else None
-    if state is None:
-        return ema, opt, lr_sched, 0, [], (0.0, 0.0)
-    unet.load_state_dict(state["model"])
-    ema.load_state_dict(state["ema"])
-    opt.load_state_dict(state["optimizer"])
-    lr_sched.load_state_dict(state["scheduler"])
-    before = (float(state.get("cpu_time_s", 0.0)), float(state.get("wall_time_s", 0.0)))
-    return ema, opt, lr_sched, int(state["step"]), list(state["history"]), before
-
-
-def save_point(out, ema, model, opt, lr_sched, step: int, history: list, before: tuple[float, float],
-               started: tuple[float, float], metrics: dict) -> None:
-    """Save the EMA weights, ``resume.pt`` and ``metrics.json`` (with ``metrics``) of a UNet run at ``step``. Times
-    are summed over every (resumed) run, ``before`` being the earlier runs' and ``started`` this run's
-    ``(process_time, perf_counter)`` at its start, so the model card reports the stage's full cost."""
-    times = {"cpu_time_s": round(before[0] + time.process_time() - started[0], 1),
-             "wall_time_s": round(before[1] + time.perf_counter() - started[1], 1)}
-    ema.save_pretrained(out)
-    save_resume(out / "resume.pt", model=model.state_dict(), ema=ema.state_dict(), optimizer=opt.state_dict(),
-                scheduler=lr_sched.state_dict(), step=step, history=history, **times)
-    write_metrics(out, {**metrics, "steps": step, "history": history, **times, "times_cumulative": True})
-
-
-def caption_condition(classes: torch.Tensor, detailed: torch.Tensor, label_states: torch.Tensor,
-                      empty: torch.Tensor, cfg, gen: torch.Generator) -> torch.Tensor:
-    """The caption states a training batch is conditioned on: the label caption of ``classes`` with probability
-    ``cfg.label_caption_prob`` (else the ``detailed`` states), replaced by the ``empty`` caption with probability
-    ``cfg.caption_dropout`` (classifier-free guidance)."""
-    use_label = torch.rand(len(classes), generator=gen) < cfg.label_caption_prob
-    cond = torch.where(use_label[:, None, None], label_states[classes], detailed)
-    drop = torch.rand(len(classes), generator=gen) < cfg.caption_dropout
-    return torch.where(drop[:, None, None], empty.expand_as(cond), cond)
-
-
-def noised(alphas_cumprod: torch.Tensor, t: torch.Tensor, z: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """The forward diffusion: ``sqrt(alpha_bar_t) z + sqrt(1 - alpha_bar_t) noise`` for a batch of timesteps ``t``."""
-    a = alphas_cumprod[t].sqrt()[:, None, None, None]
-    s = (1 - alphas_cumprod[t]).sqrt()[:, None, None, None]
-    return a * z + s * noise
-
-
-def unet_step(acc, unet, loss, opt, lr_sched, ema, step: int, ema_decay: float) -> int:
-    """Backward, clip the gradients, step the optimizer and the learning rate, update the EMA; the new step count."""
-    acc.backward(loss)
-    acc.clip_grad_norm_(unet.parameters(), 1.0)
-    opt.step()
-    lr_sched.step()
-    opt.zero_grad(set_to_none=True)
-    ema_update(ema, acc.unwrap_model(unet), step + 1, ema_decay)
-    return step + 1
-
-
-@torch.no_grad()
-def ema_update(ema, model, step: int, decay: float) -> None:
-    """Move the EMA copy's weights towards ``model``'s (decay warms up over the first steps of a run)."""
-    decay = min(decay, (1 + step) / (10 + step))
-    for pe, pm in zip(ema.parameters(), model.parameters()):
-        pe.lerp_(pm.detach().cpu(), 1 - decay)
-
-
-def lr_factor(step: int, cfg: Config) -> float:
-    """The learning rate's multiplier at ``step``: linear warm-up, constant, then (``decay_steps``) a cosine
-    to zero at ``max_steps``. Computed from the config, so a resumed run may change ``max_steps``."""
-    factor = min(1.0, (step + 1) / cfg.warmup_steps)
-    start = cfg.max_steps - cfg.decay_steps
-    if cfg.decay_steps > 0 and step >= start:
-        factor *= 0.5 * (1 + math.cos(math.pi * min(1.0, (step - start) / cfg.decay_steps)))
-    return factor
-
-
 def _warm_start(init_from: str, paths: Paths):
     """Load the UNet of ``init_from`` (pipeline or UNet folder); copy its VAE to ``<out>/vae`` if none is there
     (and to ``<out>/decoder`` too when it is a wide-decoder ``AsymmetricAutoencoderKL``, so ``assemble`` finds it
     with either ``wide_decoder`` setting)."""
-    import shutil
-    from pathlib import Path
-
-    from diffusers import UNet2DConditionModel
-
     src = Path(init_from)
     unet_dir = src / "unet" if (src / "unet" / "config.json").is_file() else src
     if not (unet_dir / "config.json").is_file():
@@ -236,10 +126,10 @@ def _warm_start(init_from: str, paths: Paths):
             raise FileNotFoundError(f"init_from: no VAE in {vae_out} and none in {src / 'vae'} to copy: the UNet "
                                     "only makes sense with the VAE it was trained with")
         shutil.copytree(src / "vae", vae_out, dirs_exist_ok=True)
-        tqdm.write(f"unet: copied the VAE of {src} to {vae_out}")
+        logger.info("unet: copied the VAE of %s to %s", src, vae_out)
         if "Asymmetric" in json.loads((vae_out / "config.json").read_text())["_class_name"]:
             shutil.copytree(src / "vae", paths.stage_dir("decoder"), dirs_exist_ok=True)
-    tqdm.write(f"unet: warm start from {unet_dir}")
+    logger.info("unet: warm start from %s", unet_dir)
     return UNet2DConditionModel.from_pretrained(unet_dir)
 
 
@@ -260,8 +150,7 @@ def sample_text_to_image(unet, vae, scheduler, cond: torch.Tensor, empty: torch.
 
 
 def save_sample_grid(unet, vae, scheduler, label_states, empty, path, seed: int) -> None:
-    from PIL import Image
-
+    """A PNG of text-to-image samples of 8 classes' label captions, in a row (to watch a run's progress)."""
     unet.eval()
     classes = torch.arange(0, 40, 5)  # 8 classes
     imgs = sample_text_to_image(unet, vae, scheduler, label_states[classes], empty,
