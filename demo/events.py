@@ -58,6 +58,8 @@ def wire_events(demo: gr.Blocks, w: SimpleNamespace, h: Handlers) -> None:
     w.run.click(h.clear_results, None, results, queue=False, api_visibility="private").then(
         h.reconstruct, run_inputs, run_outputs, api_name="reconstruct", **pipeline
     ).failure(h.failed_results, None, w.title, queue=False, api_visibility="private")
+    # The picture's label follows the results' title (a guess under the out-of-distribution banner)
+    w.title.change(h.picture_label, w.title, w.recon, queue=False, api_visibility="private")
     w.ablation.change(h.show_ablation, w.ablation, w.ablation_gallery, api_name="show_ablation",
                       api_visibility="undocumented", queue=False)
     w.ablation.input(h.clear_results_if, w.ablation, results, queue=False, api_visibility="private").then(

@@ -36,6 +36,7 @@ from .trials import LoadedTrial, Trials, as_list, int_in, trial_key, upload_path
 from .views import (
     EMPTY_RESULTS,
     FAILED,
+    FOREIGN_BANNER,
     GUESS_LABEL,
     NO_UPLOAD,
     RECONSTRUCTION_LABEL,
@@ -44,17 +45,10 @@ from .views import (
     captions_table,
     choose_event_text,
     eeg_views,
-    is_foreign,
     result_notes,
     result_title,
     topomap_image,
 )
-
-
-def empty_results() -> tuple:
-    """The results emptied, the picture's label back to "Reconstruction" (a foreign trial's run changes it)."""
-    return (gr.Image(None, label=RECONSTRUCTION_LABEL), *EMPTY_RESULTS[1:])
-
 
 N_VIEWS = 7  # a trial load's outputs: source, facts, butterfly, topomap, channels, stimulus, state
 ABLATIONS = (("saliency_only", "saliency map only"), ("caption_only", "caption only"))  # the paper's, left out
@@ -266,12 +260,18 @@ class Handlers:
     @staticmethod
     def clear_results():
         """Empty results, shown while a reconstruction runs: a failed one leaves nothing stale on screen."""
-        return (*empty_results()[:-1], RUNNING)
+        return (*EMPTY_RESULTS[:-1], RUNNING)
 
     @staticmethod
     def clear_results_if(ablation: bool):
         """Empty results when the ablation box was just ticked (its run follows), else leave them."""
         return Handlers.clear_results() if ablation else tuple(gr.skip() for _ in EMPTY_RESULTS)
+
+    @staticmethod
+    def picture_label(title: str):
+        """The reconstruction's label for the results' title: a guess when the title carries the
+        out-of-distribution banner (label only: the picture, and the API's outputs, stay as they are)."""
+        return gr.update(label=GUESS_LABEL if FOREIGN_BANNER in str(title or "") else RECONSTRUCTION_LABEL)
 
     @staticmethod
     def failed_results() -> str:
@@ -284,7 +284,7 @@ class Handlers:
         (a reconstruction of this trial may have finished while it was loading)."""
         key = trial_key(source, example, files, sim_class, sim_image, sim_subject, sim_noise, event, occurrence,
                         average)
-        return tuple(gr.skip() for _ in EMPTY_RESULTS) if key == result_key else empty_results()
+        return tuple(gr.skip() for _ in EMPTY_RESULTS) if key == result_key else EMPTY_RESULTS
 
     @user_errors
     def reconstruct(self, source: str = "example", example: str | None = None, files=None,
@@ -329,8 +329,7 @@ class Handlers:
         caption = out.caption_used[0] if out.caption_used else out.captions[0][0][0]
         notes = result_notes(out, seed, steps, float(strength), float(guidance_scale), time.perf_counter() - t0,
                              self.pipe.device)
-        picture = gr.Image(out.images[0], label=GUESS_LABEL if is_foreign(out) else RECONSTRUCTION_LABEL)
-        return (picture, out.saliency_maps[0], caption, probs, seed, captions_table(out), trial.stimulus,
+        return (out.images[0], out.saliency_maps[0], caption, probs, seed, captions_table(out), trial.stimulus,
                 gallery, notes, result_title(trial, out), trial_key(*widgets))
 
     def reconstruct_if_ablation(self):

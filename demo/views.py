@@ -240,7 +240,8 @@ def result_notes(out, seed: int, steps: int, strength: float, guidance_scale: fl
 
 
 RECONSTRUCTION_LABEL = "Reconstruction"
-GUESS_LABEL = "The model's guess (not a reconstruction)"  # the picture's label when the EEG is out of distribution
+GUESS_LABEL = "The model's guess (not a reconstruction)"
+FOREIGN_BANNER = "The model has not seen EEG like this"  # the results' banner for out-of-distribution EEG  # the picture's label when the EEG is out of distribution
 
 
 def is_foreign(out) -> bool:
@@ -257,7 +258,7 @@ def decoding_verdict(out) -> str:
     line = (f"Decoded class: **{top}**, confidence {100 * float(out.confidence[0]):.0f} % (calibrated on "
             "validation trials).")
     if is_foreign(out):
-        line = (f"> ⚠️ **The model has not seen EEG like this**: its distance to the training trials is "
+        line = (f"> ⚠️ **{FOREIGN_BANNER}**: its distance to the training trials is "
                 f"{float(out.ood_score[0]):.2f}, above the {out.ood_threshold:.2f} that 95 % of validation trials "
                 "stay under. The picture is the model's guess for its top class, not a reconstruction of what "
                 "was seen.\n\n" + line)

@@ -215,7 +215,7 @@ def test_noise_is_shown_as_a_guess_under_a_banner(page, app_server, tmp_path, sh
     assert reconstruct(page) == "upload white_noise.npz"
     title = page.locator("#result-title").inner_text()
     assert "has not seen EEG like this" in title and "not a reconstruction" in title, title
-    assert page.locator("#reconstruction").get_by_text(GUESS_LABEL).first.is_visible()
+    page.locator("#reconstruction").get_by_text(GUESS_LABEL).first.wait_for(state="visible", timeout=15_000)
     page.screenshot(path=str(shots / "out_of_distribution.png"))
 
     page.get_by_role("tab", name="Examples").click()
@@ -223,7 +223,8 @@ def test_noise_is_shown_as_a_guess_under_a_banner(page, app_server, tmp_path, sh
     reconstruct(page)
     title = page.locator("#result-title").inner_text()
     assert "has not seen EEG like this" not in title and "confidence" in title, title
-    assert page.locator("#reconstruction").get_by_text(RECONSTRUCTION_LABEL, exact=True).first.is_visible()
+    page.locator("#reconstruction").get_by_text(RECONSTRUCTION_LABEL, exact=True).first.wait_for(state="visible",
+                                                                                                timeout=15_000)
     assert page.locator("#reconstruction").get_by_text(GUESS_LABEL).count() == 0
 
 
