@@ -22,7 +22,7 @@ report on stdout (``--out FILE`` also writes it): success rate, p50/p95 latency,
 outcome and, for an app it started, the files its requests left in Gradio's cache and temp folder.
 Exit status 0 when every request came back right and the app survived, else 1.
 
-``--tiny`` runs the tiny random pipeline (``neuroimagen.pipelines.testing.make_tiny_pipeline(0)``, as the
+``--tiny`` runs the tiny random pipeline (``tests/tiny_pipeline.py``: ``make_tiny_pipeline(0)``, as the
 tests do); by default the shipped ``checkpoints/neuroimagen-tiny`` when it exists, else the tiny one
 (the report says which). Bounded: at most 64 clients x 100 requests, 200 burst requests and
 ``--timeout`` seconds (default 600) for the whole run.

@@ -1,7 +1,7 @@
 """Start ``python app.py`` in a subprocess on a free loopback port, for the app tests.
 
 The server runs ``$NEUROIMAGEN_TEST_CHECKPOINT`` if set, else the embedded checkpoint when it is present,
-else a tiny random pipeline (``neuroimagen.pipelines.testing.make_tiny_pipeline``) saved to a temporary
+else a tiny random pipeline (``tests/tiny_pipeline.py``: ``make_tiny_pipeline``) saved to a temporary
 folder, so the whole
 ``app.py`` path (argument parsing, loading, queue, launch) is what the tests drive. Example trials
 come from ``examples/`` when they are there, else a few are written to a temporary folder.

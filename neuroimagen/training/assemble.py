@@ -283,6 +283,11 @@ def model_card(folder: str | Path, reports=(), bench=(), config_path: str | None
     layout_row = ("| layout_prior | per-class object templates (training stimuli aligned on their object box) and a "
                   "ridge regressor EEG -> object box; the decoded class's template is drawn into the saliency map at "
                   "the decoded box (`layout_weight`) |\n" if t.get("shipped", {}).get("layout_prior") else "")
+    if (folder / "decoding_check").is_dir():  # fitted after assembly by scripts/fit_confidence.py
+        layout_row += ("| decoding_check | the decoded class's calibrated confidence (temperature scaling) and an "
+                       "in-distribution test (Mahalanobis distance of the EEG features to the training classes, "
+                       "threshold from validation trials), fitted by `scripts/fit_confidence.py` "
+                       "(`reports/confidence/demo`) |\n")
     n_classes = len(bank["label_texts"])
     states = f"{bank['seq_len']} x {bank['hidden_dim']}"
     return CARD.format(
