@@ -4,6 +4,7 @@
 #   reports/realistic     the realistic preset (the shipped VAE, UNet and classifier; EEG models and layout prior
 #                         trained on realistic data: configs/tiny-realistic.json, runs/tiny-realistic/pipeline)
 #   reports/block_design  LDA with and without simulated block drift (no model weights)
+#   reports/caps/demo     the class decoded from trials simulated on other caps (scripts/cap_accuracy.py)
 #   reports/bench         python -m neuroimagen.bench with 1 and 2 threads
 #   docs/figures/reconstructions.png (+ .json)   one held-out demo trial per class
 # then the index reports/README.md and the model card (which quotes only files measured on its weights).
@@ -54,6 +55,9 @@ python -m neuroimagen.evaluate --data data/sim_realistic.pth --splits data/sim_r
   --drift-data data/sim_realistic_drift.pth --drift-splits data/sim_realistic_drift_splits.pth --parts block \
   --preset realistic-block-design --out reports/block_design
 python -m neuroimagen.evaluate --index reports/demo reports/realistic reports/block_design --out reports
+
+# Decoding from other caps (trials simulated on each cap, read as uploads; the app's expected accuracy)
+python scripts/cap_accuracy.py --checkpoint $CKPT --per-class 3 --subjects 1-10 --out reports/caps/demo
 
 # Speed (other work on the machine slows it: the files record the load average) and the grid of the README
 python -m neuroimagen.bench --threads 1 --repeats 5 --out reports/bench/threads1.json
