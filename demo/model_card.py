@@ -7,10 +7,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def describe(pipe) -> dict:
+    """Facts about the loaded pipeline for the page: device, diffusion model, sizes and folder."""
+    n = {name: sum(p.numel() for p in getattr(pipe, name).parameters())
+         for name in ("eeg_encoder", "saliency_generator", "semantic_decoder", "vae", "unet")}
+    return {"device": str(pipe.device), "diffusion": "Stable Diffusion" if pipe.uses_text_encoder else "tiny LDM",
+            "unet_params_M": round(n["unet"] / 1e6, 2), "eeg_params_M": round(
+                (n["eeg_encoder"] + n["saliency_generator"] + n["semantic_decoder"]) / 1e6, 2),
+            "eeg_shape": pipe.eeg_shape, "sfreq": pipe.eeg_sfreq,
+            "name_or_path": pipe.config.get("_name_or_path", "")}
+
+
 def model_summary(pipe) -> str:
     """Device, diffusion model and sizes of the loaded pipeline, one line."""
     try:
-        d = pipe.describe()
+        d = describe(pipe)
     except AttributeError:
         return f"Running on **{pipe.device}**."
     name = Path(str(d.get("name_or_path") or "")).name or "in-memory pipeline"
