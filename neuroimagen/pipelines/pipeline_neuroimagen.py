@@ -17,16 +17,39 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import PIL.Image
 import torch
 import torch.nn.functional as F
-from diffusers import AsymmetricAutoencoderKL, AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
-from diffusers.utils import BaseOutput
+from diffusers import (
+    AsymmetricAutoencoderKL,
+    AutoencoderKL,
+    DiffusionPipeline,
+    StableDiffusionImg2ImgPipeline,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
+from diffusers.image_processor import VaeImageProcessor
+from diffusers.utils import BaseOutput, replace_example_docstring
 
 from .._check import check_option, check_range, validate_type
 
 CAPTION_SOURCES = ("predicted", "label", "detailed")
 MODES = ("both", "saliency_only", "caption_only")
+OUTPUT_TYPES = ("pil", "np", "pt")
+
+EXAMPLE_DOC_STRING = """
+    Examples:
+        ```py
+        >>> import torch
+        >>> from neuroimagen import NeuroImagenPipeline
+        >>> from neuroimagen.data import preprocess, read_trial
+
+        >>> pipe = NeuroImagenPipeline.from_pretrained("checkpoints/neuroimagen-tiny")
+        >>> trial = preprocess(read_trial("examples/n02124075_0002_s6.npz"))  # into the model's space
+        >>> out = pipe(trial, generator=torch.Generator().manual_seed(0))
+        >>> out.images[0].save("reconstruction.png")
+        >>> out.captions[0][0]  # the top caption and its probability
+        ```
+"""
 
 
 def min_inference_steps(strength: float) -> int:
@@ -40,7 +63,6 @@ def min_inference_steps(strength: float) -> int:
     while int(n * strength) < 1:
         n += 1
     return n
-OUTPUT_TYPES = ("pil", "np", "pt")
 
 
 @dataclass
@@ -128,6 +150,8 @@ class NeuroImagenPipeline(DiffusionPipeline):
                               semantic_decoder=semantic_decoder, caption_bank=caption_bank, vae=vae, unet=unet,
                               scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer,
                               layout_prior=layout_prior, decoding_check=decoding_check)
+        self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
+        self._stages: dict[str, tuple[tuple, DiffusionPipeline]] = {}
 
     # ----------------------------------------------------------------------------------------------
     # Loading
@@ -149,7 +173,7 @@ class NeuroImagenPipeline(DiffusionPipeline):
 
     def swap_diffusion_model(self, sd_model: str | Path, torch_dtype: torch.dtype | None = None) -> None:
         """Replace the latent diffusion stage by a Stable Diffusion model (hub id or folder)."""
-        from diffusers import DDIMScheduler, StableDiffusionImg2ImgPipeline
+        from diffusers import DDIMScheduler
 
         sd = StableDiffusionImg2ImgPipeline.from_pretrained(
             sd_model, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
@@ -187,20 +211,10 @@ class NeuroImagenPipeline(DiffusionPipeline):
         prior = getattr(self, "layout_prior", None)
         return 0.0 if prior is None else float(prior.config.default_weight)
 
-    def describe(self) -> dict:
-        """Facts about the loaded model for the UI: device, components and sizes."""
-        n = {name: sum(p.numel() for p in getattr(self, name).parameters())
-             for name in ("eeg_encoder", "saliency_generator", "semantic_decoder", "vae", "unet")}
-        return {"device": str(self.device), "diffusion": "Stable Diffusion" if self.uses_text_encoder else "tiny LDM",
-                "unet_params_M": round(n["unet"] / 1e6, 2), "eeg_params_M": round(
-                    (n["eeg_encoder"] + n["saliency_generator"] + n["semantic_decoder"]) / 1e6, 2),
-                "eeg_shape": self.eeg_shape, "sfreq": self.eeg_sfreq,
-                "name_or_path": self.config.get("_name_or_path", "")}
-
     # ----------------------------------------------------------------------------------------------
     def check_inputs(self, eeg, strength, guidance_scale, num_inference_steps, caption_source, mode, output_type,
-                     generator, top_k, layout_weight=None) -> torch.Tensor:
-        """Validate every argument; return the EEG as a float tensor (batch, n_chans, n_times)."""
+                     generator, top_k, layout_weight=None) -> None:
+        """Raise a ``ValueError`` or ``TypeError`` that says how to fix the first invalid argument."""
         if layout_weight is not None:
             check_range("layout_weight", layout_weight, 0.0)
             if layout_weight > 0 and getattr(self, "layout_prior", None) is None:
@@ -221,26 +235,24 @@ class NeuroImagenPipeline(DiffusionPipeline):
                              f"step, so at strength={strength:g} num_inference_steps must be at least "
                              f"{min_inference_steps(strength)}, but got {num_inference_steps} (int({num_inference_steps}"
                              f" * {strength:g}) = 0). Raise 'num_inference_steps' or 'strength'.")
-        x = self._eeg_to_tensor(eeg)
-        if isinstance(generator, list) and len(generator) != len(x):
-            raise ValueError(f"Got {len(generator)} generators for a batch of {len(x)} trials: pass one generator "
+        batch = self._check_eeg(eeg)
+        if isinstance(generator, list) and len(generator) != batch:
+            raise ValueError(f"Got {len(generator)} generators for a batch of {batch} trials: pass one generator "
                              f"or exactly one per trial.")
-        return x
 
-    def _eeg_to_tensor(self, eeg) -> torch.Tensor:
-        from ..data.io import EEGTrial
+    def _check_eeg(self, eeg) -> int:
+        """Raise unless ``eeg`` is preprocessed EEG in the model's space; return its batch size."""
+        from ..data.io import EEGTrial  # the data layer (MNE) loads only when a call needs it
 
+        if isinstance(eeg, list | tuple) and eeg and isinstance(eeg[0], EEGTrial):
+            return sum(self._check_eeg(t) for t in eeg)
         if isinstance(eeg, EEGTrial):
             if not eeg.info.get("preprocessed", False):
                 raise ValueError("This EEGTrial was not preprocessed: call neuroimagen.data.preprocess(trial) first "
                                  "(it maps the channels, resamples, filters and crops to the model's space).")
             eeg = eeg.data
-        elif isinstance(eeg, list | tuple) and eeg and isinstance(eeg[0], EEGTrial):
-            return torch.cat([self._eeg_to_tensor(t) for t in eeg])
         validate_type("eeg", eeg, (np.ndarray, torch.Tensor, EEGTrial), "EEGTrial, numpy array or torch tensor")
-        x = torch.as_tensor(np.asarray(eeg) if isinstance(eeg, np.ndarray) else eeg).float()
-        if x.ndim == 2:
-            x = x[None]
+        x = self._eeg_to_tensor(eeg)
         n_chans, n_times = self.eeg_shape
         if x.ndim != 3 or tuple(x.shape[1:]) != (n_chans, n_times):
             raise ValueError(f"Invalid EEG shape: expected (n_chans, n_times) = ({n_chans}, {n_times}) or "
@@ -248,10 +260,21 @@ class NeuroImagenPipeline(DiffusionPipeline):
                              f"Use neuroimagen.data.read_trial + preprocess for recordings.")
         if not torch.isfinite(x).all():
             raise ValueError(f"The EEG contains {int((~torch.isfinite(x)).sum())} NaN or infinite values.")
-        return x
+        return len(x)
+
+    @staticmethod
+    def _eeg_to_tensor(eeg) -> torch.Tensor:
+        """EEG (checked by ``check_inputs``) as a float tensor, shape (batch, n_chans, n_times)."""
+        if isinstance(eeg, list | tuple):  # of EEGTrial
+            return torch.cat([NeuroImagenPipeline._eeg_to_tensor(t) for t in eeg])
+        if not isinstance(eeg, np.ndarray | torch.Tensor):  # an EEGTrial
+            eeg = eeg.data
+        x = torch.as_tensor(np.asarray(eeg) if isinstance(eeg, np.ndarray) else eeg).float()
+        return x[None] if x.ndim == 2 else x
 
     # ----------------------------------------------------------------------------------------------
     @torch.no_grad()
+    @replace_example_docstring(EXAMPLE_DOC_STRING)
     def __call__(
         self,
         eeg,
@@ -300,21 +323,20 @@ class NeuroImagenPipeline(DiffusionPipeline):
             Opacity (times the template's coverage) of the decoded class's object template, drawn into the
             saliency map at the box decoded from the EEG (``layout_prior``; 0: the generator's map alone). None:
             the layout prior's ``default_weight``, or 0 when the pipeline has no layout prior.
+
+        Examples:
         """
         # 1. Check inputs
-        x = self.check_inputs(eeg, strength, guidance_scale, num_inference_steps, caption_source, mode, output_type,
-                              generator, top_k, layout_weight)
+        self.check_inputs(eeg, strength, guidance_scale, num_inference_steps, caption_source, mode, output_type,
+                          generator, top_k, layout_weight)
+        device = self._execution_device
+        x = self._eeg_to_tensor(eeg).to(device=device, dtype=self.eeg_encoder.dtype)
         batch = len(x)
         generators = self._per_trial_generators(generator, batch)
-        device = self._execution_device
         notes: list[str] = []
 
-        # 2. Encode the EEG: features, saliency maps, caption states
-        x = x.to(device=device, dtype=self.eeg_encoder.dtype)
+        # 2. Encode the EEG: features and caption states
         features = self.eeg_encoder(x)
-        noise_dim = self.saliency_generator.config.noise_dim
-        z = torch.stack([torch.randn(noise_dim, generator=g) for g in generators]).to(device, features.dtype)
-        saliency = self.saliency_generator(features, z).clamp(-1, 1).float()
         states = self.semantic_decoder(x).float()
 
         # 3. Read the caption out: top-k captions and class probabilities
@@ -323,17 +345,106 @@ class NeuroImagenPipeline(DiffusionPipeline):
         top_class = class_probs.argmax(-1)
         check = self._check_decoding(features, x, class_probs, notes)
 
-        # 3b. Draw the decoded class's object template into the saliency map, at the decoded box
-        prior = getattr(self, "layout_prior", None)
+        # 4. Prepare the init image: the saliency map, with the decoded class's object template drawn in
         if layout_weight is None:
             layout_weight = self.default_layout_weight
-        if layout_weight > 0 and mode != "caption_only":
-            boxes = prior.boxes(features.float(), x.float())
-            saliency = prior.composite(saliency, top_class.to(device), boxes, layout_weight)
+        image_size = self.unet.config.sample_size * self.vae_scale_factor
+        saliency, init_image = self.prepare_init_image(
+            features, x, generators, top_class, 0.0 if mode == "caption_only" else layout_weight, image_size, notes)
+
+        # 5. Encode the condition (prompt embeddings) and the caption text it stands for
+        prompt_embeds, negative_embeds, caption_used = self.encode_condition(
+            readout, states, top_class, caption_source, mode, notes)
+        if mode == "saliency_only":
+            guidance_scale = 0.0  # no caption condition at all
+
+        # 6. Latent diffusion: img2img from the saliency map, or text-to-image from noise
+        if mode == "caption_only":
+            notes.append("Caption only: the reconstruction starts from noise, not from the saliency map.")
+            images = self._diffusion_stage("txt2img")(
+                prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_embeds, height=image_size,
+                width=image_size, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                generator=generators, output_type="pt").images
+        else:
+            images = self._diffusion_stage("img2img")(
+                image=init_image, prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_embeds,
+                strength=strength, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                generator=generators, output_type="pt").images
+
+        # 7. Post-process: the diffusion stage's images are in [0, 1] already, the saliency maps in [-1, 1]
+        images = self.image_processor.postprocess(images.float().cpu(), output_type, do_denormalize=[False] * batch)
+        saliency_maps = self.image_processor.postprocess(saliency.cpu(), output_type)
+        out = NeuroImagenPipelineOutput(
+            images=images, saliency_maps=saliency_maps, captions=readout["captions"],
+            detailed_captions=readout["detailed_captions"], class_probs=class_probs.cpu().numpy(),
+            prompt_embeds=prompt_embeds.cpu(), caption_used=caption_used, notes=notes, **check)
+        self.maybe_free_model_hooks()
+        return out if return_dict else tuple(out.values())
+
+    def prepare_init_image(self, features, x, generators, top_class, layout_weight, image_size,
+                           notes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The saliency maps and the img2img init made from them.
+
+        Parameters
+        ----------
+        features : Tensor, shape (batch, n_features)
+            The EEG encoder's features.
+        x : Tensor, shape (batch, n_chans, n_times)
+            The EEG (the layout prior decodes the object box from it).
+        generators : list of torch.Generator
+            One per trial: the generator's noise.
+        top_class : Tensor, shape (batch,)
+            The decoded class, whose object template the layout prior draws.
+        layout_weight : float
+            The template's opacity; 0 leaves the generator's map as it is.
+        image_size : int
+            The diffusion model's image size.
+        notes : list of str
+            Gets a note when the layout prior was used.
+
+        Returns
+        -------
+        saliency : Tensor, shape (batch, 3, h, w)
+            The saliency maps in [-1, 1], at the generator's resolution.
+        init_image : Tensor, shape (batch, 3, image_size, image_size)
+            The same maps in [0, 1], resized for img2img.
+        """
+        device = features.device
+        noise_dim = self.saliency_generator.config.noise_dim
+        z = torch.stack([torch.randn(noise_dim, generator=g) for g in generators]).to(device, features.dtype)
+        saliency = self.saliency_generator(features, z).clamp(-1, 1).float()
+        if layout_weight > 0:
+            boxes = self.layout_prior.boxes(features.float(), x.float())
+            saliency = self.layout_prior.composite(saliency, top_class.to(device), boxes, layout_weight)
             notes.append(f"Layout prior (weight {layout_weight:g}): the decoded class's object template was drawn into "
                          f"the saliency map at the object box decoded from the EEG.")
+        init = F.interpolate(saliency, size=(image_size, image_size), mode="bilinear", align_corners=False)
+        return saliency, (init + 1) / 2
 
-        # 4. Choose the condition (prompt embeddings) and the caption text it stands for
+    def encode_condition(self, readout: dict, states, top_class, caption_source: str, mode: str,
+                         notes: list[str]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        """The cross-attention condition, its unconditional counterpart and the caption text it stands for.
+
+        Parameters
+        ----------
+        readout : dict
+            The caption bank's readout of ``states`` (``captions``, ``detailed_captions``).
+        states : Tensor, shape (batch, n_targets, L, D)
+            The semantic decoder's caption states.
+        top_class : Tensor, shape (batch,)
+            The decoded class.
+        caption_source, mode : str
+            As in ``__call__``; ``mode="saliency_only"`` gives the unconditional embeddings and no caption.
+        notes : list of str
+            Gets a note when the caption goes through the diffusion model's own text encoder.
+
+        Returns
+        -------
+        prompt_embeds, negative_embeds : Tensor, shape (batch, L, D)
+            On the execution device, in the UNet's dtype.
+        caption_used : list of str
+        """
+        batch = len(states)
         targets = list(self.semantic_decoder.config.targets)
         if caption_source == "label":
             prompt_embeds = self.caption_bank.label_states(top_class)
@@ -350,35 +461,10 @@ class NeuroImagenPipeline(DiffusionPipeline):
             notes.append("The semantic decoder was trained against another text encoder than this diffusion "
                          "model's: the decoded caption's text is conditioned through the model's own text encoder.")
         if mode == "saliency_only":
-            prompt_embeds, guidance_scale = negative_embeds, 0.0  # no caption condition at all
-            caption_used = [""] * batch
+            prompt_embeds, caption_used = negative_embeds, [""] * batch
             notes.append("Saliency only: the reconstruction is not conditioned on a caption.")
-        prompt_embeds = prompt_embeds.to(device, self.unet.dtype)
-        negative_embeds = negative_embeds.to(device, self.unet.dtype)
-
-        # 5. Latent diffusion: img2img from the saliency map, or text-to-image from noise
-        image_size = self.unet.config.sample_size * self.vae_scale_factor
-        if mode == "caption_only":
-            notes.append("Caption only: the reconstruction starts from noise, not from the saliency map.")
-            images = self._diffusion_stage("txt2img")(
-                prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_embeds, height=image_size,
-                width=image_size, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                generator=generators, output_type="pt").images
-        else:
-            init = F.interpolate(saliency, size=(image_size, image_size), mode="bilinear", align_corners=False)
-            images = self._diffusion_stage("img2img")(
-                image=(init + 1) / 2, prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_embeds,
-                strength=strength, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                generator=generators, output_type="pt").images
-
-        # 6. Post-process
-        out = NeuroImagenPipelineOutput(
-            images=self._to_output(images, output_type), saliency_maps=self._to_output((saliency + 1) / 2, output_type),
-            captions=readout["captions"], detailed_captions=readout["detailed_captions"],
-            class_probs=class_probs.cpu().numpy(), prompt_embeds=prompt_embeds.cpu(), caption_used=caption_used,
-            notes=notes, **check)
-        self.maybe_free_model_hooks()
-        return out if return_dict else tuple(out.values())
+        device = self._execution_device
+        return prompt_embeds.to(device, self.unet.dtype), negative_embeds.to(device, self.unet.dtype), caption_used
 
     def _check_decoding(self, features, x, class_probs, notes: list[str]) -> dict:
         """``confidence``, ``in_distribution``, ``ood_score`` and ``ood_threshold`` from the decoding check; all
@@ -413,13 +499,19 @@ class NeuroImagenPipeline(DiffusionPipeline):
         seeds = torch.randint(0, 2**62, (batch,), generator=generator).tolist()
         return [torch.Generator().manual_seed(int(s)) for s in seeds]
 
-    def _diffusion_stage(self, kind: str):
-        from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
+    def _diffusion_stage(self, kind: str) -> DiffusionPipeline:
+        """diffusers' img2img (``kind="img2img"``) or text-to-image pipeline on this pipeline's components.
 
-        cls = StableDiffusionImg2ImgPipeline if kind == "img2img" else StableDiffusionPipeline
-        stage = cls(vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer, unet=self.unet,
-                    scheduler=self.scheduler, safety_checker=None, feature_extractor=None,
-                    requires_safety_checker=False)
+        Built once and kept; built again only when a component was replaced (``swap_diffusion_model``).
+        """
+        parts = {"vae": self.vae, "text_encoder": self.text_encoder, "tokenizer": self.tokenizer, "unet": self.unet,
+                 "scheduler": self.scheduler}
+        key = tuple(id(m) for m in parts.values())
+        if kind not in self._stages or self._stages[kind][0] != key:
+            cls = StableDiffusionImg2ImgPipeline if kind == "img2img" else StableDiffusionPipeline
+            stage = cls(**parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+            self._stages[kind] = (key, stage)
+        stage = self._stages[kind][1]
         stage.set_progress_bar_config(**getattr(self, "_progress_bar_config", {}))
         return stage
 
@@ -427,14 +519,3 @@ class NeuroImagenPipeline(DiffusionPipeline):
         tok = self.tokenizer(texts, padding="max_length", max_length=self.tokenizer.model_max_length,
                              truncation=True, return_tensors="pt")
         return self.text_encoder(tok.input_ids.to(self.text_encoder.device))[0]
-
-    @staticmethod
-    def _to_output(images: torch.Tensor, output_type: str):
-        """images: (batch, 3, H, W) in [0, 1] -> the requested type."""
-        images = images.detach().float().cpu().clamp(0, 1)
-        if output_type == "pt":
-            return images
-        arr = images.permute(0, 2, 3, 1).numpy()
-        if output_type == "np":
-            return arr
-        return [PIL.Image.fromarray((a * 255).round().astype(np.uint8)) for a in arr]
