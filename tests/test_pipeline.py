@@ -9,6 +9,7 @@ import pytest
 import torch
 from tiny_pipeline import make_tiny_pipeline
 
+from demo.model_card import model_summary
 from neuroimagen import NeuroImagenPipeline
 
 
@@ -233,7 +234,7 @@ def test_full_mode_with_tiny_sd_components(pipe, eeg, tmp_path):
     pipe.save_pretrained(tmp_path / "neuroimagen")
     full = NeuroImagenPipeline.from_pretrained(tmp_path / "neuroimagen", sd_model=str(sd_path))
     full.set_progress_bar_config(disable=True)
-    assert full.uses_text_encoder and full.describe()["diffusion"] == "Stable Diffusion"
+    assert full.uses_text_encoder and "diffusion: Stable Diffusion" in model_summary(full)
     out = full(eeg[0], generator=torch.Generator().manual_seed(0), num_inference_steps=3, output_type="np")
     assert out.images.shape == (1, 16, 16, 3) and np.isfinite(out.images).all()
     assert out.prompt_embeds.shape == (1, 16, 32)  # SD's own text encoder's states, not the MiniLM ones
@@ -263,3 +264,17 @@ def test_bench_times_every_stage_including_the_layout_prior(laid_out, tmp_path):
     assert ms["eeg_stages_total"] == pytest.approx(sum(ms[k] for k in eeg), abs=0.02)
     assert all(v > 0 for v in ms.values()) and res["load_s"] > 0 and res["peak_rss_mb"] > 0
     assert set(res["budgets_ok"]) == {"end_to_end<=1000ms", "eeg_stages<=50ms", "load<=5s"}
+
+
+def test_a_replaced_scheduler_is_used(eeg):
+    """The inner diffusers stage is kept between calls, and a component set afterwards still takes effect."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    p = make_tiny_pipeline()
+    p.set_progress_bar_config(disable=True)
+    kw = {"num_inference_steps": 4, "strength": 1.0, "output_type": "np"}
+    ddim = p(eeg[0], generator=torch.Generator().manual_seed(0), **kw).images
+    assert np.array_equal(ddim, p(eeg[0], generator=torch.Generator().manual_seed(0), **kw).images)
+    p.scheduler = DPMSolverMultistepScheduler.from_config(p.scheduler.config)
+    dpm = p(eeg[0], generator=torch.Generator().manual_seed(0), **kw).images
+    assert not np.array_equal(ddim, dpm)
