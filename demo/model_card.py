@@ -9,11 +9,12 @@ from pathlib import Path
 
 def describe(pipe) -> dict:
     """Facts about the loaded pipeline for the page: device, diffusion model, sizes and folder."""
+    eeg_models = ("eeg_encoder", "saliency_generator", "semantic_decoder", "class_decoder")
     n = {name: sum(p.numel() for p in getattr(pipe, name).parameters())
-         for name in ("eeg_encoder", "saliency_generator", "semantic_decoder", "vae", "unet")}
+         for name in (*eeg_models, "vae", "unet") if getattr(pipe, name, None) is not None}
     return {"device": str(pipe.device), "diffusion": "Stable Diffusion" if pipe.uses_text_encoder else "tiny LDM",
-            "unet_params_M": round(n["unet"] / 1e6, 2), "eeg_params_M": round(
-                (n["eeg_encoder"] + n["saliency_generator"] + n["semantic_decoder"]) / 1e6, 2),
+            "unet_params_M": round(n["unet"] / 1e6, 2),
+            "eeg_params_M": round(sum(n[k] for k in eeg_models if k in n) / 1e6, 2),
             "eeg_shape": pipe.eeg_shape, "sfreq": pipe.eeg_sfreq,
             "name_or_path": pipe.config.get("_name_or_path", "")}
 

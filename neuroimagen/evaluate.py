@@ -86,8 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 PART_KEYS = ("reconstruction", "baselines", "block_design")  # the parts' keys in metrics.json
-# The checkpoint components our rows of the baselines part run (the semantic readout and the encoder probe).
-BASELINE_COMPONENTS = ("eeg_encoder", "semantic_decoder", "caption_bank")
+# The checkpoint components our rows of the baselines part run (the semantic readout, the encoder probe, the
+# pipeline's decoded class).
+BASELINE_COMPONENTS = ("eeg_encoder", "semantic_decoder", "caption_bank", "class_decoder")
 
 
 def _keep_earlier_parts(metrics: dict, out: Path, log=print) -> None:
@@ -107,7 +108,8 @@ def _keep_earlier_parts(metrics: dict, out: Path, log=print) -> None:
         return
     kept = [k for k in PART_KEYS if k not in metrics and k in prior]
     if "weights" in metrics:
-        stale = [k for k in kept if not same_weights(part_weights(prior, k), metrics["weights"])]
+        stale = [k for k in kept if not same_weights(part_weights(prior, k), metrics["weights"],
+                                                     complete=k == "reconstruction")]
         for k in stale:
             part = PARTS[PART_KEYS.index(k)]
             why = "other weights" if part_weights(prior, k) is not None else "weights it did not record"

@@ -10,11 +10,12 @@ Stages, in the order ``all`` runs them::
     python -m neuroimagen.train layout     --config configs/tiny.json   # optional: class templates + EEG -> object box
     python -m neuroimagen.train refine     --config configs/tiny.json   # optional: UNet fine-tuned to start from maps
     python -m neuroimagen.train semantic   --config configs/tiny.json   # EEG -> caption states
+    python -m neuroimagen.train class_decoder --config configs/tiny.json  # optional: CNN for the decoded class
     python -m neuroimagen.train classifier --config configs/tiny.json   # image classifier for evaluation
     python -m neuroimagen.train assemble   --config configs/tiny.json   # write the pipeline folder
     python -m neuroimagen.train all        --config configs/tiny.json
 
-``all`` runs ``decoder``, ``layout`` and ``refine`` only when the config has an entry for them (``assemble`` ships the
+``all`` runs ``decoder``, ``layout``, ``refine`` and ``class_decoder`` only when the config has an entry for them (``assemble`` ships the
 wide VAE when ``wide_decoder`` is true, the refined UNet when ``refined_unet`` is). ``--data/--splits/--stimuli/--out`` override the config's ``paths``; ``--resume`` continues from the
 stage's last checkpoint. Several GPUs: ``accelerate launch -m neuroimagen.train STAGE ...``.
 """
@@ -27,8 +28,9 @@ import json
 import sys
 import time
 
-STAGES = ("vae", "decoder", "unet", "encoder", "saliency", "layout", "refine", "semantic", "classifier", "assemble")
-OPTIONAL = ("decoder", "layout", "refine")  # ``all`` runs these only when the config has an entry for them
+STAGES = ("vae", "decoder", "unet", "encoder", "saliency", "layout", "refine", "semantic", "class_decoder", "classifier",
+          "assemble")
+OPTIONAL = ("decoder", "layout", "refine", "class_decoder")  # ``all`` runs these only when the config has an entry for them
 
 
 def stages_to_run(stage: str, stage_cfgs: dict) -> list[str]:

@@ -4,7 +4,8 @@ For each standard cap (``neuroimagen.data.caps.STANDARD_CAPS``: actiCAP 128, 10-
 native A1..B32 names, 10-20 32, 10-20 19, occipito-parietal 8, plus smaller occipital sets to find the floor),
 held-out test images are simulated **on that cap** (its own positions and names, not cut from the 128),
 as raw volts, then read the way an upload is: ``preprocess`` places the channels by their names and
-interpolates the model's 128 (spherical splines), and the checkpoint's semantic readout decodes the class.
+interpolates the model's 128 (spherical splines), and the checkpoint decodes the class (`pipe.decode_class`: its class
+decoder mixed with the caption readout, or the readout alone in a checkpoint without one).
 The trained subjects (1-6) and new people of the same population (7-10) are reported apart.
 
     python scripts/cap_accuracy.py --checkpoint checkpoints/neuroimagen-tiny --preset demo --out reports/caps/demo
@@ -52,13 +53,11 @@ def _test_images(stimuli: Path, per_class: int, seed: int):
 
 
 def decode(pipe, trials) -> np.ndarray:
-    """Class probabilities of preprocessed trials from the checkpoint's semantic readout."""
+    """Class probabilities of preprocessed trials: the class the pipeline decodes (``pipe.decode_class``)."""
     import torch
 
     x = torch.from_numpy(np.stack([t.data for t in trials])).float()
-    with torch.no_grad():
-        states = pipe.semantic_decoder(x).float()
-        return pipe.caption_bank.readout(states, k=1)["class_probs"].numpy()
+    return pipe.decode_class(x, k=1)["class_probs"].numpy()
 
 
 def measure(pipe, preset: str, images, labels, subjects: list[int], seed: int) -> dict:
@@ -95,7 +94,7 @@ def write_report(metrics: dict, out: Path) -> None:
     lines = [f"# Decoding the class from other caps ({metrics['preset']} preset)", "",
              f"Checkpoint `{metrics['checkpoint']}`; {metrics['per_class']} held-out test images per class, simulated "
              f"on each cap (its own positions and names), read as uploads (channels placed by name, the model's 128 "
-             f"interpolated); semantic readout, 40 classes (chance {100 / 40:.1f} %). Made by `{metrics['command']}` "
+             f"interpolated); the decoded class (`decode_class`), 40 classes (chance {100 / 40:.1f} %). Made by `{metrics['command']}` "
              f"in {metrics['seconds']:.0f} s.", "",
              "| cap | channels | read as | top-1 (subjects 1-6) | top-5 | top-1 (new subjects 7-10) | top-5 |",
              "|---|---|---|---|---|---|---|"]

@@ -156,7 +156,8 @@ def cap_uploads(split: str, args, rng: np.random.Generator) -> dict[str, dict]:
 
 
 def embed(pipe, eeg: np.ndarray) -> dict[str, np.ndarray]:
-    """Encoder features, readout class probabilities and the readout's logits (cosine / temperature)."""
+    """Encoder features, the decoded class probabilities (``pipe.decode_class``: what the pipeline reports) and the
+    caption readout's logits (cosine / temperature)."""
     import torch
 
     feats, probs, logits = [], [], []
@@ -168,7 +169,7 @@ def embed(pipe, eeg: np.ndarray) -> dict[str, np.ndarray]:
             states = pipe.semantic_decoder(x).float()
             logit = pipe.caption_bank.class_logits(states[:, targets.index("label")])
             logits.append(logit / pipe.caption_bank.config.temperature)
-            probs.append(pipe.caption_bank.readout(states, k=1)["class_probs"])
+            probs.append(pipe.decode_class(x, states, k=1)["class_probs"])
     return {"eeg": eeg, "features": torch.cat(feats).numpy(), "probs": torch.cat(probs).numpy(),
             "logits": torch.cat(logits).numpy()}
 
@@ -259,9 +260,10 @@ def write_report(m: dict, out: Path) -> None:
               "`--splits`).", "",
               "## Calibration of the class confidence", "",
               f"Temperature T = {m['temperature']}, fitted by NLL on the validation trials the threshold is set on "
-              "(half shown as smaller caps give them: users bring other caps), on top of the readout's own temperature "
-              "(fitted on full-cap validation trials by the semantic stage). ECE (15 bins) of the top class's "
-              "probability, before (the readout's `class_probs`) and after (`confidence`); last column: the "
+              "(half shown as smaller caps give them: users bring other caps), on the decoded class probabilities "
+              "(`decode_class`: the class decoder mixed with the readout, whose own temperature the semantic stage "
+              "fitted). ECE (15 bins) of the top class's probability, before (`class_probs`) and after "
+              "(`confidence`); last column: the "
               f"temperature fitted on the full-cap validation trials instead (T = {cal['temperature_full_cap']}; "
               "measured, not shipped):", "",
               "| trials | top-1 | ECE before | ECE after | ECE, T from full-cap validation trials |",

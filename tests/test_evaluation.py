@@ -269,6 +269,33 @@ def test_the_layout_prior_gets_its_own_ablation_row(tiny_setup):
     assert plain["rows"]["L* + I"]["ssim"] == b["ssim"]  # weight 0 is the pipeline without a prior
 
 
+def test_the_baselines_score_the_class_the_pipeline_decodes(tiny_setup):
+    """With a class decoder the table gets the pipeline's own decoded class (``ours_class``) beside the readout: a
+    decoder that always names class 5 is right exactly on class 5's test trials, whatever the readout says."""
+    from tiny_pipeline import make_tiny_pipeline
+
+    from neuroimagen.data.classes import SYNSETS
+    from neuroimagen.evaluation.baselines import load_split, run_baselines
+    from neuroimagen.models import ClassDecoder
+
+    pipe = make_tiny_pipeline(seed=0)
+    dec = ClassDecoder(ch_names=pipe.eeg_ch_names, labels=list(SYNSETS)).eval()
+    with torch.no_grad():
+        dec.final_layer.weight.zero_()
+        dec.final_layer.bias.zero_()
+        dec.final_layer.bias[5] = 20.0
+    pipe.register_modules(class_decoder=dec)
+    data, splits = tiny_setup["data"]
+    res = run_baselines(data, splits, pipe=pipe, methods=("lda",), log=lambda msg: None)
+    assert list(res["methods"]) == ["lda", "ours_class", "ours_semantic", "ours_probe"]
+    labels = load_split(data, splits, "test").labels
+    ours = res["methods"]["ours_class"]
+    assert ours["top1"] == pytest.approx(float((labels == 5).mean()))
+    assert ours["per_class_top1"][5] == 1.0 and sum(ours["per_class_top1"]) == 1.0
+    assert res["methods"]["ours_semantic"]["top1"] != ours["top1"] or ours["per_class_top1"] != res["methods"][
+        "ours_semantic"]["per_class_top1"]
+
+
 def test_evaluate_refuses_a_classifier_of_other_classes(tiny_setup, tmp_path):
     from neuroimagen.evaluate import main
     from neuroimagen.models import ImageClassifier
@@ -325,6 +352,27 @@ def test_an_earlier_part_is_kept_only_for_the_same_weights(tmp_path):
         _keep_earlier_parts(now, tmp_path, log=lambda msg: None)
         assert ("baselines" in now) == kept, (recorded, baselines)
         assert any("rerun it with --parts baselines" in c for c in now["caveats"]) == (not kept)
+
+
+def test_a_reconstruction_part_is_not_kept_once_a_component_was_added(tmp_path):
+    """Reconstructions measured the whole pipeline: a component added since (a class decoder changes the decoded
+    class, hence the caption and the picture) makes them stale; an output-neutral one (the decoding check) does not,
+    and the baselines part, which records only the components it ran, stays."""
+    import json
+
+    from neuroimagen.evaluate import _keep_earlier_parts
+
+    recorded = {"eeg_encoder": "a", "semantic_decoder": "b", "unet": "c"}
+    for added, kept in (({}, True), ({"decoding_check": "d"}, True), ({"class_decoder": "e"}, False)):
+        earlier = {"data": "d.pth", "splits": "s.pth", "checkpoint": "ckpt", "command": "r", "caveats": [],
+                   "reconstruction": {"x": 1}, "baselines": {"methods": {"ours_probe": {"top1": 0.5}}},
+                   "part_weights": {"reconstruction": recorded, "baselines": {"eeg_encoder": "a"}}}
+        (tmp_path / "metrics.json").write_text(json.dumps(earlier))
+        now = {"data": "d.pth", "splits": "s.pth", "checkpoint": "ckpt", "command": "b2", "caveats": [],
+               "block_design": {}, "weights": {**recorded, **added}}
+        _keep_earlier_parts(now, tmp_path, log=lambda msg: None)
+        assert ("reconstruction" in now) == kept, added
+        assert "baselines" in now
 
 
 def test_a_part_recomputed_drops_its_old_command(tmp_path):

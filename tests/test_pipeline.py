@@ -189,6 +189,65 @@ def test_layout_prior_round_trip_save_load(laid_out, eeg, tmp_path):
     np.testing.assert_allclose(a.images, b.images, atol=2e-3)
 
 
+# ---- class decoder: the decoded class from a CNN trained for it, mixed with the caption readout ----
+
+def _with_class_decoder(readout_weight: float, favourite: int, layout_prior: bool = False):
+    """A tiny pipeline with a ClassDecoder whose CNN always names ``favourite`` (a large bias on that class)."""
+    from neuroimagen.data.classes import SYNSETS
+    from neuroimagen.models import ClassDecoder
+
+    p = make_tiny_pipeline(seed=0, layout_prior=layout_prior)
+    dec = ClassDecoder(ch_names=p.eeg_ch_names, labels=list(SYNSETS), readout_weight=readout_weight).eval()
+    with torch.no_grad():
+        dec.final_layer.weight.zero_()
+        dec.final_layer.bias.zero_()
+        dec.final_layer.bias[favourite] = 20.0
+    p.register_modules(class_decoder=dec)
+    return p
+
+
+def test_the_class_decoder_decides_the_class_caption_and_template(pipe, eeg):
+    """With a class decoder the class the user sees (first caption, class_probs, the condition's label states, the
+    layout template) is the decoder's; with readout_weight 1 the output is the pipeline's without one."""
+    plain = run(pipe, eeg[:2])
+    favourite = (int(plain.class_probs[0].argmax()) + 7) % 40  # a class the readout does not name
+    decided = run(_with_class_decoder(0.0, favourite), eeg[:2])
+    assert list(decided.class_probs.argmax(1)) == [favourite, favourite]
+    assert [c[0][0] for c in decided.captions] == [pipe.caption_bank.config.label_texts[favourite]] * 2
+    assert decided.caption_used == [c[0][0] for c in decided.captions]
+    torch.testing.assert_close(decided.prompt_embeds[0], pipe.caption_bank.label_bank[favourite])
+    assert decided.captions[0][0][1] == pytest.approx(float(decided.class_probs[0].max()), abs=1e-4)
+    np.testing.assert_array_equal(decided.saliency_maps, plain.saliency_maps)  # the encoder still draws the map
+    assert np.abs(decided.images - plain.images).max() > 1e-3
+    laid_pipe = _with_class_decoder(0.0, favourite, layout_prior=True)
+    colour = (laid_pipe.layout_prior.templates[favourite, :, 0, 0].numpy() + 1) / 2  # the favourite's template
+    np.testing.assert_allclose(run(laid_pipe, eeg[:1]).saliency_maps[0, 16, 16], colour, atol=1e-5)
+    readout_only = run(_with_class_decoder(1.0, favourite), eeg[:2])
+    np.testing.assert_allclose(readout_only.class_probs, plain.class_probs, atol=1e-5)
+    np.testing.assert_array_equal(readout_only.images, plain.images)
+    assert readout_only.captions == plain.captions
+
+
+def test_class_decoder_round_trip_and_mismatched_classes(eeg, tmp_path):
+    from neuroimagen.models import ClassDecoder
+
+    p = _with_class_decoder(0.5, 3)
+    p.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "model_index.json").read_text())["class_decoder"] == [
+        "neuroimagen.models.class_decoder", "ClassDecoder"]
+    loaded = NeuroImagenPipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.class_decoder.config.readout_weight == 0.5
+    np.testing.assert_allclose(run(loaded, eeg[:1]).class_probs, run(p, eeg[:1]).class_probs, atol=1e-6)
+    p.register_modules(class_decoder=ClassDecoder(ch_names=p.eeg_ch_names, labels=["n1", "n2"]).eval())
+    with pytest.raises(ValueError, match="class decoder names 2 classes but the caption bank has 40"):
+        run(p, eeg[:1])
+    with pytest.raises(ValueError, match="class labels"):
+        ClassDecoder(labels=[])
+    with pytest.raises(ValueError, match="'readout_weight'"):
+        ClassDecoder(labels=["a"], readout_weight=1.5)
+
+
 def test_bad_layout_weight(pipe, laid_out, eeg):
     with pytest.raises(ValueError, match="layout_weight=1.0 needs a layout_prior component, and this pipeline has none"):
         pipe(eeg[0], layout_weight=1.0)

@@ -141,7 +141,7 @@ def test_mode_seeking_rewards_diverse_outputs():
 
 @pytest.fixture(scope="module")
 def debug_run(tmp_path_factory, stimuli_dir, sim_files):
-    """Run the four EEG stages once, in order, as ``python -m neuroimagen.train STAGE --config configs/debug.json``."""
+    """Run the EEG stages once, in order, as ``python -m neuroimagen.train STAGE --config configs/debug.json``."""
     from pathlib import Path
 
     from neuroimagen.train import main
@@ -151,7 +151,7 @@ def debug_run(tmp_path_factory, stimuli_dir, sim_files):
     config = Path(__file__).resolve().parents[1] / "configs" / "debug.json"
     args = ["--config", str(config), "--data", str(data), "--splits", str(splits), "--stimuli", str(stimuli_dir),
             "--out", str(out)]
-    for stage in ("encoder", "saliency", "semantic", "classifier"):
+    for stage in ("encoder", "saliency", "semantic", "class_decoder", "classifier"):
         assert main([stage, *args]) == 0
     return out, args
 
@@ -200,6 +200,34 @@ def test_debug_semantic_stage(debug_run):
         states = dec(torch.zeros(2, 128, 440))
     assert states.shape == (2, 2, 32, 384)
     assert bank.readout(states, k=3)["class_probs"].shape == (2, 40)
+
+
+def test_debug_class_decoder_stage(debug_run):
+    """The class decoder learns, picks its readout weight on validation trials from the grid (the best top-1 there),
+    and its saved model gives the probabilities its metrics were measured with."""
+    from neuroimagen.models import ClassDecoder
+    from neuroimagen.models.class_decoder import combine
+    from neuroimagen.training.class_decoder import Config
+
+    out, _ = debug_run
+    m = _metrics(out, "class_decoder")
+    assert m["history"][-1]["loss"] < m["history"][0]["loss"]
+    assert m["best_val_top1"] > 1 / 40
+    grid = m["val_by_readout_weight"]
+    assert set(grid) == {f"{w:g}" for w in Config.readout_weights}
+    assert grid[f"{m['readout_weight']:g}"]["top1"] == max(v["top1"] for v in grid.values())
+    assert {"cnn", "readout", "combined"} <= set(m["test"]) and m["test_top1"] == m["test"]["combined"]["top1"]
+    dec = ClassDecoder.from_pretrained(out / "class_decoder")
+    assert dec.config.readout_weight == m["readout_weight"] and dec.n_classes == 40
+    x = torch.randn(3, 128, 440, generator=torch.Generator().manual_seed(0))
+    readout = torch.softmax(torch.randn(3, 40, generator=torch.Generator().manual_seed(1)), -1)
+    with torch.no_grad():
+        logp = dec.eval()(x).log_softmax(-1)
+    assert torch.allclose(dec.class_probs(x, readout), combine(logp, readout, m["readout_weight"]), atol=1e-6)
+    assert torch.allclose(combine(logp, readout, 1.0), readout, atol=1e-5)  # weight 1: the readout alone
+    if m["readout_weight"] > 0:
+        with pytest.raises(ValueError, match="readout's class probabilities"):
+            dec.class_probs(x)
 
 
 def test_debug_layout_stage(debug_run):
@@ -497,8 +525,9 @@ def test_all_runs_the_optional_stages_only_when_the_config_names_them():
     not ship, and must run them when it does."""
     from neuroimagen.train import STAGES, stages_to_run
 
-    assert stages_to_run("all", {"vae": {}, "unet": {}}) == [s for s in STAGES if s not in ("decoder", "layout", "refine")]
-    assert stages_to_run("all", {"decoder": {}, "layout": {}, "refine": {}}) == list(STAGES)
+    assert stages_to_run("all", {"vae": {}, "unet": {}}) == [s for s in STAGES if s not in ("decoder", "layout", "refine",
+                                                                                         "class_decoder")]
+    assert stages_to_run("all", {"decoder": {}, "layout": {}, "refine": {}, "class_decoder": {}}) == list(STAGES)
     assert stages_to_run("all", {"layout": {}}).index("layout") > stages_to_run("all", {"layout": {}}).index("encoder")
     assert stages_to_run("all", {"refine": {}}).index("refine") > stages_to_run("all", {"refine": {}}).index("saliency")
     assert stages_to_run("decoder", {}) == ["decoder"]

@@ -12,8 +12,9 @@ Baselines (each fit on the train split, scored top-1 / top-5 on the test split):
   (EEGNet's spatial / depthwise-temporal / separable convolutions, as 1-D convolutions) with a linear
   ``final_layer``, trained with cross-entropy and early stopping on the validation split.
 
-Ours: the semantic decoder's caption readout (``class_probs``, what the pipeline conditions on) and a
-logistic-regression probe on the EEG encoder's features.
+Ours: the pipeline's decoded class (``decode_class``: the ``class_decoder``'s CNN mixed with the caption readout,
+when the checkpoint has one), the semantic decoder's caption readout alone and a logistic-regression probe on the
+EEG encoder's features.
 
 The block-design effect (Li et al., TPAMI 2020, "The perils and pitfalls of block design for EEG
 classification experiments"): EEG-ImageNet showed each class in one block per subject, so a split by
@@ -112,19 +113,22 @@ def _full_proba(model, proba: np.ndarray, n_classes: int) -> np.ndarray:
     return out
 
 
-def lda_probs(train: SplitData, test: SplitData, n_classes: int, bin_factor: int = 10) -> np.ndarray:
+def lda_probs(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, n_classes: int,
+              bin_factor: int = 10) -> np.ndarray:
     """Shrinkage LDA on channels x time bins (``bin_factor`` x 4 ms; 40 ms by default: 128 x 11 features).
+
+    ``x_train``, ``x_test``: trials (n, n_chans, n_times) as loaded (:class:`SplitData`'s ``x``); ``y_train``: labels.
 
     The cost is the solve with the (n_features x n_features) covariance: 40 ms bins fit 9,600 trials in
     about 25 s on one core, 20 ms bins take six times longer for the same accuracy on the simulated data.
     """
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
-    def feats(d: SplitData) -> np.ndarray:
-        return bin_time(d.x, bin_factor).reshape(len(d.x), -1)
+    def feats(x: np.ndarray) -> np.ndarray:
+        return bin_time(x, bin_factor).reshape(len(x), -1)
 
-    lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(feats(train), train.labels)
-    return _full_proba(lda, lda.predict_proba(feats(test)), n_classes)
+    lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(feats(x_train), y_train)
+    return _full_proba(lda, lda.predict_proba(feats(x_test)), n_classes)
 
 
 def xdawn_probs(train: SplitData, test: SplitData, n_classes: int, nfilter: int = 1, bin_factor: int = 2,
@@ -231,7 +235,8 @@ def pipeline_hooks(pipe) -> dict[str, Callable[[torch.Tensor], np.ndarray]]:
     """Hooks for :func:`load_split` that run a NeuroImagenPipeline's EEG models on full-rate trials.
 
     ``semantic``: the semantic decoder + caption bank's class probabilities (the caption readout, in the
-    bank's class order: see :func:`class_order_for`); ``features``: the EEG encoder's features f(x).
+    bank's class order: see :func:`class_order_for`); ``features``: the EEG encoder's features f(x);
+    ``decoded`` (only with a ``class_decoder``): the class probabilities the pipeline decodes (``decode_class``).
     """
 
     def semantic(eeg: torch.Tensor) -> np.ndarray:
@@ -244,7 +249,13 @@ def pipeline_hooks(pipe) -> dict[str, Callable[[torch.Tensor], np.ndarray]]:
         with torch.no_grad():
             return pipe.eeg_encoder(eeg.to(pipe.device, pipe.eeg_encoder.dtype)).float().cpu().numpy()
 
-    return {"semantic": semantic, "features": features}
+    def decoded(eeg: torch.Tensor) -> np.ndarray:
+        return pipe.decode_class(eeg.to(pipe.device, pipe.eeg_encoder.dtype), k=1)["class_probs"].cpu().numpy()
+
+    hooks = {"semantic": semantic, "features": features}
+    if getattr(pipe, "class_decoder", None) is not None:
+        hooks["decoded"] = decoded
+    return hooks
 
 
 def class_order_for(pipe, labels: list[str]) -> np.ndarray | None:
@@ -285,6 +296,7 @@ METHOD_NAMES = {
     "lda": "Shrinkage LDA (channels x time bins)",
     "xdawn": "xDAWN covariances + tangent space + LR",
     "eegnet": "EEGNet-style CNN",
+    "ours_class": "Ours: the pipeline's decoded class (class decoder + readout)",
     "ours_semantic": "Ours: semantic decoder caption readout",
     "ours_probe": "Ours: LR probe on EEG encoder features",
 }
@@ -300,7 +312,7 @@ def run_baselines(data: str | Path, splits: str | Path, pipe=None, methods: tupl
     data, splits : str | Path
         EEG-ImageNet-format data and splits files.
     pipe : NeuroImagenPipeline | None
-        Adds ``ours_semantic`` and ``ours_probe``.
+        Adds ``ours_semantic`` and ``ours_probe``, and ``ours_class`` when it has a ``class_decoder``.
     methods : tuple of str
         Among ``"lda"``, ``"xdawn"``, ``"eegnet"``.
     seed : int
@@ -329,7 +341,9 @@ def run_baselines(data: str | Path, splits: str | Path, pipe=None, methods: tupl
     if pipe is not None:
         order = class_order_for(pipe, test.synsets)
         if order is not None:
-            test.outputs["semantic"] = test.outputs["semantic"][:, order]
+            for k in ("semantic", "decoded"):
+                if k in test.outputs:
+                    test.outputs[k] = test.outputs[k][:, order]
     out: dict = {"data": str(data), "splits": str(splits), "n_classes": n_classes, "class_names": test.class_names,
                  "sizes": {k: int(len(v.labels)) for k, v in parts.items()}, "load_s": round(time.perf_counter() - t0, 1),
                  "methods": {}}
@@ -345,13 +359,15 @@ def run_baselines(data: str | Path, splits: str | Path, pipe=None, methods: tupl
             f"({out['methods'][name]['fit_s']} s)")
 
     if "lda" in methods:
-        record("lda", lambda: (lda_probs(train, test, n_classes, lda_bin), {"bin_ms": lda_bin * DECIM}))
+        record("lda", lambda: (lda_probs(train.x, train.labels, test.x, n_classes, lda_bin), {"bin_ms": lda_bin * DECIM}))
     if "xdawn" in methods:
         record("xdawn", lambda: (xdawn_probs(train, test, n_classes, nfilter=xdawn_nfilter, bin_factor=xdawn_bin),
                                  {"bin_ms": xdawn_bin * DECIM, "nfilter": xdawn_nfilter}))
     if "eegnet" in methods:
         record("eegnet", lambda: eegnet_probs(train, val, test, n_classes, seed=seed, max_epochs=eegnet_epochs))
     if pipe is not None:
+        if "decoded" in test.outputs:
+            record("ours_class", lambda: test.outputs["decoded"])
         record("ours_semantic", lambda: test.outputs["semantic"])
         record("ours_probe", lambda: probe_probs(train.outputs["features"], train.labels, test.outputs["features"],
                                                  n_classes))
@@ -361,9 +377,7 @@ def run_baselines(data: str | Path, splits: str | Path, pipe=None, methods: tupl
 # ----------------------------------------------------------------------------------------------
 # Block design (Li et al. 2020)
 def _lda_accuracy(x_tr, y_tr, x_te, y_te, n_classes: int, bin_factor: int) -> float:
-    tr = SplitData(x_tr, y_tr, y_tr, y_tr, y_tr)
-    te = SplitData(x_te, y_te, y_te, y_te, y_te)
-    return top_k_accuracy(lda_probs(tr, te, n_classes, bin_factor), y_te, 1)
+    return top_k_accuracy(lda_probs(x_tr, y_tr, x_te, n_classes, bin_factor), y_te, 1)
 
 
 def block_design_effect(files: dict[str, tuple[str | Path, str | Path]], log: Callable[[str], None] = print,

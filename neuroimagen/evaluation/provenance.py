@@ -52,9 +52,21 @@ def weights_digest(folder: str | Path) -> dict[str, str]:
     return out
 
 
-def same_weights(recorded: dict[str, str] | None, current: dict[str, str]) -> bool:
-    """Whether every component ``recorded`` names has the same digest in ``current`` (False when unknown)."""
-    return recorded is not None and all(current.get(k) == v for k, v in recorded.items())
+# Components that change no image, caption or class of the pipeline's output (they only add fields to it): a
+# whole-pipeline measurement stays valid when one of them is added.
+OUTPUT_NEUTRAL = ("decoding_check",)
+
+
+def same_weights(recorded: dict[str, str] | None, current: dict[str, str], complete: bool = False) -> bool:
+    """Whether every component ``recorded`` names has the same digest in ``current`` (False when unknown).
+
+    ``complete``: the recording measured the whole pipeline (a reconstruction, a benchmark), so ``current`` must
+    also have no component the recording lacks (a component added since, e.g. a ``class_decoder``, changes the
+    output), except the ``OUTPUT_NEUTRAL`` ones.
+    """
+    if recorded is None or any(current.get(k) != v for k, v in recorded.items()):
+        return False
+    return not complete or not (set(current) - set(recorded) - set(OUTPUT_NEUTRAL))
 
 
 def part_weights(metrics: dict, part: str) -> dict[str, str] | None:

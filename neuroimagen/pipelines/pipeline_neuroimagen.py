@@ -76,11 +76,12 @@ class NeuroImagenPipelineOutput(BaseOutput):
     saliency_maps : same type as ``images``
         The decoded pixel-level saliency maps (the img2img init), at the generator's resolution.
     captions : list of list of (str, float)
-        Top-k label captions with their probabilities.
+        Top-k label captions with their probabilities (``class_probs``): the first is the decoded class's.
     detailed_captions : list of list of (str, float)
         Top-k detailed captions of the caption bank with their similarity.
     class_probs : ndarray, shape (batch, n_classes)
-        Class probabilities from the semantic readout, in the order of ``neuroimagen.data.classes.CLASSES``.
+        Class probabilities in the order of ``neuroimagen.data.classes.CLASSES``: the ``class_decoder``'s (its CNN
+        combined with the caption readout) when the checkpoint has one, else the semantic readout's.
     prompt_embeds : Tensor, shape (batch, L, D)
         The cross-attention condition used (zeros for ``mode="saliency_only"``).
     caption_used : list of str
@@ -137,19 +138,23 @@ class NeuroImagenPipeline(DiffusionPipeline):
         from the EEG before img2img (``layout_weight``).
     decoding_check : neuroimagen.models.DecodingCheck | None
         Optional: the calibrated ``confidence`` and the in-distribution test of the output.
+    class_decoder : neuroimagen.models.ClassDecoder | None
+        Optional: the decoded class from a CNN trained for the class, combined with the caption readout
+        (:meth:`decode_class`); without one the class is the caption readout's.
     """
 
     model_cpu_offload_seq = "eeg_encoder->semantic_decoder->unet->vae"
-    _optional_components = ["text_encoder", "tokenizer", "layout_prior", "decoding_check"]
+    _optional_components = ["text_encoder", "tokenizer", "layout_prior", "decoding_check", "class_decoder"]
 
     def __init__(self, eeg_encoder, saliency_generator, semantic_decoder, caption_bank,
                  vae: AutoencoderKL | AsymmetricAutoencoderKL, unet: UNet2DConditionModel, scheduler,
-                 text_encoder=None, tokenizer=None, layout_prior=None, decoding_check=None):
+                 text_encoder=None, tokenizer=None, layout_prior=None, decoding_check=None, class_decoder=None):
         super().__init__()
         self.register_modules(eeg_encoder=eeg_encoder, saliency_generator=saliency_generator,
                               semantic_decoder=semantic_decoder, caption_bank=caption_bank, vae=vae, unet=unet,
                               scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer,
-                              layout_prior=layout_prior, decoding_check=decoding_check)
+                              layout_prior=layout_prior, decoding_check=decoding_check,
+                              class_decoder=class_decoder)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
         self._stages: dict[str, tuple[tuple, DiffusionPipeline]] = {}
 
@@ -339,8 +344,8 @@ class NeuroImagenPipeline(DiffusionPipeline):
         features = self.eeg_encoder(x)
         states = self.semantic_decoder(x).float()
 
-        # 3. Read the caption out: top-k captions and class probabilities
-        readout = self.caption_bank.readout(states, k=top_k)
+        # 3. Decode the class: top-k captions and class probabilities
+        readout = self.decode_class(x, states, k=top_k)
         class_probs = readout["class_probs"]
         top_class = class_probs.argmax(-1)
         check = self._check_decoding(features, x, class_probs, notes)
@@ -380,6 +385,42 @@ class NeuroImagenPipeline(DiffusionPipeline):
             prompt_embeds=prompt_embeds.cpu(), caption_used=caption_used, notes=notes, **check)
         self.maybe_free_model_hooks()
         return out if return_dict else tuple(out.values())
+
+    @torch.no_grad()
+    def decode_class(self, x: torch.Tensor, states: torch.Tensor | None = None, k: int = 5) -> dict:
+        """The decoded class of EEG ``x`` (batch, n_chans, n_times): the caption bank's readout, with the class
+        probabilities (and the label captions ranked by them) from the ``class_decoder`` when there is one.
+
+        Parameters
+        ----------
+        x : Tensor
+            The EEG, on the execution device in the EEG models' dtype.
+        states : Tensor, shape (batch, n_targets, L, D) | None
+            The semantic decoder's states of ``x`` (None: computed here).
+        k : int
+            Captions to return per trial.
+
+        Returns
+        -------
+        readout : dict
+            As :meth:`~neuroimagen.models.CaptionBank.readout`: ``class_probs`` (batch, n_classes), ``captions``
+            (top-k label captions and their probabilities), ``detailed_captions``.
+        """
+        if states is None:
+            states = self.semantic_decoder(x).float()
+        readout = self.caption_bank.readout(states, k=k, targets=self.semantic_decoder.config.targets)
+        decoder = getattr(self, "class_decoder", None)
+        if decoder is None:
+            return readout
+        if decoder.n_classes != self.caption_bank.n_classes:
+            raise ValueError(f"The class decoder names {decoder.n_classes} classes but the caption bank has "
+                             f"{self.caption_bank.n_classes}: they must come from the same training run.")
+        probs = decoder.class_probs(x.to(decoder.dtype), readout["class_probs"])
+        p, i = probs.topk(min(k, probs.shape[1]), dim=-1)
+        texts = self.caption_bank.config.label_texts
+        readout["captions"] = [[(texts[j], round(float(q), 4)) for q, j in zip(pr, ir)] for pr, ir in zip(p, i)]
+        readout["class_probs"] = probs
+        return readout
 
     def prepare_init_image(self, features, x, generators, top_class, layout_weight, image_size,
                            notes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:

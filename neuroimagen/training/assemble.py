@@ -35,7 +35,15 @@ from safetensors import safe_open
 
 from ..evaluation.ablation import DEFAULT_ROW, FULL
 from ..evaluation.provenance import same_weights, weights_digest
-from ..models import CaptionBank, EEGEncoder, ImageClassifier, LayoutPrior, SaliencyGenerator, SemanticDecoder
+from ..models import (
+    CaptionBank,
+    ClassDecoder,
+    EEGEncoder,
+    ImageClassifier,
+    LayoutPrior,
+    SaliencyGenerator,
+    SemanticDecoder,
+)
 from ..models.diffusion import load_autoencoder
 from ..pipelines import NeuroImagenPipeline
 from .config import Paths, load_config
@@ -86,6 +94,8 @@ def train(cfg: Config, paths: Paths, resume: bool = False, config_path: str | No
         unet=UNet2DConditionModel.from_pretrained(stage("refine" if cfg.refined_unet else "unet")),
         scheduler=trained_scheduler(stage("unet")),
         layout_prior=LayoutPrior.from_pretrained(find_model_dir(stage("layout"), "LayoutPrior")) if cfg.layout_prior else None,
+        class_decoder=(ClassDecoder.from_pretrained(find_model_dir(stage("class_decoder"), "ClassDecoder"))
+                       if (stage("class_decoder") / "config.json").is_file() else None),
     )
     out = cfg.folder(paths)
     if out.exists():
@@ -96,7 +106,8 @@ def train(cfg: Config, paths: Paths, resume: bool = False, config_path: str | No
         pipe.unet.to(dtype=torch.float16).save_pretrained(out / "unet")
     clf_dir = find_model_dir(stage("classifier"), "ImageClassifier")
     ImageClassifier.from_pretrained(clf_dir).save_pretrained(out / "eval_classifier")
-    shipped = {"decoder": cfg.wide_decoder, "refine": cfg.refined_unet, "layout": cfg.layout_prior}
+    shipped = {"decoder": cfg.wide_decoder, "refine": cfg.refined_unet, "layout": cfg.layout_prior,
+               "class_decoder": pipe.class_decoder is not None}
     stages = [s for s in CARD_STAGES if shipped.get(s, True)]
     command, config_in_argv = _train_command_line()
     config_path = config_path or config_in_argv
@@ -120,7 +131,8 @@ def _train_command_line() -> tuple[str | None, str | None]:
     return "python -m neuroimagen.train " + shlex.join(argv[1:]), config
 
 
-CARD_STAGES = ("vae", "decoder", "unet", "refine", "encoder", "saliency", "layout", "semantic", "classifier")
+CARD_STAGES = ("vae", "decoder", "unet", "refine", "encoder", "saliency", "layout", "semantic", "class_decoder",
+               "classifier")
 
 
 def stage_summary(stage: str, m: dict) -> dict:
@@ -168,7 +180,7 @@ def write_card(folder: str | Path, reports=(), bench=(), config_path: str | None
 
 
 def _measured_on(recorded: dict | None, weights: dict) -> bool:
-    return bool(recorded) and same_weights(recorded, weights)
+    return bool(recorded) and same_weights(recorded, weights, complete=True)  # reports and benchmarks: whole pipelines
 
 
 def _pct(v) -> str:
@@ -283,6 +295,10 @@ def model_card(folder: str | Path, reports=(), bench=(), config_path: str | None
     layout_row = ("| layout_prior | per-class object templates (training stimuli aligned on their object box) and a "
                   "ridge regressor EEG -> object box; the decoded class's template is drawn into the saliency map at "
                   "the decoded box (`layout_weight`) |\n" if t.get("shipped", {}).get("layout_prior") else "")
+    if (folder / "class_decoder").is_dir():
+        layout_row += ("| class_decoder | the decoded class: an EEGNet-style CNN trained for the class (cross-entropy, "
+                       "channel-subset augmentation), its log probabilities mixed with the caption readout's by a weight "
+                       f"chosen on validation trials ({cfg('class_decoder')['readout_weight']:g}) |\n")
     if (folder / "decoding_check").is_dir():  # fitted after assembly by scripts/fit_confidence.py
         layout_row += ("| decoding_check | the decoded class's calibrated confidence (temperature scaling) and an "
                        "in-distribution test (Mahalanobis distance of the EEG features to the training classes, "
