@@ -17,7 +17,9 @@ Stages, in the order ``all`` runs them::
 
 ``all`` runs ``decoder``, ``layout``, ``refine`` and ``class_decoder`` only when the config has an entry for them (``assemble`` ships the
 wide VAE when ``wide_decoder`` is true, the refined UNet when ``refined_unet`` is). ``--data/--splits/--stimuli/--out`` override the config's ``paths``; ``--resume`` continues from the
-stage's last checkpoint. Several GPUs: ``accelerate launch -m neuroimagen.train STAGE ...``.
+stage's last checkpoint. ``--captions FILE`` (or ``"captions"`` in ``paths``) takes the detailed captions from a
+captions file (``python -m neuroimagen.data captions``, BLIP as the paper); it is copied to the run folder's
+``captions.json``, where every stage reads it. Several GPUs: ``accelerate launch -m neuroimagen.train STAGE ...``.
 """
 
 from __future__ import annotations
@@ -49,13 +51,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--splits", help="splits .pth (overrides paths.splits)")
     parser.add_argument("--stimuli", help="stimulus folder (overrides paths.stimuli)")
     parser.add_argument("--out", help="run folder (overrides paths.out)")
+    parser.add_argument("--captions", help="captions file from 'python -m neuroimagen.data captions' (overrides "
+                        "paths.captions): the detailed captions, copied into the run folder")
     parser.add_argument("--resume", action="store_true", help="continue from the stage's last checkpoint")
     args = parser.parse_args(argv)
 
+    from .training.common import use_captions
     from .training.config import load_config
 
     paths, stage_cfgs = load_config(args.config, overrides={k: getattr(args, k) for k in
-                                                            ("data", "splits", "stimuli", "out")})
+                                                            ("data", "splits", "stimuli", "out", "captions")})
+    use_captions(paths)
     for stage in stages_to_run(args.stage, stage_cfgs):
         module = importlib.import_module(f".training.{stage}", __package__)
         cfg = module.Config(**stage_cfgs.get(stage, {}))

@@ -1,4 +1,4 @@
-"""Data command line: ``python -m neuroimagen.data {stimuli,simulate} --help``."""
+"""Data command line: ``python -m neuroimagen.data {stimuli,simulate,captions} --help``."""
 
 from __future__ import annotations
 
@@ -21,6 +21,11 @@ def main(argv: list[str] | None = None) -> int:
 
     add_simulate_arguments(sub.add_parser("simulate", help="simulate EEG-ImageNet-format EEG for a stimulus set"))
 
+    from .image_captions import add_captions_arguments
+
+    add_captions_arguments(sub.add_parser("captions", help="caption a folder of images with BLIP (the paper's "
+                                          "detailed captions) into a JSON captions file"))
+
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     if args.command == "stimuli":
@@ -28,6 +33,13 @@ def main(argv: list[str] | None = None) -> int:
 
         recs = make_stimulus_set(args.out, size=args.size, per_class=args.per_class, seed=args.seed)
         print(f"wrote {len(recs)} stimuli to {args.out} in {time.perf_counter() - t0:.1f} s")
+    elif args.command == "captions":
+        from .image_captions import caption_images
+
+        caps = caption_images(args.images, args.captioner, args.out, batch_size=args.batch_size,
+                              max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, device=args.device,
+                              log=print)
+        print(f"wrote {len(caps)} captions to {args.out} in {time.perf_counter() - t0:.1f} s")
     else:
         from .simulate import run_simulate_cli
 

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from ..data.captions import CaptionEncoder
 from ..data.classes import CLASSES, label_caption
+from ..data.image_captions import captions_for, read_captions, write_captions
 from ..data.stimuli import load_stimulus_metadata
 
 
@@ -98,16 +99,27 @@ def make_accelerator(seed: int, mixed_precision: str = "no"):
     return acc
 
 
-def caption_states(stimuli_dir: str | Path, cache_dir: str | Path) -> dict[str, torch.Tensor | list[str]]:
+def caption_states(stimuli_dir: str | Path, cache_dir: str | Path,
+                   captions: str | Path | None = None) -> dict[str, torch.Tensor | list[str]]:
     """MiniLM states of every caption of a stimulus set, computed once and cached as safetensors.
 
     Returns ``label`` (40, L, 384) for the 40 label captions, ``detailed`` (n_images, L, 384) in
     stimulus order, ``empty`` (1, L, 384) for the empty caption (classifier-free guidance), and the
     texts ``label_texts`` / ``detailed_texts``.
+
+    The detailed captions come from ``captions``, a captions file (``python -m neuroimagen.data captions``:
+    BLIP's, as the paper), or when it is None from the run's own copy ``cache_dir/captions.json`` that
+    :func:`use_captions` puts there, else from the stimulus metadata. Every stimulus must have a caption in the
+    file (:func:`~neuroimagen.data.image_captions.captions_for`).
     """
     records = load_stimulus_metadata(stimuli_dir)
     label_texts = [label_caption(c.index) for c in CLASSES]
-    detailed_texts = [r.detailed_caption for r in records]
+    if captions is None and (Path(cache_dir) / RUN_CAPTIONS).is_file():
+        captions = Path(cache_dir) / RUN_CAPTIONS
+    if captions is None:
+        detailed_texts = [r.detailed_caption for r in records]
+    else:
+        detailed_texts = captions_for([r.file for r in records], read_captions(captions), source=str(captions))
     cache = Path(cache_dir) / "caption_states.safetensors"
     meta = Path(cache_dir) / "caption_texts.json"
     if cache.is_file() and meta.is_file() and json.loads(meta.read_text()) == {"label": label_texts,
@@ -120,6 +132,22 @@ def caption_states(stimuli_dir: str | Path, cache_dir: str | Path) -> dict[str, 
         save_file({k: v.contiguous() for k, v in states.items()}, cache)
         meta.write_text(json.dumps({"label": label_texts, "detailed": detailed_texts}))
     return {**states, "label_texts": label_texts, "detailed_texts": detailed_texts}
+
+
+RUN_CAPTIONS = "captions.json"  # the run folder's copy of its captions file: which captions a run was trained on
+
+
+def use_captions(paths) -> Path | None:
+    """Copy ``paths.captions`` (when set) into the run folder as ``captions.json``, checked against the stimuli.
+
+    Every stage that reads detailed captions (:func:`caption_states`) then takes them from there, and the run
+    folder records which captions it was trained on. Returns the copy's path (None: no captions file).
+    """
+    if paths.captions is None:
+        return None
+    captions = read_captions(paths.captions)
+    captions_for([r.file for r in load_stimulus_metadata(paths.stimuli)], captions, source=str(paths.captions))
+    return write_captions(captions, Path(paths.out) / RUN_CAPTIONS)
 
 
 def save_resume(path: str | Path, **state) -> None:

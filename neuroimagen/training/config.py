@@ -22,6 +22,8 @@ class Paths:
     data: str = "data/sim_demo.pth"  # EEG-ImageNet-format EEG (simulated or the published file)
     splits: str = "data/sim_demo_splits.pth"  # splits file, split 0 is used
     stimuli: str = "data/stimuli"  # stimulus folder with metadata.json
+    captions: str | None = None  # captions file (python -m neuroimagen.data captions): the detailed captions
+    #                              from it (BLIP, as the paper) instead of the stimulus metadata's
     out: str = "runs/tiny"  # each stage writes out/<stage>/; `assemble` writes out/pipeline/
     subject: int | None = None  # train on one subject only (None: all, as the paper)
 
