@@ -8,6 +8,9 @@
     python -m neuroimagen.evaluate --checkpoint runs/eeg-imagenet/pipeline --sd-model stable-diffusion-v1-5/stable-diffusion-v1-5 \\
         --data eeg_5_95_std.pth --splits block_splits_by_image_all.pth --stimuli imagenet_stimuli/ \\
         --classifier my_imagenet40_classifier/ --out reports/eeg-imagenet
+    # the paper's protocol on real images: ACC by an ImageNet classifier (50-way top-1 against the classifier's
+    # class of the seen image), IS by Inception v3 (a torchvision state dict), SSIM at 512 x 512
+    python -m neuroimagen.evaluate ... --imagenet-classifier google/vit-base-patch16-224 --inception inception_v3.pth
     # an index of several reports
     python -m neuroimagen.evaluate --index reports/demo reports/realistic --out reports
 
@@ -18,6 +21,8 @@ Writes into ``--out``: ``metrics.json`` (every number), ``report.md`` (tables, p
    per subject, under the paper's five ablation rows (:mod:`neuroimagen.evaluation.ablation`).
 2. **EEG decoding baselines** on the same split: shrinkage LDA, xDAWN + tangent space, an EEGNet-style CNN,
    and our semantic readout and encoder probe (:mod:`neuroimagen.evaluation.baselines`).
+   With ``--imagenet-classifier``, also by the paper's own protocol on real images
+   (:mod:`neuroimagen.evaluation.paper_metrics`): the report says which protocol produced each number.
 3. **Block design** (with ``--drift-data``): LDA with and without block drift, by image vs held-out blocks.
 
 Nothing here assumes the simulated data: class names come from the data file's ``labels``, stimuli are
@@ -56,6 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples-per-trial", type=int, default=3, help="reconstructions per trial (default: 3)")
     p.add_argument("--classifier", default=None, help="ImageClassifier folder for ACC and IS "
                    "(default: CHECKPOINT/eval_classifier)")
+    p.add_argument("--imagenet-classifier", default=None, metavar="ID_OR_PATH", help="the paper's protocol on real "
+                   "images: an ImageNet classifier (transformers AutoModelForImageClassification id or folder) for ACC, "
+                   "N-way top-1 against its class of the seen image")
+    p.add_argument("--inception", default=None, metavar="PATH_OR_ID", help="Inception v3 for the paper's IS: a state "
+                   "dict file of torchvision's inception_v3 (.pth/.safetensors), or a transformers classifier id or "
+                   "folder (needs --imagenet-classifier)")
+    p.add_argument("--paper-n-way", type=int, default=50, help="N of the paper's N-way top-1 (default: 50)")
+    p.add_argument("--paper-trials", type=int, default=None, help="draws of the N - 1 other classes per "
+                   "reconstruction, as BrainVis (50) (default: the exact expectation over the draws)")
+    p.add_argument("--paper-ssim-size", type=int, default=512, help="side at which the paper's SSIM is computed "
+                   "(default: 512, Stable Diffusion v1.5's output)")
     p.add_argument("--steps", type=int, default=25, help="num_inference_steps (default: 25)")
     p.add_argument("--strength", type=float, default=0.75, help="img2img strength (default: 0.75)")
     p.add_argument("--guidance", type=float, default=5.0, help="guidance_scale (default: 5.0)")
@@ -185,6 +201,21 @@ def load_classifier(path: str | Path, device: str = "cpu"):
     return ImageClassifier.from_pretrained(path).to(device).eval()
 
 
+def _paper_metrics(args: argparse.Namespace):
+    """The paper's protocol on real images (``--imagenet-classifier``, ``--inception``), or None."""
+    if args.imagenet_classifier is None:
+        if args.inception is not None:
+            raise SystemExit("--inception needs --imagenet-classifier: the paper's protocol scores ACC with an "
+                             "ImageNet classifier and IS with Inception v3 together.")
+        return None
+    from .evaluation.paper_metrics import ImageNetClassifier, PaperMetrics, load_inception
+
+    inception = None if args.inception is None else load_inception(args.inception, args.device)
+    return PaperMetrics(ImageNetClassifier(args.imagenet_classifier, args.device, min_classes=args.paper_n_way),
+                        inception, n_way=args.paper_n_way, n_trials=args.paper_trials, ssim_size=args.paper_ssim_size,
+                        seed=args.seed)
+
+
 def run(args: argparse.Namespace, argv: list[str] | None = None, log=print) -> dict:
     """Run the parts the arguments ask for and write the report; return the metrics."""
     import torch
@@ -233,6 +264,9 @@ def _run(args: argparse.Namespace, argv: list[str] | None, log) -> dict:
         metrics["weights"] = weights_digest(args.checkpoint)
         if args.classifier:
             metrics["weights"]["classifier"] = weights_digest(args.classifier).get(".", "")
+        for key in ("imagenet_classifier", "inception"):  # the paper's protocol: local folders are digested
+            if getattr(args, key) and Path(getattr(args, key)).is_dir():
+                metrics["weights"][key] = weights_digest(getattr(args, key)).get(".", "")
     measured_on = {}  # part -> the digests of the weights it runs
     arrays = None
 
@@ -244,10 +278,11 @@ def _run(args: argparse.Namespace, argv: list[str] | None, log) -> dict:
             raise SystemExit("--stimuli is needed for the reconstruction part.")
         clf_dir = args.classifier or str(Path(args.checkpoint) / "eval_classifier")
         metrics["classifier"] = clf_dir
+        paper = _paper_metrics(args)
         rec, arrays = run_reconstruction_eval(
             pipe, load_classifier(clf_dir, args.device), args.data, args.splits, args.stimuli, rows=_rows(args.rows),
             limit=args.limit, seed=args.seed, samples_per_trial=args.samples_per_trial, batch_size=args.batch_size,
-            num_inference_steps=args.steps, strength=args.strength, guidance_scale=args.guidance, log=log)
+            num_inference_steps=args.steps, strength=args.strength, guidance_scale=args.guidance, paper=paper, log=log)
         metrics["reconstruction"] = rec
         measured_on["reconstruction"] = metrics["weights"]
         if args.limit and rec["setup"]["n_trials"] < rec["setup"]["n_test_trials"]:

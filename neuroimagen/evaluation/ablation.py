@@ -98,7 +98,8 @@ def trial_generators(seed: int, trial_ids, sample: int) -> list[torch.Generator]
 
 
 def reconstruct(pipe, eeg: torch.Tensor, trial_ids, mode: str, caption_source: str, samples_per_trial: int = 3,
-                seed: int = 0, batch_size: int = 16, keep_full: int = 0, **call_kwargs) -> dict:
+                seed: int = 0, batch_size: int = 16, keep_full: int = 0, on_batch: Callable | None = None,
+                **call_kwargs) -> dict:
     """Run the pipeline ``samples_per_trial`` times over the trials, in batches.
 
     Parameters
@@ -111,6 +112,10 @@ def reconstruct(pipe, eeg: torch.Tensor, trial_ids, mode: str, caption_source: s
         As :class:`~neuroimagen.pipelines.NeuroImagenPipeline`.
     keep_full : int
         Keep the first ``keep_full`` trials' sample-0 outputs at full resolution (for figures).
+    on_batch : callable | None
+        Called as ``on_batch(trials, sample, images)`` with each batch's full-resolution images (a slice of the
+        trials, the sample number, float (b, H, W, 3)): what scores them at their own size
+        (:class:`~neuroimagen.evaluation.paper_metrics.PaperMetrics`).
     **call_kwargs
         ``strength``, ``guidance_scale``, ``num_inference_steps``.
 
@@ -132,6 +137,8 @@ def reconstruct(pipe, eeg: torch.Tensor, trial_ids, mode: str, caption_source: s
             out = pipe(eeg[sl], generator=trial_generators(seed, trial_ids[sl], k), mode=mode,
                        caption_source=caption_source, output_type="np", **call_kwargs)
             images[sl, k] = to_eval_images(out.images)
+            if on_batch is not None:
+                on_batch(sl, k, out.images)
             saliency[sl, k] = to_eval_images(out.saliency_maps)
             if class_probs is None:
                 class_probs = np.empty((n, out.class_probs.shape[1]), np.float32)
@@ -205,8 +212,12 @@ def run_reconstruction_eval(pipe, classifier, data: str | Path, splits: str | Pa
                             rows: dict[str, tuple] | None = None, limit: int | None = None, seed: int = 0,
                             samples_per_trial: int = 3, batch_size: int = 16, num_inference_steps: int = 25,
                             strength: float = 0.75, guidance_scale: float = 5.0, n_figure_trials: int = 8,
-                            log: Callable[[str], None] = print) -> tuple[dict, dict]:
+                            paper=None, log: Callable[[str], None] = print) -> tuple[dict, dict]:
     """Reconstruct test trials under every ablation row and score them.
+
+    With ``paper``, a :class:`~neuroimagen.evaluation.paper_metrics.PaperMetrics`, every row (and the full model
+    per subject) is scored by the paper's protocol on real images too: its key ``"paper"``, the protocol in
+    ``results["paper_protocol"]``.
 
     Returns
     -------
@@ -240,7 +251,8 @@ def run_reconstruction_eval(pipe, classifier, data: str | Path, splits: str | Pa
     del eeg_all
     labels, images_idx, subjects = labels_all[pick], images_all[pick], subjects_all[pick]
     trial_ids = ds.indices[pick]
-    stim = np.stack([(ds.stimulus(int(i)).permute(1, 2, 0).numpy() + 1) / 2 for i in images_idx])
+    # A list: real photos differ in size (to_eval_images brings them to one).
+    stim = [(ds.stimulus(int(i)).permute(1, 2, 0).numpy() + 1) / 2 for i in images_idx]
     stimuli = to_eval_images(stim)
     n_classes = len(ds.labels)
     stim_probs = classify_images(classifier, stimuli)
@@ -250,6 +262,9 @@ def run_reconstruction_eval(pipe, classifier, data: str | Path, splits: str | Pa
     stimulus_pred = stim_probs.argmax(1)
     log(f"{len(pick)} of {len(labels_all)} test trials; the classifier gets {np.mean(stimulus_pred == labels):.3f} "
         f"of their stimuli right")
+    if paper is not None:
+        gt = paper.set_stimuli(stim)
+        log(f"the ImageNet classifier puts the seen images in {len(np.unique(gt))} of its classes")
     call = {"num_inference_steps": num_inference_steps, "strength": strength, "guidance_scale": guidance_scale}
     order = class_order_for(pipe, ds.labels)  # the readout's columns in the file's label order
 
@@ -267,12 +282,18 @@ def run_reconstruction_eval(pipe, classifier, data: str | Path, splits: str | Pa
     arrays: dict = {"stimuli": stimuli, "labels": labels, "subjects": subjects, "class_names": ds.class_names,
                     "stimuli_full": list(stim[:n_figure_trials]), "images": {}, "pred": {}}
     for row, (mode, source, *layout) in rows.items():
+        on_batch = None
+        if paper is not None:
+            paper.new_row(row, samples_per_trial)
+            on_batch = lambda sl, k, imgs, row=row: paper.add(row, sl, k, imgs)  # noqa: E731
         rec = reconstruct(pipe, eeg, trial_ids, mode, source, samples_per_trial, seed, batch_size,
-                          keep_full=n_figure_trials if row == FULL else 0, **call,
+                          keep_full=n_figure_trials if row == FULL else 0, on_batch=on_batch, **call,
                           **({"layout_weight": layout[0]} if layout else {}))
         n, k = rec["images"].shape[:2]
         probs = classify_images(classifier, rec["images"].reshape(n * k, *rec["images"].shape[2:])).reshape(n, k, -1)
         results["rows"][row] = score_images(probs, rec["images"], stimuli, labels, stimulus_pred)
+        if paper is not None:
+            results["rows"][row]["paper"] = paper.result(row)
         results["timing"][row] = {"seconds": rec["seconds"], "seconds_per_image": round(rec["seconds"] / (n * k), 3)}
         arrays["images"][row] = rec["images"]
         arrays["pred"][row] = probs.argmax(-1)
@@ -281,11 +302,19 @@ def run_reconstruction_eval(pipe, classifier, data: str | Path, splits: str | Pa
         m = results["rows"][row]
         log(f"{row}: ACC {m['acc']:.3f} IS {m['is']:.2f} SSIM {m['ssim']['mean']:.3f} pixcorr "
             f"{m['pixcorr']['mean']:.3f} ({rec['seconds']} s)")
+        if paper is not None:
+            pm = m["paper"]
+            log(f"{row}, the paper's protocol: ACC {pm['acc']:.3f} ({paper.n_way}-way top-1, ImageNet classifier), "
+                f"IS {pm.get('is', float('nan')):.2f}, SSIM {pm['ssim']['mean']:.3f} at {paper.ssim_size} px")
 
     # 3. The full model per subject, per class; references
     results["per_subject"] = {
         int(s): score_images(full_probs[subjects == s], full["images"][subjects == s], stimuli[subjects == s],
                              labels[subjects == s], stimulus_pred[subjects == s]) for s in np.unique(subjects)}
+    if paper is not None:
+        for s in np.unique(subjects):
+            results["per_subject"][int(s)]["paper"] = paper.result(FULL, subjects == s)
+        results["paper_protocol"] = paper.protocol()
     kf = full_probs.shape[1]
     results["per_class_acc"] = per_class_accuracy(full_probs.argmax(-1).ravel(), np.repeat(labels, kf),
                                                   n_classes).tolist()
@@ -297,6 +326,8 @@ def run_reconstruction_eval(pipe, classifier, data: str | Path, splits: str | Pa
         "shuffled_pairs": shuffled_reference(full["images"], stimuli, labels, rng),
         "chance_acc": 1.0 / n_classes,
     }
+    if paper is not None and paper.inception is not None:
+        results["references"]["stimuli_paper"] = paper.stimuli_reference()
     readout = full["class_probs"] if order is None else full["class_probs"][:, order]
     results["semantic_readout_top1_on_these_trials"] = float(np.mean(readout.argmax(1) == labels))
     results["timing"]["total_s"] = round(time.perf_counter() - t0, 1)

@@ -189,22 +189,23 @@ def to_eval_images(images, size: int = EVAL_SIZE) -> np.ndarray:
     return np.stack(out)
 
 
-def _pairs(a, b) -> tuple[np.ndarray, np.ndarray]:
-    a, b = to_eval_images(a), to_eval_images(b)
+def _pairs(a, b, size: int = EVAL_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    a, b = to_eval_images(a, size), to_eval_images(b, size)
     if a.shape != b.shape:
         raise ValueError(f"Got {len(a)} reconstructions but {len(b)} stimuli: they must pair one to one.")
     return a, b
 
 
-def ssim(reconstructions, stimuli) -> np.ndarray:
-    """SSIM of each reconstruction with its stimulus (skimage, RGB at 64 x 64, 7 x 7 window), shape (n,).
+def ssim(reconstructions, stimuli, size: int = EVAL_SIZE) -> np.ndarray:
+    """SSIM of each reconstruction with its stimulus (skimage, RGB at ``size`` x ``size``, 7 x 7 window), shape (n,).
 
     ``skimage.metrics.structural_similarity`` with ``channel_axis=-1`` and ``data_range=1``: the mean over
-    the three channels' SSIM maps.
+    the three channels' SSIM maps. ``size``: 64 for the stimulus set; the paper's protocol on real images uses
+    512 (:mod:`neuroimagen.evaluation.paper_metrics`).
     """
     from skimage.metrics import structural_similarity
 
-    a, b = _pairs(reconstructions, stimuli)
+    a, b = _pairs(reconstructions, stimuli, size)
     return np.array([structural_similarity(x, y, channel_axis=-1, data_range=1.0) for x, y in zip(a, b)])
 
 

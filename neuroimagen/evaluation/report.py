@@ -169,7 +169,8 @@ def reconstruction_markdown(rec: dict) -> str:
              "the trial's true class (the paper compared with the classifier's class of the stimulus: see "
              "`acc_vs_stimulus_class` in metrics.json). IS = exp(E KL(p(y|x) || p(y))) with the same classifier "
              f"over all reconstructions (1 to {n_cls}; the paper's Inception-v3 scale goes to 1,000, so the "
-             "values are not comparable). SSIM: skimage `structural_similarity` on 64 x 64 RGB "
+             "values are not comparable; the paper's own protocol, with an ImageNet classifier and Inception v3, is "
+             "the section below when `--imagenet-classifier` was given). SSIM: skimage `structural_similarity` on 64 x 64 RGB "
              "(`channel_axis`, data range 1) against the true stimulus; pixel correlation: Pearson over all "
              "pixels and channels; both as mean ± SEM over trials.", "",
              METRIC_HEADER]
@@ -370,6 +371,10 @@ def report_markdown(metrics: dict, figures: Sequence[str]) -> str:
             else [])]
     if rec is not None:
         md.append(reconstruction_markdown(rec))
+        if "paper_protocol" in rec:
+            from .paper_metrics import paper_markdown
+
+            md.append(paper_markdown(rec))
     if base is not None:
         md.append(baselines_markdown({metrics.get("preset", "data"): base}))
     if block is not None:
