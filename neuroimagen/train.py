@@ -19,7 +19,8 @@ Stages, in the order ``all`` runs them::
 wide VAE when ``wide_decoder`` is true, the refined UNet when ``refined_unet`` is). ``--data/--splits/--stimuli/--out`` override the config's ``paths``; ``--resume`` continues from the
 stage's last checkpoint. ``--captions FILE`` (or ``"captions"`` in ``paths``) takes the detailed captions from a
 captions file (``python -m neuroimagen.data captions``, BLIP as the paper); it is copied to the run folder's
-``captions.json``, where every stage reads it. Several GPUs: ``accelerate launch -m neuroimagen.train STAGE ...``.
+``captions.json``, where every stage reads it (also in later runs into that folder: delete it to train on the
+stimulus metadata's captions again). Several GPUs: ``accelerate launch -m neuroimagen.train STAGE ...``.
 """
 
 from __future__ import annotations
