@@ -156,6 +156,26 @@ def per_class_accuracy(pred, labels, n_classes: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------------
 # Pixel-level metrics
+def rgb_arrays(images) -> list[np.ndarray]:
+    """Images as a list of (H, W, 3) arrays, dtype as given (PIL images: uint8); each may have its own size.
+
+    Parameters
+    ----------
+    images : ndarray, shape (n, H, W, 3) or (H, W, 3) | list of ndarray or PIL.Image
+    """
+    from PIL import Image
+
+    if isinstance(images, Image.Image) or (isinstance(images, np.ndarray) and images.ndim == 3):
+        images = [images]
+    out = []
+    for img in images:
+        arr = np.asarray(img.convert("RGB") if isinstance(img, Image.Image) else img)
+        if arr.ndim != 3 or arr.shape[-1] != 3:
+            raise ValueError(f"Expected RGB images of shape (H, W, 3), got {arr.shape}.")
+        out.append(arr)
+    return out
+
+
 def to_eval_images(images, size: int = EVAL_SIZE) -> np.ndarray:
     """Images as float64 (n, size, size, 3) in [0, 1]: centre-cropped to square and resized when needed.
 
@@ -169,13 +189,8 @@ def to_eval_images(images, size: int = EVAL_SIZE) -> np.ndarray:
     """
     from PIL import Image
 
-    if isinstance(images, Image.Image) or (isinstance(images, np.ndarray) and images.ndim == 3):
-        images = [images]
     out = []
-    for img in images:
-        arr = np.asarray(img.convert("RGB") if isinstance(img, Image.Image) else img)
-        if arr.ndim != 3 or arr.shape[-1] != 3:
-            raise ValueError(f"Expected RGB images of shape (H, W, 3), got {arr.shape}.")
+    for arr in rgb_arrays(images):
         arr = arr.astype(np.float64) / 255.0 if arr.dtype == np.uint8 else np.clip(arr.astype(np.float64), 0, 1)
         h, w = arr.shape[:2]
         if (h, w) != (size, size):

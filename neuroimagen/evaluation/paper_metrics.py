@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .._check import check_range
-from .metrics import inception_score, mean_sem, n_way_accuracy, ssim
+from .metrics import inception_score, mean_sem, n_way_accuracy, rgb_arrays, ssim
 
 PAPER_N_WAY = 50  # Lan et al. 2023: 50-way top-1
 PAPER_TOP_K = 1
@@ -55,19 +55,8 @@ SOURCES = {
 
 def _as_uint8_list(images) -> list[np.ndarray]:
     """Images (n, H, W, 3) float in [0, 1] or uint8, a list of such arrays or PIL images -> list of uint8 RGB."""
-    from PIL import Image
-
-    if isinstance(images, Image.Image) or (isinstance(images, np.ndarray) and images.ndim == 3):
-        images = [images]
-    out = []
-    for img in images:
-        arr = np.asarray(img.convert("RGB") if isinstance(img, Image.Image) else img)
-        if arr.ndim != 3 or arr.shape[-1] != 3:
-            raise ValueError(f"Expected RGB images of shape (H, W, 3), got {arr.shape}.")
-        if arr.dtype != np.uint8:
-            arr = np.round(np.clip(arr.astype(np.float64), 0, 1) * 255).astype(np.uint8)
-        out.append(arr)
-    return out
+    return [arr if arr.dtype == np.uint8 else np.round(np.clip(arr.astype(np.float64), 0, 1) * 255).astype(np.uint8)
+            for arr in rgb_arrays(images)]
 
 
 class ImageNetClassifier:
