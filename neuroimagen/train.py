@@ -18,9 +18,8 @@ Stages, in the order ``all`` runs them::
 ``all`` runs ``decoder``, ``layout``, ``refine`` and ``class_decoder`` only when the config has an entry for them (``assemble`` ships the
 wide VAE when ``wide_decoder`` is true, the refined UNet when ``refined_unet`` is). ``--data/--splits/--stimuli/--out`` override the config's ``paths``; ``--resume`` continues from the
 stage's last checkpoint. ``--captions FILE`` (or ``"captions"`` in ``paths``) takes the detailed captions from a
-captions file (``python -m neuroimagen.data captions``, BLIP as the paper); it is copied to the run folder's
-``captions.json``, where every stage reads it (also in later runs into that folder: delete it to train on the
-stimulus metadata's captions again). Several GPUs: ``accelerate launch -m neuroimagen.train STAGE ...``.
+captions file (``python -m neuroimagen.data captions``, BLIP as the paper), checked against the stimuli and copied
+to the run folder's ``captions.json`` as the record of what the run was trained on. Several GPUs: ``accelerate launch -m neuroimagen.train STAGE ...``.
 """
 
 from __future__ import annotations

@@ -96,7 +96,7 @@ def test_captions_bad_input(tmp_path, tiny_blip, image_folder):
 
 def test_training_reads_the_captions_file(tmp_path, tiny_blip):
     """The captions CLI on a stimulus folder, then the training's caption reader takes its detailed captions
-    from that file (passed, or the run folder's copy that `python -m neuroimagen.train --captions` makes)."""
+    from that file (``paths.captions``, as the stages pass it); the run folder's copy is a record only."""
     from neuroimagen.data.__main__ import main
     from neuroimagen.data.image_captions import read_captions
     from neuroimagen.data.stimuli import load_stimulus_metadata, make_stimulus_set
@@ -115,11 +115,13 @@ def test_training_reads_the_captions_file(tmp_path, tiny_blip):
     run = tmp_path / "run"
     use_captions(Paths(stimuli=str(stim), out=str(run), captions=str(caps_file)))
     assert read_captions(run / RUN_CAPTIONS) == blip
-    states = caption_states(stim, run)  # as every stage calls it: the run folder's captions are used
+    states = caption_states(stim, run, captions=caps_file)  # as every stage calls it, with paths.captions
     assert states["detailed_texts"] == [blip[r.file] for r in records]
     assert states["detailed_texts"] != [r.detailed_caption for r in records]
     assert states["detailed"].shape[0] == 40
-    # without a captions file: the stimulus metadata's captions, as before
+    # without a captions file: the stimulus metadata's captions, also in a run folder that holds a copy (no
+    # caption source is taken silently from an earlier run)
+    assert caption_states(stim, run)["detailed_texts"] == [r.detailed_caption for r in records]
     assert caption_states(stim, tmp_path / "plain")["detailed_texts"] == [r.detailed_caption for r in records]
 
     # an image missing from the file: a clear error before any stage runs

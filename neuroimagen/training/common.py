@@ -108,14 +108,11 @@ def caption_states(stimuli_dir: str | Path, cache_dir: str | Path,
     texts ``label_texts`` / ``detailed_texts``.
 
     The detailed captions come from ``captions``, a captions file (``python -m neuroimagen.data captions``:
-    BLIP's, as the paper), or when it is None from the run's own copy ``cache_dir/captions.json`` that
-    :func:`use_captions` puts there, else from the stimulus metadata. Every stimulus must have a caption in the
-    file (:func:`~neuroimagen.data.image_captions.captions_for`).
+    BLIP's, as the paper; the stages pass ``paths.captions``), else (None) from the stimulus metadata. Every
+    stimulus must have a caption in the file (:func:`~neuroimagen.data.image_captions.captions_for`).
     """
     records = load_stimulus_metadata(stimuli_dir)
     label_texts = [label_caption(c.index) for c in CLASSES]
-    if captions is None and (Path(cache_dir) / RUN_CAPTIONS).is_file():
-        captions = Path(cache_dir) / RUN_CAPTIONS
     if captions is None:
         detailed_texts = [r.detailed_caption for r in records]
     else:
@@ -138,10 +135,9 @@ RUN_CAPTIONS = "captions.json"  # the run folder's copy of its captions file: wh
 
 
 def use_captions(paths) -> Path | None:
-    """Copy ``paths.captions`` (when set) into the run folder as ``captions.json``, checked against the stimuli.
-
-    Every stage that reads detailed captions (:func:`caption_states`) then takes them from there, and the run
-    folder records which captions it was trained on. Returns the copy's path (None: no captions file).
+    """Check ``paths.captions`` (when set) against the stimuli and copy it into the run folder as ``captions.json``,
+    the record of which captions the run was trained on (the stages read ``paths.captions`` itself, never the copy:
+    a later run without captions trains on the stimulus metadata's). Returns the copy's path (None: no file).
     """
     if paths.captions is None:
         return None

@@ -141,7 +141,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
 
     img_mean, img_std = encode_latents(vae, stimulus_images(paths.stimuli))
     map_mean, map_std, trial_img = map_latents(vae, dirs, paths, cfg)
-    caps = caption_states(paths.stimuli, paths.out)
+    caps = caption_states(paths.stimuli, paths.out, captions=paths.captions)
     label_states, detailed_states, empty = caps["label"], caps["detailed"], caps["empty"][0]
     classes = torch.tensor([r.class_index for r in load_stimulus_metadata(paths.stimuli)])
 

@@ -86,7 +86,7 @@ def evaluate(pred: torch.Tensor, caps: dict, split: dict) -> dict:
 def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     acc = make_accelerator(cfg.seed)
     out = paths.stage_dir("semantic")
-    caps = caption_states(paths.stimuli, paths.out)
+    caps = caption_states(paths.stimuli, paths.out, captions=paths.captions)
     records = load_stimulus_metadata(paths.stimuli)
     caps["detailed_classes"] = np.array([r.class_index for r in records])
     tr, va = load_split(paths, "train"), load_split(paths, "val")

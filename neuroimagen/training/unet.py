@@ -68,7 +68,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     vae = load_autoencoder(paths.stage_dir("vae")).eval()  # only its encoder is used: either class will do
     sf = vae.config.scaling_factor
     lat_mean, lat_std = encode_latents(vae, stimulus_images(paths.stimuli))
-    caps = caption_states(paths.stimuli, paths.out)
+    caps = caption_states(paths.stimuli, paths.out, captions=paths.captions)
     label_states, detailed_states, empty = caps["label"], caps["detailed"], caps["empty"][0]
     classes = torch.tensor([r.class_index for r in load_stimulus_metadata(paths.stimuli)])
 
