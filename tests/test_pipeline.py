@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from tiny_pipeline import make_tiny_pipeline
+from tiny_pipeline import make_tiny_pipeline, make_tiny_sd
 
 from demo.model_card import model_summary
 from neuroimagen import NeuroImagenPipeline
@@ -259,37 +259,8 @@ def test_bad_layout_weight(pipe, laid_out, eeg):
 
 # ---- full mode: Stable-Diffusion-shaped components with a CLIP text encoder, loaded by path ----
 
-def _tiny_sd(path):
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionImg2ImgPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    torch.manual_seed(0)  # test-only: the components' initialisers use the global generator
-    # GPT-2/CLIP byte-level alphabet: printable bytes as themselves, the rest shifted past 255.
-    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
-    chars = [chr(b) for b in printable] + [chr(256 + k) for k in range(256 - len(printable))]
-    vocab = {c: i for i, c in enumerate(chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"])}
-    (path / "tok").mkdir(parents=True)
-    (path / "tok" / "vocab.json").write_text(json.dumps(vocab))
-    (path / "tok" / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = CLIPTokenizer(str(path / "tok" / "vocab.json"), str(path / "tok" / "merges.txt"), model_max_length=16)
-    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                                        num_attention_heads=4, max_position_embeddings=16, eos_token_id=len(vocab) - 1,
-                                        bos_token_id=len(vocab) - 2, pad_token_id=len(vocab) - 1))
-    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32),
-                                layers_per_block=1, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
-                                attention_head_dim=4, norm_num_groups=8)
-    vae = AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=8)
-    sd = StableDiffusionImg2ImgPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet,
-                                        scheduler=DDIMScheduler(), safety_checker=None, feature_extractor=None,
-                                        requires_safety_checker=False)
-    sd.save_pretrained(path / "sd")
-    return path / "sd"
-
-
 def test_full_mode_with_tiny_sd_components(pipe, eeg, tmp_path):
-    sd_path = _tiny_sd(tmp_path)
+    sd_path = make_tiny_sd(tmp_path)
     pipe.save_pretrained(tmp_path / "neuroimagen")
     full = NeuroImagenPipeline.from_pretrained(tmp_path / "neuroimagen", sd_model=str(sd_path))
     full.set_progress_bar_config(disable=True)
@@ -297,7 +268,7 @@ def test_full_mode_with_tiny_sd_components(pipe, eeg, tmp_path):
     out = full(eeg[0], generator=torch.Generator().manual_seed(0), num_inference_steps=3, output_type="np")
     assert out.images.shape == (1, 16, 16, 3) and np.isfinite(out.images).all()
     assert out.prompt_embeds.shape == (1, 16, 32)  # SD's own text encoder's states, not the MiniLM ones
-    assert any("own text encoder" in n for n in out.notes)
+    assert any("own text encoder" in n and "bert states of 8 x 384" in n for n in out.notes)
     # the condition is the decoded caption's text through SD's encoder
     expected = full._encode_text([out.caption_used[0]])
     torch.testing.assert_close(out.prompt_embeds, expected.cpu())

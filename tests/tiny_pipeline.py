@@ -7,6 +7,9 @@ repository's root (``benchmarks``/``demo`` tools).
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
@@ -76,3 +79,46 @@ def make_tiny_pipeline(seed: int = 0, seq_len: int = 8, hidden_dim: int = 384,
                                layout_prior=prior)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def make_tiny_sd(path: str | Path, seed: int = 0, width: int = 32, max_length: int = 16) -> Path:
+    """A tiny random Stable-Diffusion-shaped img2img model saved to ``path/sd`` (diffusers layout: ``text_encoder/``,
+    ``tokenizer/``, ``unet/``, ``vae/``, ``scheduler/``), loadable by path like a hub model; returns that folder.
+
+    The CLIP tokenizer is built offline from a byte-level vocabulary without merges (every character a token);
+    the text encoder gives ``max_length`` x ``width`` states, the UNet attends to ``width``-wide ones and works on
+    8 x 8 latents (16 x 16 images). Another ``seed`` gives the same architecture with other weights.
+    """
+    from diffusers import DDIMScheduler, StableDiffusionImg2ImgPipeline
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    path = Path(path)
+    # GPT-2/CLIP byte-level alphabet: printable bytes as themselves, the rest shifted past 255.
+    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    chars = [chr(b) for b in printable] + [chr(256 + k) for k in range(256 - len(printable))]
+    vocab = {c: i for i, c in enumerate(chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"])}
+    tok_dir = path / "tok"
+    tok_dir.mkdir(parents=True, exist_ok=True)
+    (tok_dir / "vocab.json").write_text(json.dumps(vocab))
+    (tok_dir / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"), model_max_length=max_length)
+
+    def build():
+        text = CLIPTextModel(CLIPTextConfig(
+            vocab_size=len(vocab), hidden_size=width, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+            max_position_embeddings=max_length, eos_token_id=len(vocab) - 1, bos_token_id=len(vocab) - 2,
+            pad_token_id=len(vocab) - 1))
+        unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32),
+                                    layers_per_block=1, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=width,
+                                    attention_head_dim=4, norm_num_groups=8)
+        vae = AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
+                            up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=8)
+        return text, unet, vae
+
+    text, unet, vae = seeded(build, seed)
+    sd = StableDiffusionImg2ImgPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet,
+                                        scheduler=DDIMScheduler(), safety_checker=None, feature_extractor=None,
+                                        requires_safety_checker=False)
+    sd.save_pretrained(path / "sd")
+    return path / "sd"

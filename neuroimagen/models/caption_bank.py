@@ -34,14 +34,18 @@ class CaptionBank(ModelMixin, ConfigMixin):
     seq_len, hidden_dim : int
         Token states' shape.
     text_encoder_type : str
-        ``model_type`` of the text encoder the states came from ("bert" for MiniLM).
+        ``model_type`` of the text encoder the states came from ("bert" for MiniLM, "clip_text_model" for SD's CLIP).
+    text_encoder : str
+        The text encoder's name as training named it: "minilm", or an SD / CLIP model's folder or hub id ("": not
+        recorded, as in banks built before it was). Informative only: whether a diffusion model's text encoder
+        matches is decided by what it computes (``NeuroImagenPipeline.uses_text_encoder``).
     temperature : float
         Softmax temperature on cosine similarities for class probabilities (fit on validation data).
     """
 
     @register_to_config
     def __init__(self, label_texts: list[str] = (), detailed_texts: list[str] = (), detailed_classes: list[int] = (),
-                 seq_len: int = 32, hidden_dim: int = 384, text_encoder_type: str = "bert",
+                 seq_len: int = 32, hidden_dim: int = 384, text_encoder_type: str = "bert", text_encoder: str = "",
                  temperature: float = 0.05):
         super().__init__()
         self.register_buffer("label_bank", torch.zeros(len(label_texts), seq_len, hidden_dim))
@@ -52,11 +56,12 @@ class CaptionBank(ModelMixin, ConfigMixin):
     @classmethod
     def build(cls, label_texts: list[str], label_states: torch.Tensor, empty_state: torch.Tensor,
               detailed_texts: list[str], detailed_states: torch.Tensor, detailed_classes: list[int],
-              text_encoder_type: str = "bert", temperature: float = 0.05) -> CaptionBank:
+              text_encoder_type: str = "bert", text_encoder: str = "", temperature: float = 0.05) -> CaptionBank:
         """A bank from caption states: label (n_classes, L, D), empty (1, L, D), detailed (n, L, D)."""
         bank = cls(label_texts=list(label_texts), detailed_texts=list(detailed_texts),
                    detailed_classes=[int(c) for c in detailed_classes], seq_len=label_states.shape[1],
-                   hidden_dim=label_states.shape[2], text_encoder_type=text_encoder_type, temperature=temperature)
+                   hidden_dim=label_states.shape[2], text_encoder_type=text_encoder_type, text_encoder=text_encoder,
+                   temperature=temperature)
         bank.label_bank.copy_(label_states)
         bank.empty_state.copy_(empty_state.reshape(1, *label_states.shape[1:]))
         bank.detailed_pooled.copy_(pool(detailed_states))
@@ -66,6 +71,11 @@ class CaptionBank(ModelMixin, ConfigMixin):
     def hidden_dim(self) -> int:
         """Width D of the states (384 for MiniLM)."""
         return int(self.config.hidden_dim)
+
+    @property
+    def seq_len(self) -> int:
+        """Length L of the states (32 for MiniLM, 77 for SD's CLIP)."""
+        return int(self.config.seq_len)
 
     @property
     def n_classes(self) -> int:

@@ -1,8 +1,9 @@
 """SemanticDecoder h(x): EEG trial -> the text encoder's token states of the seen image's caption.
 
 Lan et al. 2023 map EEG to the CLIP text embedding of a caption with an MSE loss (sample-level
-semantics). Here the targets are the L x 384 MiniLM last hidden states of two captions per image: the
-label caption ("an image of a giant panda") and the detailed caption (standing in for BLIP's). An EEG
+semantics). Here the targets are a text encoder's last hidden states of two captions per image (L x 384 of
+MiniLM by default, 77 x 768 of Stable Diffusion 1.5's CLIP as the paper: training's ``semantic.text_encoder``):
+the label caption ("an image of a giant panda") and the detailed caption (standing in for BLIP's). An EEG
 trunk (as :class:`~neuroimagen.models.eeg_encoder.ConvTrunk`) gives a small vector per target, decoded
 linearly onto a low-rank basis around the mean caption: ``states = mean + coef @ basis``. With MSE the
 best prediction is the expected caption given the EEG, a mixture of the likely captions.

@@ -35,6 +35,7 @@ from .._check import check_option, check_range, validate_type
 CAPTION_SOURCES = ("predicted", "label", "detailed")
 MODES = ("both", "saliency_only", "caption_only")
 OUTPUT_TYPES = ("pil", "np", "pt")
+MATCH_TOLERANCE = 1e-2  # relative RMS error of a text encoder's states to the caption bank's that still matches
 
 EXAMPLE_DOC_STRING = """
     Examples:
@@ -63,6 +64,18 @@ def min_inference_steps(strength: float) -> int:
     while int(n * strength) < 1:
         n += 1
     return n
+
+
+def load_stable_diffusion(sd_model: str | Path, torch_dtype: torch.dtype | None = None) -> dict:
+    """The latent diffusion components of a Stable Diffusion img2img model (hub id or folder): ``vae``, ``unet``,
+    ``scheduler`` (its config as DDIM), ``text_encoder`` and ``tokenizer``; no safety checker."""
+    from diffusers import DDIMScheduler
+
+    sd = StableDiffusionImg2ImgPipeline.from_pretrained(
+        sd_model, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        **({"torch_dtype": torch_dtype} if torch_dtype is not None else {}))
+    return {"vae": sd.vae, "unet": sd.unet, "scheduler": DDIMScheduler.from_config(sd.scheduler.config),
+            "text_encoder": sd.text_encoder, "tokenizer": sd.tokenizer}
 
 
 @dataclass
@@ -132,7 +145,9 @@ class NeuroImagenPipeline(DiffusionPipeline):
     unet : UNet2DConditionModel
     scheduler : diffusers scheduler (DDIM for the embedded model)
     text_encoder, tokenizer : transformers models | None
-        Only in full mode (Stable Diffusion): the decoded caption's text is encoded by them.
+        Only in full mode (Stable Diffusion). When the semantic decoder was trained against this very text encoder
+        (:meth:`text_encoder_mismatch`), the decoded states condition the UNet directly; otherwise the decoded
+        caption's text is encoded by them.
     layout_prior : neuroimagen.models.LayoutPrior | None
         Optional: the decoded class's object template, drawn into the saliency map at the object box decoded
         from the EEG before img2img (``layout_weight``).
@@ -177,14 +192,14 @@ class NeuroImagenPipeline(DiffusionPipeline):
         return pipe
 
     def swap_diffusion_model(self, sd_model: str | Path, torch_dtype: torch.dtype | None = None) -> None:
-        """Replace the latent diffusion stage by a Stable Diffusion model (hub id or folder)."""
-        from diffusers import DDIMScheduler
+        """Replace the latent diffusion stage by a Stable Diffusion model (hub id or folder).
 
-        sd = StableDiffusionImg2ImgPipeline.from_pretrained(
-            sd_model, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-            **({"torch_dtype": torch_dtype} if torch_dtype is not None else {}))
-        self.register_modules(vae=sd.vae, unet=sd.unet, scheduler=DDIMScheduler.from_config(sd.scheduler.config),
-                              text_encoder=sd.text_encoder, tokenizer=sd.tokenizer)
+        A semantic decoder trained against this model's own text encoder (training config ``semantic.text_encoder``
+        naming it) then conditions it on the decoded states themselves (the paper's L + I); any other is
+        conditioned through the decoded caption's text, and the output's ``notes`` say why
+        (:meth:`text_encoder_mismatch`).
+        """
+        self.register_modules(**load_stable_diffusion(sd_model, torch_dtype))
 
     # ----------------------------------------------------------------------------------------------
     # EEG contract
@@ -202,13 +217,59 @@ class NeuroImagenPipeline(DiffusionPipeline):
 
     @property
     def uses_text_encoder(self) -> bool:
-        """True when the diffusion model's text space differs from the semantic decoder's (full mode)."""
-        if self.text_encoder is None:
-            return False
-        hidden = getattr(self.text_encoder.config, "hidden_size", None)
-        same_dim = hidden == self.unet.config.cross_attention_dim == self.caption_bank.hidden_dim
-        same_model = getattr(self.text_encoder.config, "model_type", None) == self.caption_bank.config.text_encoder_type
-        return not (same_dim and same_model)
+        """True when the condition goes through the diffusion model's own text encoder: full mode with a text
+        encoder that does not match the semantic decoder's (:meth:`text_encoder_mismatch`)."""
+        return self.text_encoder_mismatch() is not None
+
+    @torch.no_grad()
+    def text_encoder_mismatch(self) -> str | None:
+        """Why the diffusion model's text encoder does not match the semantic decoder's, or None when it matches
+        (or there is none: the embedded model is conditioned on the caption bank's states directly).
+
+        Matching means the decoded states can be fed to the UNet as they are: the caption bank and the decoder
+        were made with this very encoder. Decided by what can be checked without the training run:
+
+        1. the shapes and kind: the text encoder's ``model_type``, its width (``hidden_size``) and the
+           tokenizer's ``model_max_length`` equal the caption bank's ``text_encoder_type``, ``hidden_dim`` and
+           ``seq_len``; the semantic decoder's ``seq_len`` x ``hidden_dim`` are the bank's, and the UNet's
+           ``cross_attention_dim`` is that width;
+        2. a fingerprint: the caption bank stores the exact states of the empty caption and of the first label
+           caption; the text encoder must give them again (relative RMS error <= ``MATCH_TOLERANCE``, which
+           float16 weights meet). Two encoders of the same architecture with other weights (another SD
+           version, a fine-tuned CLIP) fail here, the same one stored in another dtype or format passes.
+
+        The answer is kept until a component is replaced.
+        """
+        parts = (self.text_encoder, self.tokenizer, self.caption_bank, self.semantic_decoder, self.unet)
+        key = tuple(id(m) for m in parts)
+        cached = getattr(self, "_text_match", None)
+        if cached is None or cached[0] != key:
+            self._text_match = (key, self._find_text_mismatch())
+        return self._text_match[1]
+
+    def _find_text_mismatch(self) -> str | None:
+        te, tok, bank, dec = self.text_encoder, self.tokenizer, self.caption_bank, self.semantic_decoder
+        if te is None:
+            return None
+        ours = (bank.config.text_encoder_type, bank.seq_len, bank.hidden_dim)
+        theirs = (getattr(te.config, "model_type", None), getattr(tok, "model_max_length", None),
+                  getattr(te.config, "hidden_size", None))
+        name = bank.config.get("text_encoder") or "its training text encoder"
+        if ours != theirs:
+            return (f"the caption bank holds {ours[0]} states of {ours[1]} x {ours[2]} ({name}), this diffusion model's "
+                    f"text encoder gives {theirs[0]} states of {theirs[1]} x {theirs[2]}")
+        if (dec.config.seq_len, dec.config.hidden_dim) != ours[1:] or self.unet.config.cross_attention_dim != ours[2]:
+            return (f"the semantic decoder gives {dec.config.seq_len} x {dec.config.hidden_dim} states and the UNet "
+                    f"attends to {self.unet.config.cross_attention_dim}-wide ones, the caption bank's are "
+                    f"{ours[1]} x {ours[2]}")
+        stored = torch.cat([bank.empty_state[:1], bank.label_bank[:1]]).float()
+        computed = self._encode_text(["", bank.config.label_texts[0]]).float().to(stored.device)
+        err = float((computed - stored).pow(2).mean().sqrt() / stored.pow(2).mean().sqrt().clamp_min(1e-12))
+        if not err <= MATCH_TOLERANCE:
+            return (f"same architecture ({ours[0]}, {ours[1]} x {ours[2]}) but other weights: its states for the empty "
+                    f"and the first label caption differ from those the caption bank stores ({name}) by a relative "
+                    f"error of {err:.3g} (a match is at most {MATCH_TOLERANCE:g})")
+        return None
 
     @property
     def default_layout_weight(self) -> float:
@@ -477,7 +538,8 @@ class NeuroImagenPipeline(DiffusionPipeline):
         caption_source, mode : str
             As in ``__call__``; ``mode="saliency_only"`` gives the unconditional embeddings and no caption.
         notes : list of str
-            Gets a note when the caption goes through the diffusion model's own text encoder.
+            In full mode, says whether the states condition Stable Diffusion directly (its text encoder matches the
+            semantic decoder's, :meth:`text_encoder_mismatch`) or the caption's text goes through its text encoder.
 
         Returns
         -------
@@ -496,11 +558,17 @@ class NeuroImagenPipeline(DiffusionPipeline):
             caption_used = [readout["captions" if kind == "label" else "detailed_captions"][i][0][0]
                             for i in range(batch)]
         negative_embeds = self.caption_bank.empty_states(batch)
-        if self.uses_text_encoder:
+        mismatch = self.text_encoder_mismatch()
+        if mismatch is not None:
             prompt_embeds = self._encode_text(caption_used)
             negative_embeds = self._encode_text([""] * batch)
-            notes.append("The semantic decoder was trained against another text encoder than this diffusion "
-                         "model's: the decoded caption's text is conditioned through the model's own text encoder.")
+            notes.append(f"The semantic decoder was trained against another text encoder than this diffusion model's "
+                         f"({mismatch}): the decoded caption's text is conditioned through the model's own text "
+                         f"encoder.")
+        elif self.text_encoder is not None and mode != "saliency_only":
+            notes.append("The semantic decoder was trained against this diffusion model's own text encoder: the "
+                         + ("decoded" if caption_source != "label" else "decoded class's exact label-caption")
+                         + " states condition it directly (prompt_embeds), with no text re-encoding.")
         if mode == "saliency_only":
             prompt_embeds, caption_used = negative_embeds, [""] * batch
             notes.append("Saliency only: the reconstruction is not conditioned on a caption.")
@@ -557,6 +625,7 @@ class NeuroImagenPipeline(DiffusionPipeline):
         return stage
 
     def _encode_text(self, texts: list[str]) -> torch.Tensor:
-        tok = self.tokenizer(texts, padding="max_length", max_length=self.tokenizer.model_max_length,
-                             truncation=True, return_tensors="pt")
-        return self.text_encoder(tok.input_ids.to(self.text_encoder.device))[0]
+        """The diffusion model's text encoder's states of ``texts``, as Stable Diffusion's ``encode_prompt``."""
+        from ..data.captions import encode_clip
+
+        return encode_clip(self.tokenizer, self.text_encoder, texts)

@@ -4,6 +4,7 @@ with early stopping of the EEG stages (:class:`EpochLoop`)."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import sys
@@ -16,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from ..data.captions import CaptionEncoder
+from ..data.captions import MINILM, CaptionEncoder
 from ..data.classes import CLASSES, label_caption
 from ..data.image_captions import captions_for, read_captions, write_captions
 from ..data.stimuli import load_stimulus_metadata
@@ -100,16 +101,29 @@ def make_accelerator(seed: int, mixed_precision: str = "no"):
 
 
 def caption_states(stimuli_dir: str | Path, cache_dir: str | Path,
-                   captions: str | Path | None = None) -> dict[str, torch.Tensor | list[str]]:
-    """MiniLM states of every caption of a stimulus set, computed once and cached as safetensors.
+                   text_encoder: str = MINILM, captions: str | Path | None = None) -> dict[str, torch.Tensor | list[str] | str]:
+    """Text-encoder states of every caption of a stimulus set, computed once and cached as safetensors.
 
-    Returns ``label`` (40, L, 384) for the 40 label captions, ``detailed`` (n_images, L, 384) in
-    stimulus order, ``empty`` (1, L, 384) for the empty caption (classifier-free guidance), and the
-    texts ``label_texts`` / ``detailed_texts``.
+    Parameters
+    ----------
+    stimuli_dir : str | Path
+        The stimulus folder (``metadata.json``).
+    cache_dir : str | Path
+        Where the states are cached: ``caption_states.safetensors`` for MiniLM, ``caption_states-<name>.safetensors``
+        for another encoder (recomputed when the captions or the encoder's name change).
+    text_encoder : str
+        ``"minilm"`` or a folder / hub id (:class:`~neuroimagen.data.captions.CaptionEncoder`).
+    captions : str | Path | None
+        A captions file (``python -m neuroimagen.data captions``: BLIP's, as the paper; the stages pass
+        ``paths.captions``): the detailed captions from it, else (None) from the stimulus metadata. Every stimulus
+        must have a caption in the file (:func:`~neuroimagen.data.image_captions.captions_for`).
 
-    The detailed captions come from ``captions``, a captions file (``python -m neuroimagen.data captions``:
-    BLIP's, as the paper; the stages pass ``paths.captions``), else (None) from the stimulus metadata. Every
-    stimulus must have a caption in the file (:func:`~neuroimagen.data.image_captions.captions_for`).
+    Returns
+    -------
+    states : dict
+        ``label`` (40, L, D) for the 40 label captions, ``detailed`` (n_images, L, D) in stimulus order, ``empty``
+        (1, L, D) for the empty caption (classifier-free guidance), the texts ``label_texts`` / ``detailed_texts``,
+        and the encoder's ``text_encoder`` (name) and ``text_encoder_type`` (its ``model_type``).
     """
     records = load_stimulus_metadata(stimuli_dir)
     label_texts = [label_caption(c.index) for c in CLASSES]
@@ -117,18 +131,26 @@ def caption_states(stimuli_dir: str | Path, cache_dir: str | Path,
         detailed_texts = [r.detailed_caption for r in records]
     else:
         detailed_texts = captions_for([r.file for r in records], read_captions(captions), source=str(captions))
-    cache = Path(cache_dir) / "caption_states.safetensors"
-    meta = Path(cache_dir) / "caption_texts.json"
-    if cache.is_file() and meta.is_file() and json.loads(meta.read_text()) == {"label": label_texts,
-                                                                                "detailed": detailed_texts}:
+    name = MINILM if text_encoder in (None, "", MINILM) else str(text_encoder)
+    # MiniLM keeps the original file names and contents, so caches written before other encoders stay valid.
+    suffix = "" if name == MINILM else "-" + hashlib.sha256(name.encode()).hexdigest()[:12]
+    cache = Path(cache_dir) / f"caption_states{suffix}.safetensors"
+    meta = Path(cache_dir) / f"caption_texts{suffix}.json"
+    texts = {"label": label_texts, "detailed": detailed_texts}
+    known = json.loads(meta.read_text()) if cache.is_file() and meta.is_file() else None
+    model_type = (known or {}).pop("model_type", "bert")
+    if known is not None and known.pop("text_encoder", MINILM) == name and known == texts:
         states = load_file(cache)
     else:
-        enc = CaptionEncoder()
+        enc = CaptionEncoder(name)
+        model_type = enc.model_type
         states = {"label": enc(label_texts), "detailed": enc(detailed_texts), "empty": enc([""])}
         cache.parent.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in states.items()}, cache)
-        meta.write_text(json.dumps({"label": label_texts, "detailed": detailed_texts}))
-    return {**states, "label_texts": label_texts, "detailed_texts": detailed_texts}
+        meta.write_text(json.dumps(texts if name == MINILM else {**texts, "text_encoder": name,
+                                                                 "model_type": model_type}))
+    return {**states, "label_texts": label_texts, "detailed_texts": detailed_texts, "text_encoder": name,
+            "text_encoder_type": model_type}
 
 
 RUN_CAPTIONS = "captions.json"  # the run folder's copy of its captions file: which captions a run was trained on

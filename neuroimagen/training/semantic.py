@@ -4,8 +4,13 @@
     python -m neuroimagen.train semantic --config configs/tiny.json --data data/sim_realistic.pth \
         --splits data/sim_realistic_splits.pth --out runs/tiny-realistic
 
-Targets are the MiniLM states of each trial's label caption and detailed caption
-(:func:`~neuroimagen.training.common.caption_states`), L x 384 each. The decoder's output is
+Targets are the text encoder's states of each trial's label caption and detailed caption
+(:func:`~neuroimagen.training.common.caption_states`): L x 384 each with MiniLM (``text_encoder: "minilm"``, the
+default), 77 x 768 with Stable Diffusion 1.5's CLIP (``text_encoder: "stable-diffusion-v1-5/stable-diffusion-v1-5"``,
+or any SD or CLIP text model's folder; the paper's target). The decoder's length and width are the encoder's, and
+the caption bank is built in the same space and records which encoder it was (``text_encoder``, its
+``text_encoder_type``): in full mode the pipeline feeds the decoded states to a Stable Diffusion whose text encoder
+matches, and falls back to the caption's text otherwise. The decoder's output is
 ``mean + coef @ basis`` per caption kind, and starts from the training targets' mean and PCA basis.
 ``contrastive_weight`` adds an InfoNCE term on pooled states against the 40 label captions (0: MSE
 only, as the paper). Validation each epoch: class top-1 of the label readout on held-out trials; early
@@ -41,6 +46,7 @@ from .eeg_data import embed_all, latency_ms, load_split, to_tensor
 
 @dataclass
 class Config:
+    text_encoder: str = "minilm"  # the target space: "minilm", or an SD / CLIP text model's folder or hub id
     rank: int = 48  # low-rank basis per caption kind (the 40 label captions span 39 dimensions)
     hidden: int = 256  # width of the head between the EEG trunk and the basis coefficients
     dropout: float = 0.25
@@ -57,7 +63,8 @@ class Config:
 
 
 def _targets(caps: dict, labels: np.ndarray, stim_index: np.ndarray) -> torch.Tensor:
-    """(n, 2, L, D): each trial's label-caption and detailed-caption states."""
+    """(n, 2, L, D): each trial's label-caption and detailed-caption states (drawn per batch: for SD's 77 x 768
+    states, all training trials' at once would take gigabytes)."""
     return torch.stack([caps["label"][torch.from_numpy(labels)], caps["detailed"][torch.from_numpy(stim_index)]], dim=1)
 
 
@@ -86,15 +93,14 @@ def evaluate(pred: torch.Tensor, caps: dict, split: dict) -> dict:
 def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     acc = make_accelerator(cfg.seed)
     out = paths.stage_dir("semantic")
-    caps = caption_states(paths.stimuli, paths.out, captions=paths.captions)
+    caps = caption_states(paths.stimuli, paths.out, cfg.text_encoder, captions=paths.captions)
     records = load_stimulus_metadata(paths.stimuli)
     caps["detailed_classes"] = np.array([r.class_index for r in records])
     tr, va = load_split(paths, "train"), load_split(paths, "val")
     model = SemanticDecoder(n_chans=tr["eeg"].shape[1], n_times=tr["eeg"].shape[2], ch_names=list(model_ch_names()),
                             seq_len=caps["label"].shape[1], hidden_dim=caps["label"].shape[2], rank=cfg.rank,
                             hidden=cfg.hidden, dropout=cfg.dropout)
-    y_tr = _targets(caps, tr["labels"], tr["stim_index"])
-    model.init_basis([y_tr[:, 0], y_tr[:, 1]])
+    model.init_basis([caps["label"][torch.from_numpy(tr["labels"])], caps["detailed"][torch.from_numpy(tr["stim_index"])]])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loop = EpochLoop("semantic", out, cfg.epochs, cfg.patience, resume)
     loop.restore(model=model, optimizer=opt)
@@ -106,10 +112,10 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
         g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         model.train()
         losses = []
-        for idx in loop.shuffled(len(y_tr), cfg.batch_size, g):
+        for idx in loop.shuffled(len(tr["labels"]), cfg.batch_size, g):
             idx = np.sort(idx.numpy())  # sorted reads from the memory-mapped cache are faster
             pred = model(augment(to_tensor(tr["eeg"], idx), aug_gen).to(acc.device))
-            loss = F.mse_loss(pred, y_tr[idx].to(acc.device))
+            loss = F.mse_loss(pred, _targets(caps, tr["labels"][idx], tr["stim_index"][idx]).to(acc.device))
             if cfg.contrastive_weight:
                 logits = pool(pred[:, 0]) @ label_pooled.T / cfg.contrastive_temperature
                 loss = loss + cfg.contrastive_weight * F.cross_entropy(
@@ -124,7 +130,8 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     model = SemanticDecoder.from_pretrained(out / "decoder").eval()
     temperature = fit_temperature(embed_all(model, va["eeg"])[:, 0], caps["label"], va["labels"])
     bank = CaptionBank.build(caps["label_texts"], caps["label"], caps["empty"], caps["detailed_texts"], caps["detailed"],
-                             caps["detailed_classes"].tolist(), temperature=temperature)
+                             caps["detailed_classes"].tolist(), text_encoder_type=caps["text_encoder_type"],
+                             text_encoder=caps["text_encoder"], temperature=temperature)
     bank.save_pretrained(out / "caption_bank")
     te = load_split(paths, "test")
     test = evaluate(embed_all(model, te["eeg"]), caps, te)
