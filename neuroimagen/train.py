@@ -15,11 +15,16 @@ Stages, in the order ``all`` runs them::
     python -m neuroimagen.train assemble   --config configs/tiny.json   # write the pipeline folder
     python -m neuroimagen.train all        --config configs/tiny.json
 
-``all`` runs ``decoder``, ``layout``, ``refine`` and ``class_decoder`` only when the config has an entry for them (``assemble`` ships the
-wide VAE when ``wide_decoder`` is true, the refined UNet when ``refined_unet`` is). ``--data/--splits/--stimuli/--out`` override the config's ``paths``; ``--resume`` continues from the
-stage's last checkpoint. ``--captions FILE`` (or ``"captions"`` in ``paths``) takes the detailed captions from a
-captions file (``python -m neuroimagen.data captions``, BLIP as the paper), checked against the stimuli and copied
-to the run folder's ``captions.json`` as the record of what the run was trained on. Several GPUs: ``accelerate launch -m neuroimagen.train STAGE ...``.
+``all`` runs ``decoder``, ``layout``, ``refine`` and ``class_decoder`` only when the config has an entry for them
+(``assemble`` ships the wide VAE when ``wide_decoder`` is true, the refined UNet when ``refined_unet`` is). A config's
+top-level ``stages`` list, when there is one, is exactly what ``all`` runs (in the order above): the paper's
+configuration (``configs/eeg-imagenet-sd15.json``) lists ``encoder``, ``saliency``, ``semantic`` and ``assemble``,
+leaving out the tiny latent diffusion stages (Stable Diffusion replaces them), the layout prior and the classifier.
+Every key of a config is checked before any stage runs (:func:`check_config`). ``--data/--splits/--stimuli/--out``
+override the config's ``paths``; ``--resume`` continues from the stage's last checkpoint. ``--captions FILE`` (or
+``"captions"`` in ``paths``) takes the detailed captions from a captions file (``python -m neuroimagen.data
+captions``, BLIP as the paper), checked against the stimuli and copied to the run folder's ``captions.json`` as the
+record of what the run was trained on. Several GPUs: ``accelerate launch -m neuroimagen.train STAGE ...``.
 """
 
 from __future__ import annotations
@@ -36,10 +41,42 @@ OPTIONAL = ("decoder", "layout", "refine", "class_decoder")  # ``all`` runs thes
 
 
 def stages_to_run(stage: str, stage_cfgs: dict) -> list[str]:
-    """The stages ``stage`` names, in order: ``all`` is every stage but the optional ones the config leaves out."""
+    """The stages ``stage`` names, in order: ``all`` is the config's ``stages`` list when it has one, else every
+    stage but the optional ones the config leaves out."""
     if stage != "all":
         return [stage]
+    if "stages" in stage_cfgs:
+        return [s for s in STAGES if s in stage_cfgs["stages"]]
     return [s for s in STAGES if s not in OPTIONAL or s in stage_cfgs]
+
+
+def check_config(stage_cfgs: dict, source: str = "the config") -> None:
+    """Raise a ``ValueError`` naming the first unknown stage, ``stages`` entry or stage key of a preset.
+
+    ``stage_cfgs`` is what :func:`~neuroimagen.training.config.load_config` returns besides the paths: one dict per
+    stage, and optionally ``stages``, the list ``all`` runs. Each stage's keys must be fields of its ``Config``.
+    """
+    from dataclasses import fields
+
+    unknown = sorted(set(stage_cfgs) - set(STAGES) - {"stages"})
+    if unknown:
+        raise ValueError(f"Unknown entries {unknown} in {source}: expected 'paths', 'stages', keys starting with '_' "
+                         f"(comments) or stage names {list(STAGES)}.")
+    listed = stage_cfgs.get("stages", [])
+    if not isinstance(listed, list) or not all(isinstance(s, str) for s in listed):
+        raise ValueError(f"'stages' in {source} must be a list of stage names, but got {listed!r}.")
+    bad = sorted(set(listed) - set(STAGES))
+    if bad:
+        raise ValueError(f"Unknown stages {bad} in 'stages' of {source}: allowed: {list(STAGES)}.")
+    for stage, cfg in stage_cfgs.items():
+        if stage == "stages":
+            continue
+        if not isinstance(cfg, dict):
+            raise ValueError(f"The '{stage}' entry of {source} must be an object of settings, but got {cfg!r}.")
+        allowed = {f.name for f in fields(importlib.import_module(f".training.{stage}", __package__).Config)}
+        extra = sorted(set(cfg) - allowed)
+        if extra:
+            raise ValueError(f"Unknown keys in '{stage}' of {source}: {extra}; allowed: {sorted(allowed)}.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
 
     paths, stage_cfgs = load_config(args.config, overrides={k: getattr(args, k) for k in
                                                             ("data", "splits", "stimuli", "out", "captions")})
+    check_config(stage_cfgs, args.config)
     use_captions(paths)
     for stage in stages_to_run(args.stage, stage_cfgs):
         module = importlib.import_module(f".training.{stage}", __package__)

@@ -137,6 +137,9 @@ def test_a_matching_stable_diffusion_is_conditioned_on_the_decoded_states(sd, tr
     assert [c[0][0] for c in out.captions] == out.caption_used == [LABELS[k] for k in top]
     assert any("exact label-caption states condition it directly" in n for n in out.notes)
 
+    full.text_encoder.to(torch.float16)  # SD loaded in half precision still matches its float32 self
+    assert full.text_encoder_mismatch() is None
+
 
 def test_a_stable_diffusion_with_another_text_encoder_gets_the_caption_text_and_a_note(sd, trained, eeg, tmp_path):
     """Same architecture and shapes, other weights: the fingerprint (the bank's stored states) tells them apart."""

@@ -5,8 +5,9 @@
     # measured on its weights since, keeping its History section
     python -m neuroimagen.training.assemble --config configs/tiny.json
 
-Reads ``<out>/{encoder,saliency,semantic,vae,unet,classifier}/`` (and the optional stages the config ships),
-builds a :class:`NeuroImagenPipeline` (DDIM scheduler as trained), saves it with ``save_pretrained`` to
+Reads ``<out>/{encoder,saliency,semantic,vae,unet,classifier}/`` (and the optional stages the config ships; with
+``sd_model``, the paper's configuration, the vae, unet, scheduler, text encoder and tokenizer come from that Stable
+Diffusion model instead, and ``eval_classifier: false`` leaves the classifier out), builds a :class:`NeuroImagenPipeline` (DDIM scheduler as trained), saves it with ``save_pretrained`` to
 ``checkpoint_dir`` (the diffusers folder layout: ``model_index.json`` + one folder per component, safetensors
 only), adds the evaluation classifier as ``eval_classifier/`` (not a pipeline component), stores the stages'
 ``metrics.json`` summaries as ``training_metrics.json`` and writes the model card ``README.md`` from them.
@@ -46,6 +47,7 @@ from ..models import (
 )
 from ..models.diffusion import load_autoencoder
 from ..pipelines import NeuroImagenPipeline
+from ..pipelines.pipeline_neuroimagen import load_stable_diffusion
 from .config import Paths, load_config
 from .denoising import trained_scheduler
 
@@ -60,6 +62,10 @@ class Config:
     wide_decoder: bool = False  # ship <out>/decoder/ (the VAE's encoder, the decoder stage's decoder) instead of <out>/vae/
     refined_unet: bool = False  # ship <out>/refine/ (the UNet fine-tuned to start from saliency maps) instead of <out>/unet/
     layout_prior: bool = False  # ship <out>/layout/ (the layout stage's class templates and box regressor)
+    # The paper's configuration: the vae, unet, scheduler (as DDIM), text encoder and tokenizer of this Stable
+    # Diffusion model (hub id or folder) instead of <out>/vae and <out>/unet; the folder is then a full-mode pipeline.
+    sd_model: str = ""
+    eval_classifier: bool = True  # copy <out>/classifier/ as eval_classifier/ (false: evaluate with --classifier)
     # Report folders (python -m neuroimagen.evaluate) and benchmark JSON files (python -m neuroimagen.bench --out)
     # whose numbers the card shows when they were measured on these weights.
     reports: list[str] = field(default_factory=list)
@@ -83,6 +89,20 @@ def _metrics(paths: Paths, stage: str) -> dict:
     return json.loads(f.read_text()) if f.is_file() else {}
 
 
+def _diffusion_components(cfg: Config, paths: Paths) -> dict:
+    """The latent diffusion stage: Stable Diffusion's (``sd_model``) or the one trained in ``paths.out``."""
+    if cfg.sd_model:
+        if cfg.wide_decoder or cfg.refined_unet:
+            raise ValueError(f"assemble's sd_model={cfg.sd_model!r} takes the vae and unet from Stable Diffusion: "
+                             f"expected wide_decoder and refined_unet false, but got wide_decoder={cfg.wide_decoder}, "
+                             f"refined_unet={cfg.refined_unet}.")
+        return load_stable_diffusion(cfg.sd_model)
+    stage = paths.stage_dir
+    return {"vae": load_autoencoder(stage("decoder" if cfg.wide_decoder else "vae")),
+            "unet": UNet2DConditionModel.from_pretrained(stage("refine" if cfg.refined_unet else "unet")),
+            "scheduler": trained_scheduler(stage("unet"))}
+
+
 def train(cfg: Config, paths: Paths, resume: bool = False, config_path: str | None = None) -> dict:
     stage = paths.stage_dir
     pipe = NeuroImagenPipeline(
@@ -90,9 +110,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False, config_path: str | No
         saliency_generator=SaliencyGenerator.from_pretrained(find_model_dir(stage("saliency"), "SaliencyGenerator")),
         semantic_decoder=SemanticDecoder.from_pretrained(find_model_dir(stage("semantic"), "SemanticDecoder")),
         caption_bank=CaptionBank.from_pretrained(find_model_dir(stage("semantic"), "CaptionBank")),
-        vae=load_autoencoder(stage("decoder" if cfg.wide_decoder else "vae")),
-        unet=UNet2DConditionModel.from_pretrained(stage("refine" if cfg.refined_unet else "unet")),
-        scheduler=trained_scheduler(stage("unet")),
+        **_diffusion_components(cfg, paths),
         layout_prior=LayoutPrior.from_pretrained(find_model_dir(stage("layout"), "LayoutPrior")) if cfg.layout_prior else None,
         class_decoder=(ClassDecoder.from_pretrained(find_model_dir(stage("class_decoder"), "ClassDecoder"))
                        if (stage("class_decoder") / "config.json").is_file() else None),
@@ -104,9 +122,12 @@ def train(cfg: Config, paths: Paths, resume: bool = False, config_path: str | No
     pipe.save_pretrained(out, safe_serialization=True)
     if cfg.unet_fp16:
         pipe.unet.to(dtype=torch.float16).save_pretrained(out / "unet")
-    clf_dir = find_model_dir(stage("classifier"), "ImageClassifier")
-    ImageClassifier.from_pretrained(clf_dir).save_pretrained(out / "eval_classifier")
-    shipped = {"decoder": cfg.wide_decoder, "refine": cfg.refined_unet, "layout": cfg.layout_prior,
+    if cfg.eval_classifier:
+        clf_dir = find_model_dir(stage("classifier"), "ImageClassifier")
+        ImageClassifier.from_pretrained(clf_dir).save_pretrained(out / "eval_classifier")
+    trained_ldm = not cfg.sd_model
+    shipped = {"decoder": cfg.wide_decoder, "refine": cfg.refined_unet, "layout": cfg.layout_prior, "vae": trained_ldm,
+               "unet": trained_ldm, "classifier": cfg.eval_classifier,
                "class_decoder": pipe.class_decoder is not None}
     stages = [s for s in CARD_STAGES if shipped.get(s, True)]
     command, config_in_argv = _train_command_line()
@@ -114,7 +135,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False, config_path: str | No
     summary = {"command": command or f"python -m neuroimagen.train assemble --config {config_path or 'CONFIG'}",
                "assembled": time.strftime("%Y-%m-%d"), "run": paths.out, "data": paths.data, "stimuli": paths.stimuli,
                "shipped": {"wide_decoder": cfg.wide_decoder, "refined_unet": cfg.refined_unet,
-                           "layout_prior": cfg.layout_prior},
+                           "layout_prior": cfg.layout_prior, **({"sd_model": cfg.sd_model} if cfg.sd_model else {})},
                "stages": {s: stage_summary(s, _metrics(paths, s)) for s in stages}}
     (out / TRAINING_METRICS).write_text(json.dumps(summary, indent=1) + "\n")
     card = write_card(out, cfg.reports, cfg.bench, config_path=config_path, keep_history=False)
@@ -306,6 +327,16 @@ def model_card(folder: str | Path, reports=(), bench=(), config_path: str | None
                        "(`reports/confidence/demo`) |\n")
     n_classes = len(bank["label_texts"])
     states = f"{bank['seq_len']} x {bank['hidden_dim']}"
+    sd_model = t.get("shipped", {}).get("sd_model")
+    if sd_model:
+        return SD_CARD.format(
+            name=folder.resolve().name, size_mb=f"{folder_size_mb(folder):.1f}", sd_model=sd_model, data=t["data"],
+            stimuli=t["stimuli"], n_classes=n_classes, n_chans=eeg["n_chans"], states=states,
+            text_encoder=bank.get("text_encoder") or bank["text_encoder_type"], map_side=sal["image_size"],
+            side=side, layout_row=layout_row, config=config_path or "CONFIG",
+            eval_row=("| eval_classifier | image classifier used only by the evaluation (ACC, IS); not a pipeline "
+                      "component |\n" if (folder / "eval_classifier").is_dir() else ""),
+            training=training_section(t), evaluation=evaluation_section(folder, reports, bench, config_path))
     return CARD.format(
         name=folder.resolve().name, size_mb=f"{folder_size_mb(folder):.1f}", side=side, data=t["data"],
         stimuli=t["stimuli"], n_classes=n_classes, per_class=len(bank["detailed_texts"]) // n_classes,
@@ -406,6 +437,51 @@ UNet knows do not change.
   classifier tell classes apart by recording time; numbers on that data set (the paper's included) may be
   inflated. Our simulator can add such drift (`--block-drift`); this checkpoint was trained without it.
 - Use it to learn, teach and test pipelines, not to claim anything about a person's perception.
+"""
+
+SD_CARD = """---
+library_name: diffusers
+tags: [eeg, brain-decoding, image-reconstruction, stable-diffusion, neuroimagen]
+---
+
+# {name}
+
+A [NeuroImagen](https://arxiv.org/abs/2308.02510) pipeline in the paper's configuration: EEG in; a saliency map,
+a decoded caption and a {side} x {side} Stable Diffusion img2img reconstruction out (Lan et al. 2023, *Seeing
+through the Brain*). Folder size: {size_mb} MB (diffusers layout, safetensors only).
+
+- **EEG**: `{data}`, {n_chans} channels, split by image; stimuli and captions from `{stimuli}`
+  ({n_classes} classes).
+- **Diffusion model**: `{sd_model}` (its vae, unet, text encoder and tokenizer; DDIM scheduler), not trained
+  here. Its licence applies to those folders.
+- **Semantic target**: the {states} states of `{text_encoder}`. When the diffusion model's text encoder is that
+  one, the decoded states condition it directly (`caption_source="predicted"`, the paper's L + I).
+
+## Components
+
+| folder | what |
+|---|---|
+| eeg_encoder | EEG -> feature vector, triplet loss (paper eq. 1) |
+| saliency_generator | G(z, f) -> 3 x {map_side} x {map_side} saliency map, upsampled as img2img's init image |
+| semantic_decoder | EEG -> {states} text-encoder states of the label and the detailed caption (MSE) |
+| caption_bank | caption texts and states: top-k readout, class probabilities, empty caption for guidance |
+{layout_row}| vae, unet, text_encoder, tokenizer | from `{sd_model}` |
+| scheduler | DDIM, from that model's scheduler config |
+{eval_row}
+{training}
+## Rebuild
+
+```bash
+python -m neuroimagen.train all --config {config}
+```
+
+{evaluation}
+## Limits
+
+- The EEG-ImageNet data set was recorded in class blocks. Li et al. (TPAMI 2020, "The perils and pitfalls of
+  block design for EEG classification experiments") showed that slow drifts then let a classifier tell classes
+  apart by recording time; numbers on that data set (the paper's included) may be inflated.
+- Use it to study decoding methods, not to claim anything about a person's perception.
 """
 
 

@@ -37,6 +37,7 @@ from .losses import d_hinge, diff_augment, mode_seeking, ssim
 
 @dataclass
 class Config:
+    image_size: int = 0  # side of the maps, a power of two (0: the stimuli's own); stimuli are resized to it
     noise_dim: int = 32  # size of z
     base_channels: int = 128  # generator width at 4 x 4, halved at each upsampling
     disc_channels: int = 16  # discriminator width at 32 x 32, doubled at each downsampling (32 is 2x slower)
@@ -52,6 +53,11 @@ class Config:
     patience: int = 4  # epochs without validation improvement before stopping
     seed: int = 0
     num_threads: int = 0  # torch CPU threads (0: leave torch's default)
+
+    def __post_init__(self):
+        if self.image_size and (self.image_size < 8 or self.image_size & (self.image_size - 1)):
+            raise ValueError(f"Invalid value for the saliency stage's 'image_size': expected 0 (the stimuli's own "
+                             f"size) or a power of two >= 8, but got {self.image_size!r}.")
 
 
 def map_metrics(maps: torch.Tensor, stimuli: torch.Tensor, labels: np.ndarray, ref_images: torch.Tensor,
@@ -91,6 +97,9 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     out = paths.stage_dir("saliency")
     encoder = EEGEncoder.from_pretrained(paths.stage_dir("encoder")).eval().requires_grad_(False)
     images = stimulus_images(paths.stimuli)
+    if cfg.image_size and cfg.image_size != images.shape[-1]:
+        images = F.interpolate(images, size=(cfg.image_size, cfg.image_size), mode="bilinear", antialias=True,
+                               align_corners=False).clamp(-1, 1)
     tr, va = load_split(paths, "train"), load_split(paths, "val")
     f_tr, f_va = embed_all(encoder, tr["eeg"]), embed_all(encoder, va["eeg"])
     s_tr, s_va = images[torch.from_numpy(tr["stim_index"])], images[torch.from_numpy(va["stim_index"])]

@@ -1,0 +1,102 @@
+"""The paper's configuration, ``configs/eeg-imagenet-sd15.json``: what it names, and ``train all`` on its shape.
+
+The real run needs a GPU, the EEG-ImageNet files and SD 1.5; here the same config is run with debug-sized settings
+on the small simulation, with a tiny random Stable-Diffusion-shaped model (CLIP text encoder included) in place of
+SD 1.5, loaded by path.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_pipeline import make_tiny_sd
+
+from neuroimagen.train import STAGES, check_config, main, stages_to_run
+from neuroimagen.training.config import load_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+PAPER = CONFIGS / "eeg-imagenet-sd15.json"
+SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+
+
+def test_the_paper_config_names_only_known_stages_and_keys():
+    import importlib
+
+    paths, cfgs = load_config(PAPER)
+    check_config(cfgs, str(PAPER))  # raises on any unknown stage or key
+    assert stages_to_run("all", cfgs) == ["encoder", "saliency", "semantic", "assemble"]
+    assert not {"vae", "unet", "decoder", "refine", "layout"} & set(cfgs)  # no tiny LDM, no layout prior
+    assert cfgs["semantic"]["text_encoder"] == SD15 and cfgs["assemble"]["sd_model"] == SD15
+    side = cfgs["saliency"]["image_size"]
+    assert 64 <= side <= 512 and 512 % side == 0  # a whole-number upsampling to SD 1.5's 512 x 512 init image
+    assert not cfgs["assemble"]["eval_classifier"]
+    for stage in cfgs["stages"]:  # every entry builds its stage's Config
+        importlib.import_module(f"neuroimagen.training.{stage}").Config(**cfgs.get(stage, {}))
+    assert paths.out == "runs/eeg-imagenet-sd15"
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"semantic": {"text_encodr": "x"}}, r"Unknown keys in 'semantic' of .*: \['text_encodr'\]; allowed: .*'text_encoder'"),
+    ({"stages": ["encoder", "sailency"]}, r"Unknown stages \['sailency'\] in 'stages' of .*allowed: \['vae'"),
+    ({"stages": "encoder"}, r"'stages' in .* must be a list of stage names, but got 'encoder'"),
+    ({"unet2": {}}, r"Unknown entries \['unet2'\] in .*: expected 'paths', 'stages'"),
+])
+def test_a_config_with_an_unknown_stage_or_key_is_refused_before_any_stage_runs(tmp_path, change, message):
+    raw = {**json.loads(PAPER.read_text()), **change}
+    (tmp_path / "c.json").write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match=message):
+        main(["all", "--config", str(tmp_path / "c.json"), "--out", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_saliency_size_that_is_not_a_power_of_two_is_refused():
+    from neuroimagen.training.saliency import Config
+
+    with pytest.raises(ValueError, match="expected 0 .* or a power of two >= 8, but got 100"):
+        Config(image_size=100)
+
+
+def test_configs_without_stages_run_as_before():
+    _, cfgs = load_config(CONFIGS / "tiny.json")
+    assert "stages" not in cfgs
+    assert stages_to_run("all", cfgs) == [s for s in STAGES if s not in ("decoder", "refine")]
+
+
+def test_train_all_on_the_paper_config_gives_a_pipeline_conditioned_on_the_decoded_clip_states(
+        tmp_path, stimuli_dir, sim_files):
+    """``all`` runs only the listed stages; the assembled folder carries the SD model's components, its decoder
+    regresses that model's CLIP states, and a call conditions SD on them directly."""
+    from neuroimagen import NeuroImagenPipeline
+
+    sd = make_tiny_sd(tmp_path / "sd")
+    raw = json.loads(PAPER.read_text())
+    debug = json.loads((CONFIGS / "debug.json").read_text())
+    for stage in ("encoder", "saliency", "semantic"):  # debug-sized, on the paper config's keys
+        raw[stage] = {**raw[stage], **debug[stage], "epochs": 1}
+    raw["encoder"]["arch"] = "conv"  # the LSTM is the paper's, and slow on a CPU: the wiring is what is tested
+    raw["saliency"]["image_size"] = 32  # the stimuli are 64 x 64: the maps are made at another size
+    raw["semantic"]["text_encoder"] = raw["assemble"]["sd_model"] = str(sd)
+    (tmp_path / "paper.json").write_text(json.dumps(raw))
+    data, splits = sim_files
+    out = tmp_path / "run"
+    assert main(["all", "--config", str(tmp_path / "paper.json"), "--data", str(data), "--splits", str(splits),
+                 "--stimuli", str(stimuli_dir), "--out", str(out)]) == 0
+    made = {p.name for p in out.iterdir() if p.is_dir()}
+    assert {"encoder", "saliency", "semantic", "pipeline"} <= made
+    assert not {"vae", "unet", "decoder", "refine", "layout", "classifier"} & made
+    folder = out / "pipeline"
+    assert not (folder / "eval_classifier").exists() and (folder / "text_encoder").is_dir()
+    pipe = NeuroImagenPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.saliency_generator.config.image_size == 32
+    assert pipe.text_encoder_mismatch() is None
+    out_ = pipe(torch.randn(128, 440, generator=torch.Generator().manual_seed(0)), caption_source="predicted",
+                generator=torch.Generator().manual_seed(0), num_inference_steps=2, strength=1.0, output_type="np")
+    assert out_.prompt_embeds.shape == (1, 16, 32) and out_.images.shape == (1, 16, 16, 3)
+    assert any("condition it directly" in n for n in out_.notes)
+    card = (folder / "README.md").read_text()
+    assert "| encoder |" in card and "| unet |" not in card and "| classifier |" not in card  # training table
+    assert f"from `{sd}`" in card and "simulated" not in card and "eval_classifier" not in card
