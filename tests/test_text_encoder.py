@@ -159,3 +159,16 @@ def test_a_text_encoder_of_another_shape_is_a_mismatch_that_says_the_shapes(trai
     reason = _full_pipeline(trained, wide, tmp_path).text_encoder_mismatch()
     assert reason.startswith("the caption bank holds clip_text_model states of 16 x 32")
     assert reason.endswith("this diffusion model's text encoder gives clip_text_model states of 16 x 48")
+
+
+def test_caption_states_are_cached_per_text_encoder(sd, trained, stimuli_dir):
+    """The run folder keeps one cache per encoder: MiniLM's states are not reused for CLIP, nor the other way."""
+    from neuroimagen.training.common import caption_states
+
+    clip = caption_states(stimuli_dir, trained, str(sd[0]))  # written by the semantic stage: read back
+    minilm = caption_states(stimuli_dir, trained)
+    assert clip["label"].shape == (40, 16, 32) and clip["text_encoder_type"] == "clip_text_model"
+    assert minilm["label"].shape == (40, 32, 384) and minilm["text_encoder_type"] == "bert"
+    torch.testing.assert_close(clip["label"], CaptionEncoder(str(sd[0]))(LABELS))
+    assert (trained / "caption_states.safetensors").is_file()  # MiniLM's file keeps its name
+    assert len(list(trained.glob("caption_states-*.safetensors"))) == 1

@@ -268,7 +268,7 @@ class NeuroImagenPipeline(DiffusionPipeline):
                     f"attends to {self.unet.config.cross_attention_dim}-wide ones, the caption bank's are "
                     f"{ours[1]} x {ours[2]}")
         stored = torch.cat([bank.empty_state[:1], bank.label_bank[:1]]).float()
-        computed = self._encode_text(["", bank.config.label_texts[0]]).float().to(stored.device)
+        computed = self._encode_text(["", *bank.config.label_texts[:1]]).float().to(stored.device)
         err = float((computed - stored).pow(2).mean().sqrt() / stored.pow(2).mean().sqrt().clamp_min(1e-12))
         if not err <= MATCH_TOLERANCE:
             return (f"same architecture ({ours[0]}, {ours[1]} x {ours[2]}) but other weights: its states for the empty "
