@@ -226,8 +226,8 @@ def load_things_eeg2(directory: str | Path, subject: int, split: str = "training
     --------
     >>> train = load_things_eeg2("things-eeg2/preprocessed_data", 1, "training",
     ...                          image_metadata="things-eeg2/image_set/image_metadata.npy")  # doctest: +SKIP
-    >>> train.eeg.shape, train.sfreq, train.concepts[0]  # doctest: +SKIP
-    ((66160, 17, 100), 100.0, '00001_aardvark')
+    >>> train.eeg.shape, train.sfreq, train.repetition[:5]  # doctest: +SKIP
+    ((66160, 17, 100), 100.0, array([0, 1, 2, 3, 0]))
     >>> test = load_things_eeg2("things-eeg2/preprocessed_data", 1, "test", average_repetitions=True)  # doctest: +SKIP
     >>> test.eeg.shape  # doctest: +SKIP
     (200, 17, 100)
