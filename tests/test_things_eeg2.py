@@ -298,6 +298,7 @@ def test_missing_keys_and_non_dicts(tmp_path):
     ({"times": _mne_times(0.1, 120, 100.0)}, r"got 120 values from 0.100 to 1.290 s"),  # 20 more, none before 0
     ({"times": np.r_[_mne_times(-0.2, 99, 100.0), 5.0]}, r"expected evenly spaced increasing times"),
     ({"times": "-0.2:0.8"}, r"Invalid 'times' .*got a str"),
+    ({"times": np.zeros(0)}, r"Invalid 'times' .*one per sample \(100\), got shape \(0,\), dtype float64"),
 ])
 def test_wrong_contents_say_what_was_expected(tmp_path, change, message):
     d = _eeg_dict(np.random.default_rng(5), 2, 3, POSTERIOR, 100, _mne_times(-0.2, 100, 100.0))
@@ -367,3 +368,57 @@ def test_allowed_callables_cannot_be_changed_or_misused(tmp_path, stream, reason
     d = {"a": np.arange(3.0), "b": b"\xff"}
     (tmp_path / "ok.pkl").write_bytes(pickle.dumps(d, protocol=5))
     assert load_pickled(tmp_path / "ok.pkl")["b"] == b"\xff"  # the callables still work after the attempt
+
+
+# ------------------------------------------------------------------------------------------------ refusing bad numpy state
+# Only numpy's own names, but states that numpy's __setstate__ trusts: pickle.loads of these crashes Python.
+_RECONSTRUCT = (np._core.multiarray if hasattr(np, "_core") else np.core.multiarray)._reconstruct
+
+
+class _DTypeState:
+    def __init__(self, spec, state):
+        self.spec, self.state = spec, state
+
+    def __reduce__(self):
+        return np.dtype, (self.spec, False, True), self.state
+
+
+class _ArrayState:
+    def __init__(self, *state):
+        self.state = state
+
+    def __reduce__(self):
+        return _RECONSTRUCT, (np.ndarray, (0,), b"b"), self.state
+
+
+NO_FLAGS_OBJECT = _DTypeState("O8", (3, "|", None, None, None, -1, -1, 0))  # an object dtype that says it holds none
+BAD_STATES = {
+    "raw bytes as object pointers": (_ArrayState(1, (2,), NO_FLAGS_OBJECT, False, b"A" * 16),
+                                     r"an object array of shape \(2,\) \(2 items\) with a bytes"),
+    "a short list for an object array": (_ArrayState(1, (100000,), np.dtype("O"), False, [1]),
+                                         r"an object array of shape \(100000,\) \(100000 items\) with 1 items"),
+    "too few bytes": (_ArrayState(1, (10,), np.dtype("f8"), False, b"x"),
+                      r"an array of shape \(10,\), float64 \(80 bytes\) with 1 bytes"),
+    "a structured dtype": (np.zeros(2, dtype=[("a", "f8"), ("b", "i4")]), r"dtype 'V12': only booleans, integers"),
+    "a dtype with fields in its state": (_DTypeState("f8", (3, "<", None, ("a",), {"a": (np.dtype("f8"), 8)}, -1, -1,
+                                                            0)), r"dtype 'f8' with fields or subarrays: only booleans"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_STATES))
+def test_numpy_states_that_would_corrupt_memory_are_refused(tmp_path, case):
+    obj, reason = BAD_STATES[case]
+    (tmp_path / "x.pkl").write_bytes(pickle.dumps({"preprocessed_eeg_data": obj}, protocol=4))
+    with pytest.raises(DataFileError, match=f"Could not read 'x.pkl' as a pickle: {reason}"):
+        load_pickled(tmp_path / "x.pkl")
+
+
+def test_those_states_do_crash_plain_unpickling(tmp_path):
+    import sys
+
+    for case in ("raw bytes as object pointers", "a short list for an object array"):
+        path = tmp_path / "x.pkl"
+        path.write_bytes(pickle.dumps(BAD_STATES[case][0], protocol=4))
+        code = f"import pickle; a = pickle.load(open({str(path)!r}, 'rb')); print(repr(a[:2]))"
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
+        assert run.returncode < 0, (case, run.returncode, run.stdout[-200:])  # killed by a signal (SIGSEGV)

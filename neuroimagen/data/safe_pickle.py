@@ -8,15 +8,25 @@ only numpy arrays, dtypes and scalars, dicts, lists, tuples, strings, bytes, num
 refuses anything else before it is called, with a :class:`~neuroimagen.data.DataFileError` that names what
 the file asked for and lists what is allowed.
 
-The ``.npy`` header is parsed with ``numpy.lib.format`` (``read_magic``, ``read_array_header_1_0/2_0``); only
-an object array's payload is unpickled. Pickles written by numpy 1.x (``numpy.core.multiarray``) and 2.x
-(``numpy._core.multiarray``) and protocols 2 to 5 are read.
+Admitting numpy's own names is not enough: ``dtype.__setstate__`` and ``ndarray.__setstate__`` trust the
+state a file gives them (an object dtype whose flags say it holds no objects, an object array given a list
+shorter than its shape), and numpy then reads raw bytes as Python objects: ``pickle.loads`` of such a file
+crashes. Here those names are stand-ins that check the state (dtype name, byte order, shape, data size,
+item count) and build the arrays from dtypes numpy makes itself; dtypes are limited to booleans, integers,
+floats, complex numbers, strings and Python objects (no structured or datetime dtypes).
+
+The ``.npy`` header is parsed with ``numpy.lib.format`` (``read_magic``, ``read_array_header_1_0/2_0``); a
+numeric array is read with ``allow_pickle=False`` and only an object array's payload is unpickled. Pickles
+written by numpy 1.x (``numpy.core.multiarray``) and 2.x (``numpy._core.multiarray``), by Python 2, and with
+protocols 0 to 5 are read.
 """
 
 from __future__ import annotations
 
 import codecs
+import math
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -25,41 +35,153 @@ from .errors import DataFileError
 from .io import _corrupt_msg, _npy_header
 
 ALLOWED = ("numpy arrays, dtypes and scalars, dicts, lists, tuples, strings, bytes, numbers, booleans and None")
+DTYPES = "booleans, integers, floats, complex numbers, strings (U, S) and Python objects (O)"
 NPY_MAGIC = b"\x93NUMPY"
-
-
-def _numpy_core(module: str):
-    """numpy 2's ``numpy._core.<module>``, or numpy 1's ``numpy.core.<module>``: what either wrote resolves."""
-    import importlib
-
-    try:
-        return importlib.import_module(f"numpy._core.{module}")
-    except ImportError:  # numpy 1.x
-        return importlib.import_module(f"numpy.core.{module}")
+_DTYPE_SPEC = re.compile(r"[biufcSUO]\d+")  # what dtype.__reduce__ names: 'f8', 'U7', 'S3', 'b1', 'O8'
 
 
 class _Checked:
-    """A callable a pickle may name, with nothing to set: no ``__dict__`` and no slots, so a ``BUILD`` on it
-    (which sets attributes) fails instead of changing it for later loads, as it could a Python function."""
+    """What a pickle may name instead of numpy's own callables: objects with no attribute to set (no
+    ``__dict__``, no slots), so that a ``BUILD`` on one fails instead of changing it for later loads."""
 
     __slots__ = ()
+
+
+class _NDArray(_Checked):
+    """Stands for ``numpy.ndarray``, which a pickle names only as ``_reconstruct``'s first argument."""
+
+    __slots__ = ()
+
+
+class _DTypeFactory(_Checked):
+    """Stands for ``numpy.dtype``: records the dtype a pickle names, see :class:`_DType`."""
+
+    __slots__ = ()
+
+    def __call__(self, spec, align=False, copy=True):
+        return _DType(spec)
+
+
+class _DType:
+    """A dtype named by a pickle. numpy's own ``dtype.__setstate__`` takes flags, sizes and fields from the
+    file, and a dtype whose flags deny the Python objects it holds makes numpy read raw bytes as pointers (a
+    crash, or worse). So the state is only checked here, and the dtype numpy uses is made afresh from its
+    name and byte order, when first used."""
+
+    __slots__ = ("_spec", "_byteorder", "_dtype")
+
+    def __init__(self, spec):
+        if not isinstance(spec, str) or not _DTYPE_SPEC.fullmatch(spec):
+            raise pickle.UnpicklingError(f"dtype {spec!r}: only {DTYPES} are allowed")
+        self._spec, self._byteorder, self._dtype = spec, "=", None
+
+    def __setstate__(self, state):
+        # dtype.__reduce__'s state: (3, byte order, subarray, names, fields, elsize, alignment, flags)
+        if self._dtype is not None:
+            raise pickle.UnpicklingError("a dtype's state was set after the dtype was used")
+        if not isinstance(state, tuple) or len(state) != 8 or state[0] != 3 or state[1] not in ("<", ">", "|", "=") \
+                or not isinstance(state[5], int):
+            raise pickle.UnpicklingError(f"dtype {self._spec!r} with a state unlike numpy's (3, byte order, "
+                                         f"subarray, names, fields, item size, alignment, flags)")
+        if state[2:5] != (None, None, None):
+            raise pickle.UnpicklingError(f"dtype {self._spec!r} with fields or subarrays: only {DTYPES}, without "
+                                         f"fields or subarrays, are allowed")
+        if state[5] not in (-1, np.dtype(self._spec).itemsize):
+            raise pickle.UnpicklingError(f"dtype {self._spec!r} with an item size of {state[5]} bytes")
+        self._byteorder = state[1]
+
+    def resolve(self) -> np.dtype:
+        if self._dtype is None:
+            dtype = np.dtype(self._spec)
+            self._dtype = dtype.newbyteorder(self._byteorder) if self._byteorder in "<>" else dtype
+        return self._dtype
+
+
+def _dtype(obj, what: str) -> np.dtype:
+    if not isinstance(obj, _DType):
+        raise pickle.UnpicklingError(f"{what} with {type(obj).__name__} {obj!r:.100} for a dtype")
+    return obj.resolve()
+
+
+def _shape(obj, what: str) -> tuple[int, ...]:
+    if not isinstance(obj, tuple) or not all(type(n) is int and n >= 0 for n in obj):
+        raise pickle.UnpicklingError(f"{what} with the shape {obj!r:.100}")
+    return obj
+
+
+class _Array:
+    """An array named by a pickle (``_reconstruct``, then ``BUILD`` with its state). numpy's own
+    ``ndarray.__setstate__`` trusts the state (an object array given a shorter list reads past its end), so
+    the state is checked here and the array made from a dtype of :class:`_DType` and data of the right size."""
+
+    __slots__ = ("array",)
+
+    def __init__(self):
+        self.array = None
+
+    def __setstate__(self, state):
+        # ndarray.__reduce__'s state: (1, shape, dtype, is_fortran, data)
+        if self.array is not None:
+            raise pickle.UnpicklingError("an array's state was set twice")
+        if not isinstance(state, tuple) or len(state) != 5 or state[0] != 1 or not isinstance(state[3], bool):
+            raise pickle.UnpicklingError(f"an array with the state {state!r:.200}")
+        _, shape, dtype, fortran, data = state
+        shape, dtype = _shape(shape, "an array"), _dtype(dtype, "an array")
+        n = math.prod(shape)
+        if dtype.hasobject:  # the items, in C order, as a list
+            if not isinstance(data, list) or len(data) != n:
+                got = f"{len(data)} items" if isinstance(data, list) else f"a {type(data).__name__}"
+                raise pickle.UnpicklingError(f"an object array of shape {shape} ({n} items) with {got}")
+            array = np.empty(n, dtype=object)
+            for i, item in enumerate(data):
+                array[i] = item
+            self.array = array.reshape(shape)
+            return
+        if isinstance(data, str):  # Python 2's str, decoded as latin-1 by the unpickler
+            data = data.encode("latin1")
+        if not isinstance(data, bytes | bytearray) or len(data) != n * dtype.itemsize:
+            got = f"{len(data)} bytes" if isinstance(data, bytes | bytearray) else f"a {type(data).__name__}"
+            raise pickle.UnpicklingError(f"an array of shape {shape}, {dtype} ({n * dtype.itemsize} bytes) with "
+                                         f"{got}")
+        array = np.empty(0, dtype=np.int8)
+        array.__setstate__((1, shape, dtype, fortran, data))  # checked above; numpy keeps the bytes, no copy
+        self.array = array
 
 
 class _Reconstruct(_Checked):
     __slots__ = ()
 
     def __call__(self, subtype, shape, dtype):
-        # ndarray.__reduce__ names _reconstruct(ndarray, (0,), b"b"); the state then fills it (ndarray.__setstate__)
-        if subtype is not np.ndarray:
-            raise pickle.UnpicklingError(f"_reconstruct of {subtype!r}: only numpy.ndarray is allowed")
-        return _numpy_core("multiarray")._reconstruct(np.ndarray, shape, dtype)
+        # ndarray.__reduce__ names _reconstruct(ndarray, (0,), b"b"); BUILD then gives the state
+        if not isinstance(subtype, _NDArray):
+            raise pickle.UnpicklingError(f"_reconstruct of {subtype!r:.100}: only numpy.ndarray is allowed")
+        return _Array()
 
 
 class _FromBuffer(_Checked):
     __slots__ = ()
 
-    def __call__(self, buf, dtype, shape, order):  # protocol 5's ndarray.__reduce_ex__
-        return _numpy_core("numeric")._frombuffer(buf, dtype, shape, order)
+    def __call__(self, buf, dtype, shape, order):  # protocol 5's ndarray.__reduce_ex__ (data in-band)
+        dtype, shape = _dtype(dtype, "_frombuffer"), _shape(shape, "_frombuffer")
+        n = math.prod(shape) * dtype.itemsize
+        if dtype.hasobject or order not in ("C", "F") or not isinstance(buf, bytes | bytearray) or len(buf) != n:
+            raise pickle.UnpicklingError(f"_frombuffer of {type(buf).__name__} as {dtype}, shape {shape}, order "
+                                         f"{order!r:.10}")
+        return np.frombuffer(buf, dtype=dtype).reshape(shape, order=order)
+
+
+class _Scalar(_Checked):
+    __slots__ = ()
+
+    def __call__(self, dtype, data=None):  # a numpy scalar: its dtype and its bytes
+        dtype = _dtype(dtype, "a numpy scalar")
+        if dtype.hasobject:
+            return data  # what numpy's scalar() gives for an object dtype
+        if isinstance(data, str):
+            data = data.encode("latin1")
+        if not isinstance(data, bytes) or len(data) != dtype.itemsize:
+            raise pickle.UnpicklingError(f"a numpy scalar of {dtype} with {type(data).__name__} {data!r:.50}")
+        return np.frombuffer(data, dtype=dtype, count=1)[0]
 
 
 class _Latin1Encode(_Checked):
@@ -67,18 +189,41 @@ class _Latin1Encode(_Checked):
 
     def __call__(self, text, encoding="latin1", errors="strict"):
         # Protocol 2 stores bytes as _codecs.encode(text, "latin1"); no other codec is looked up
-        if codecs.lookup(encoding).name != "iso8859-1":
-            raise pickle.UnpicklingError(f"_codecs.encode with {encoding!r}: only 'latin1' is allowed")
-        return codecs.encode(text, "latin1", errors)
+        if not isinstance(text, str) or not isinstance(encoding, str) or errors != "strict" \
+                or codecs.lookup(encoding).name != "iso8859-1":
+            raise pickle.UnpicklingError(f"_codecs.encode with {encoding!r:.50}: only 'latin1' is allowed")
+        return text.encode("latin1")
+
+
+class _Builtin(_Checked):
+    """A builtin type, called only with arguments of the types protocols 0-4 give it (``set([...])``,
+    ``complex(1.0, 2.0)``, ``bytearray(b"...")``, ``bytes()``)."""
+
+    __slots__ = ()
+    target: type
+    arg_types: tuple[type, ...]
+
+    def __call__(self, *args):
+        if len(args) != len(self.arg_types) or not all(isinstance(a, t) for a, t in zip(args, self.arg_types)):
+            raise pickle.UnpicklingError(f"{self.target.__name__} of {', '.join(type(a).__name__ for a in args)}")
+        return self.target(*args)
+
+
+def _builtin(target: type, *arg_types: type) -> _Builtin:
+    # class attributes, not slots: a BUILD on the instance cannot change them
+    return type(f"_{target.__name__}", (_Builtin,), {"__slots__": (), "target": target, "arg_types": arg_types})()
 
 
 def _allowed_globals() -> dict[tuple[str, str], object]:
-    allowed: dict[tuple[str, str], object] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+    allowed: dict[tuple[str, str], object] = {("numpy", "ndarray"): _NDArray(), ("numpy", "dtype"): _DTypeFactory(),
                                               ("_codecs", "encode"): _Latin1Encode()}
-    scalar = _numpy_core("multiarray").scalar  # a builtin: nothing to set on it either
+    for builtins in ("builtins", "__builtin__"):  # Python 3 and 2 names (find_class sees them unmapped)
+        allowed.update({(builtins, "set"): _builtin(set, list), (builtins, "frozenset"): _builtin(frozenset, list),
+                        (builtins, "complex"): _builtin(complex, float, float), (builtins, "bytes"): _builtin(bytes),
+                        (builtins, "bytearray"): _builtin(bytearray, bytes)})
     for core in ("numpy.core", "numpy._core"):  # what numpy 1.x and 2.x write
         allowed[(f"{core}.multiarray", "_reconstruct")] = _Reconstruct()
-        allowed[(f"{core}.multiarray", "scalar")] = scalar
+        allowed[(f"{core}.multiarray", "scalar")] = _Scalar()
         allowed[(f"{core}.numeric", "_frombuffer")] = _FromBuffer()
     return allowed
 
@@ -88,13 +233,14 @@ class _Refused(Exception):
 
 
 class RestrictedUnpickler(pickle.Unpickler):
-    """A :class:`pickle.Unpickler` whose ``find_class`` admits only what numpy arrays are rebuilt from.
+    """A :class:`pickle.Unpickler` that admits what numpy arrays are rebuilt from, and checks it.
 
     Every callable a pickle can reach comes through ``find_class`` (``GLOBAL``, ``STACK_GLOBAL``, ``INST``,
-    ``OBJ``, the copyreg extension codes); here it returns only ``numpy.ndarray``, ``numpy.dtype``,
-    numpy's ``_reconstruct``/``scalar``/``_frombuffer`` and a latin-1 ``_codecs.encode`` (wrapped, where an
-    argument could name a type or a codec, in objects with no attributes to set). Anything else raises
-    before it is called.
+    ``OBJ``, the copyreg extension codes). Here it returns stand-ins for ``numpy.ndarray``, ``numpy.dtype``,
+    numpy's ``_reconstruct``, ``scalar`` and ``_frombuffer`` and a latin-1 ``_codecs.encode``; anything else
+    raises before it is called. The stand-ins check what the pickle gives them (dtype names and byte order,
+    shapes, data sizes, item counts) and make the arrays from dtypes numpy builds itself, never from a
+    state the file dictates; :meth:`load` returns the result with real numpy objects in their place.
     Persistent ids and out-of-band buffers are refused by :class:`pickle.Unpickler` itself.
     """
 
@@ -111,6 +257,47 @@ class RestrictedUnpickler(pickle.Unpickler):
         if obj is None:
             raise _Refused(f"{module}.{name}")
         return obj
+
+    def load(self):
+        return _finish(super().load(), {})
+
+
+def _finish(obj, done: dict):
+    """``obj`` with the stand-ins of arrays and dtypes replaced by the numpy objects, at any depth (lists and
+    dicts in place, tuples and sets rebuilt)."""
+    if isinstance(obj, _Array):
+        if obj.array is None:
+            raise pickle.UnpicklingError("an array without its state")
+        obj = obj.array
+    elif isinstance(obj, _DType):
+        return obj.resolve()
+    if not isinstance(obj, list | dict | tuple | set | frozenset | np.ndarray) or id(obj) in done:
+        return done.get(id(obj), obj)
+    if isinstance(obj, np.ndarray):
+        done[id(obj)] = obj
+        if obj.dtype.hasobject:
+            for i, item in enumerate(obj.flat):
+                new = _finish(item, done)
+                if new is not item:
+                    obj.flat[i] = new
+        return obj
+    if isinstance(obj, list):
+        done[id(obj)] = obj
+        obj[:] = [_finish(item, done) for item in obj]
+        return obj
+    if isinstance(obj, dict):
+        done[id(obj)] = obj
+        for key in obj:
+            if isinstance(key, _Array | _DType):
+                raise pickle.UnpicklingError("an array or dtype as a dict key")
+            obj[key] = _finish(obj[key], done)
+        return obj
+    items = [_finish(item, done) for item in obj]
+    if isinstance(obj, set | frozenset) and any(isinstance(i, _Array | _DType) for i in obj):
+        raise pickle.UnpicklingError("an array or dtype in a set")
+    new = obj if all(a is b for a, b in zip(items, obj, strict=True)) else type(obj)(items)
+    done[id(obj)] = new
+    return new
 
 
 def refusal(name: str, found: str) -> DataFileError:

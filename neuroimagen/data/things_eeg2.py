@@ -321,7 +321,7 @@ def _str_list(value, key: str, n: int | None, name: str, expected: str) -> list[
                else f"a {type(value).__name__}")
         if items is not None:
             bad = next(s for s in items if not isinstance(s, str | np.str_))
-            got = f"a list holding {type(bad).__name__} {bad!r}"
+            got = f"a {type(value).__name__} holding {type(bad).__name__} {bad!r}"
         raise DataFileError(f"Invalid {key!r} in {name!r}: expected {expected}, got {got}.")
     if n is not None and len(items) != n:
         raise DataFileError(f"Invalid {key!r} in {name!r}: expected {expected} ({n}), got {len(items)}.")
@@ -334,7 +334,8 @@ def _check_names(value, n_chans: int, name: str) -> list[str]:
 
 def _check_times(value, n_times: int, name: str) -> tuple[np.ndarray, str | None]:
     times = np.asarray(value) if isinstance(value, np.ndarray | list | tuple) else None
-    if times is None or times.ndim != 1 or times.dtype.kind not in "fiu" or not np.isfinite(times).all():
+    if times is None or times.ndim != 1 or times.dtype.kind not in "fiu" or not np.isfinite(times).all() \
+            or len(times) < 2:
         got = f"shape {times.shape}, dtype {times.dtype}" if times is not None else f"a {type(value).__name__}"
         raise DataFileError(f"Invalid 'times' in {name!r}: expected seconds from stimulus onset, one per sample "
                             f"({n_times}), got {got}.")
