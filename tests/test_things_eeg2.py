@@ -422,3 +422,28 @@ def test_those_states_do_crash_plain_unpickling(tmp_path):
         code = f"import pickle; a = pickle.load(open({str(path)!r}, 'rb')); print(repr(a[:2]))"
         run = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
         assert run.returncode < 0, (case, run.returncode, run.stdout[-200:])  # killed by a signal (SIGSEGV)
+
+
+def test_length_and_index_fields_cannot_make_the_reader_allocate(tmp_path):
+    # A few bytes that ask for gigabytes: a memo index of 2e9 (the C unpickler sizes its memo by it: 16 GB) and a
+    # bytearray of 1 TB. Run under a 2 GB address-space limit, so that a regression fails instead of swapping.
+    import struct
+    import sys
+
+    (tmp_path / "memo.pkl").write_bytes(b"\x80\x04N" + b"r" + struct.pack("<I", 2_000_000_000) + b".")
+    (tmp_path / "big.pkl").write_bytes(b"\x80\x05\x96" + struct.pack("<Q", 2**40) + b"x" * 16 + b".")
+    code = f"""
+import resource
+resource.setrlimit(resource.RLIMIT_AS, (2 * 2**30, 2 * 2**30))
+from neuroimagen.data import DataFileError, load_pickled
+print(load_pickled({str(tmp_path / "memo.pkl")!r}))
+try:
+    load_pickled({str(tmp_path / "big.pkl")!r})
+except DataFileError as err:
+    print(err)
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert run.returncode == 0, run.stderr[-500:]
+    assert run.stdout.splitlines() == ["None", "Could not read 'big.pkl' as a pickle: BYTEARRAY8 of 1099511627776 "
+                                               "bytes, more than the file holds. The file may be truncated or corrupt."]

@@ -23,10 +23,11 @@ protocols 0 to 5 are read.
 
 from __future__ import annotations
 
-import codecs
 import math
+import os
 import pickle
 import re
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -189,8 +190,7 @@ class _Latin1Encode(_Checked):
 
     def __call__(self, text, encoding="latin1", errors="strict"):
         # Protocol 2 stores bytes as _codecs.encode(text, "latin1"); no other codec is looked up
-        if not isinstance(text, str) or not isinstance(encoding, str) or errors != "strict" \
-                or codecs.lookup(encoding).name != "iso8859-1":
+        if not isinstance(text, str) or encoding not in ("latin1", "latin-1") or errors != "strict":
             raise pickle.UnpicklingError(f"_codecs.encode with {encoding!r:.50}: only 'latin1' is allowed")
         return text.encode("latin1")
 
@@ -232,23 +232,54 @@ class _Refused(Exception):
     """A global the restricted unpickler does not admit (raised before anything is called)."""
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """A :class:`pickle.Unpickler` that admits what numpy arrays are rebuilt from, and checks it.
+class _Bounded:
+    """The file as the unpickler reads it: no read asks for more than the file has left, so a length field
+    (``BINBYTES8``, ``FRAME``) cannot make the reader allocate more than the file holds."""
+
+    def __init__(self, f):
+        self._f = f
+        start = f.tell()
+        self.end = f.seek(0, os.SEEK_END)
+        f.seek(start)
+
+    def left(self) -> int:
+        return self.end - self._f.tell()
+
+    def read(self, n: int = -1) -> bytes:
+        return self._f.read(self.left() if n is None or n < 0 else min(n, self.left()))
+
+    def readline(self, size: int = -1) -> bytes:
+        return self._f.readline(size)
+
+    def readinto(self, b) -> int:
+        return self._f.readinto(b)
+
+
+class RestrictedUnpickler(pickle._Unpickler):
+    """An unpickler that admits what numpy arrays are rebuilt from, and checks it.
 
     Every callable a pickle can reach comes through ``find_class`` (``GLOBAL``, ``STACK_GLOBAL``, ``INST``,
     ``OBJ``, the copyreg extension codes). Here it returns stand-ins for ``numpy.ndarray``, ``numpy.dtype``,
-    numpy's ``_reconstruct``, ``scalar`` and ``_frombuffer`` and a latin-1 ``_codecs.encode``; anything else
-    raises before it is called. The stand-ins check what the pickle gives them (dtype names and byte order,
-    shapes, data sizes, item counts) and make the arrays from dtypes numpy builds itself, never from a
-    state the file dictates; :meth:`load` returns the result with real numpy objects in their place.
-    Persistent ids and out-of-band buffers are refused by :class:`pickle.Unpickler` itself.
+    numpy's ``_reconstruct``, ``scalar`` and ``_frombuffer``, a latin-1 ``_codecs.encode`` and a few builtin
+    types with fixed argument types; anything else raises before it is called. The stand-ins check what the
+    pickle gives them (dtype names and byte order, shapes, data sizes, item counts) and make the arrays from
+    dtypes numpy builds itself, never from a state the file dictates; :meth:`load` returns the result with
+    real numpy objects in their place. Persistent ids and out-of-band buffers are refused by the base class.
+
+    It is Python's pure-Python unpickler (``pickle._Unpickler``): the C one sizes its memo by the largest
+    index a file names (``LONG_BINPUT 2000000000`` allocates 16 GB from a few bytes) and its
+    ``READONLY_BUFFER`` can free a buffer still in use; here the memo is a dict, reads are bounded by the
+    file's size (:class:`_Bounded`) and ``BYTEARRAY8`` is checked before it allocates. The data sets hold a
+    few large arrays, read as one block each, so the pure-Python reader is not slower where it matters.
     """
 
     _allowed: dict[tuple[str, str], object] | None = None
+    dispatch = dict(pickle._Unpickler.dispatch)
 
     def __init__(self, file, **kwargs):
         kwargs.setdefault("encoding", "latin1")  # numpy arrays pickled by Python 2, as np.load advises
-        super().__init__(file, **kwargs)
+        self._bounded = _Bounded(file)
+        super().__init__(self._bounded, **kwargs)
         if RestrictedUnpickler._allowed is None:
             RestrictedUnpickler._allowed = _allowed_globals()
 
@@ -260,6 +291,16 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     def load(self):
         return _finish(super().load(), {})
+
+    def _load_bytearray8(self):
+        (n,) = struct.unpack("<Q", self.read(8))
+        if n > self._bounded.end:  # bytearray(n) fills n bytes before reading them: never more than the file
+            raise pickle.UnpicklingError(f"BYTEARRAY8 of {n} bytes, more than the file holds")
+        b = bytearray(n)
+        self.readinto(b)
+        self.append(b)
+
+    dispatch[pickle.BYTEARRAY8[0]] = _load_bytearray8
 
 
 def _finish(obj, done: dict):
@@ -315,7 +356,8 @@ def _unpickle(f, name: str, fmt: str):
     except MemoryError:
         raise
     except Exception as err:  # noqa: BLE001 - any other failure of the pickle stream is a corrupt file
-        reason = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        text = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+        reason = text if isinstance(err, pickle.UnpicklingError) and text else f"{type(err).__name__} {text}".strip()
         raise DataFileError(_corrupt_msg(name, fmt, reason)) from None
 
 
