@@ -156,16 +156,22 @@ def test_250hz_63_channel_variant(nice):
     np.testing.assert_allclose(ds.eeg, d["preprocessed_eeg_data"].mean(axis=1), rtol=1e-12)
 
 
-@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+@pytest.mark.parametrize("protocol", range(6))
 def test_pkl_files_of_any_protocol(tmp_path, protocol):
     d = _eeg_dict(np.random.default_rng(2), 3, 2, ALL_63, 250, _mne_times(0.0, 250, 250.0))
     d["subject"], d["sfreq"], d["shape"] = "sub-01", np.float64(250.0), (3, 2)
+    d["other"] = [b"", b"\x00\xff", bytearray(b"ab"), {1, 2}, frozenset({"a"}), 1 + 2j, np.array(["ab", "c"]),
+                  np.asfortranarray(np.arange(6.0).reshape(2, 3)), np.array([None, [1], "x"], dtype=object)]
     with open(tmp_path / "sub-01.pkl", "wb") as f:
         pickle.dump(d, f, protocol=protocol)
     back = load_pickled(tmp_path / "sub-01.pkl")
     assert set(back) == set(d) and back["ch_names"] == ALL_63 and back["shape"] == (3, 2)
     np.testing.assert_array_equal(back["preprocessed_eeg_data"], d["preprocessed_eeg_data"])
     assert back["sfreq"] == 250.0 and isinstance(back["sfreq"], np.float64)
+    assert back["other"][:6] == d["other"][:6] and [type(x) for x in back["other"]] == [type(x) for x in d["other"]]
+    np.testing.assert_array_equal(back["other"][6], d["other"][6])
+    np.testing.assert_array_equal(back["other"][7], d["other"][7])
+    assert back["other"][8].tolist() == [None, [1], "x"]
 
 
 # ------------------------------------------------------------------------------------------------ refusing code
