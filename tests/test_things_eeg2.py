@@ -172,6 +172,8 @@ def test_pkl_files_of_any_protocol(tmp_path, protocol):
     np.testing.assert_array_equal(back["other"][6], d["other"][6])
     np.testing.assert_array_equal(back["other"][7], d["other"][7])
     assert back["other"][8].tolist() == [None, [1], "x"]
+    (tmp_path / "array.pkl").write_bytes(pickle.dumps(np.arange(3.0), protocol=protocol))  # p0/1 start with GLOBAL
+    np.testing.assert_array_equal(load_pickled(tmp_path / "array.pkl"), np.arange(3.0))
 
 
 # ------------------------------------------------------------------------------------------------ refusing code

@@ -124,9 +124,10 @@ class _Array:
         # ndarray.__reduce__'s state: (1, shape, dtype, is_fortran, data)
         if self.array is not None:
             raise pickle.UnpicklingError("an array's state was set twice")
-        if not isinstance(state, tuple) or len(state) != 5 or state[0] != 1 or not isinstance(state[3], bool):
-            raise pickle.UnpicklingError(f"an array with the state {state!r:.200}")
+        if not isinstance(state, tuple) or len(state) != 5 or state[0] != 1 or state[3] not in (False, True):
+            raise pickle.UnpicklingError("an array with a state unlike numpy's (1, shape, dtype, is_fortran, data)")
         _, shape, dtype, fortran, data = state
+        fortran = bool(fortran)
         shape, dtype = _shape(shape, "an array"), _dtype(dtype, "an array")
         n = math.prod(shape)
         if dtype.hasobject:  # the items, in C order, as a list
@@ -407,7 +408,7 @@ def file_kind(path: str | Path) -> str | None:
         head = f.read(len(NPY_MAGIC))
     if head == NPY_MAGIC:
         return "npy"
-    if head[:1] == pickle.PROTO or head[:1] in (b"(", b"}", b"]"):  # protocol 2+, or 0/1 (which start a container)
+    if head[:1] == pickle.PROTO or head[:1] in (b"(", b"}", b"]", b")", b"c"):  # 2+, or 0/1: a container or a global
         return "pickle"
     return None
 
