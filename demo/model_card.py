@@ -12,7 +12,7 @@ def describe(pipe) -> dict:
     eeg_models = ("eeg_encoder", "saliency_generator", "semantic_decoder", "class_decoder")
     n = {name: sum(p.numel() for p in getattr(pipe, name).parameters())
          for name in (*eeg_models, "vae", "unet") if getattr(pipe, name, None) is not None}
-    return {"device": str(pipe.device), "diffusion": "Stable Diffusion" if pipe.uses_text_encoder else "tiny LDM",
+    return {"device": str(pipe.device), "diffusion": "Stable Diffusion" if pipe.text_encoder is not None else "tiny LDM",
             "unet_params_M": round(n["unet"] / 1e6, 2),
             "eeg_params_M": round(sum(n[k] for k in eeg_models if k in n) / 1e6, 2),
             "eeg_shape": pipe.eeg_shape, "sfreq": pipe.eeg_sfreq,
