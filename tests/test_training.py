@@ -257,9 +257,10 @@ def test_debug_classifier_stage(debug_run):
 
 
 # What the four EEG stages recorded per epoch on configs/debug.json (one thread) when their loops were each
-# written out in full (f32ebfa, torch 2.13 CPU). The same seed must train the same way: another batch order,
-# another draw from a generator or another loss moves these numbers by far more than the tolerance, which
-# leaves room for another CPU's floating-point rounding.
+# written out in full (f32ebfa, torch 2.13 CPU). Another loss or another sampling scheme moves these numbers by far
+# more than the tolerance; the tolerance is for other machines and library versions (the stimuli are rendered by
+# resvg and simulated with numpy/scipy, unpinned): on a machine installed on 2026-12-02 the encoder's and the
+# saliency stage's first epochs came out up to 2.3 % off. Exact reproducibility on one machine is the next test.
 DEBUG_HISTORIES = {
     "encoder": [{"loss": 0.6026, "triplet": 0.1052}, {"loss": 0.5114, "triplet": 0.0632},
                 {"loss": 0.47, "triplet": 0.0623}],
@@ -270,13 +271,34 @@ DEBUG_HISTORIES = {
 }
 
 
+def _history(out, stage, keys, n):
+    return [{k: h[k] for k in keys} for h in _metrics(out, stage)["history"][:n]]
+
+
 @pytest.mark.parametrize("stage", sorted(DEBUG_HISTORIES))
 def test_a_seeded_stage_trains_as_it_did(debug_run, stage):
     out, _ = debug_run
     expected = DEBUG_HISTORIES[stage]
-    history = [{k: h[k] for k in expected[0]} for h in _metrics(out, stage)["history"]]
     # the first epochs: a later test resumes the encoder for one more
-    assert history[:len(expected)] == [pytest.approx(e, rel=1e-3, abs=1e-5) for e in expected]
+    assert _history(out, stage, expected[0], len(expected)) == [pytest.approx(e, rel=3e-2, abs=1e-4) for e in expected]
+
+
+def test_the_same_seed_trains_the_same_way_and_another_seed_does_not(debug_run, tmp_path):
+    """On one machine a stage is exactly reproducible from its seed (batches, augmentation, initialisation), and
+    its seed matters: the encoder trained again into another folder repeats its history to the last digit."""
+    from neuroimagen.training import encoder
+    from neuroimagen.training.config import load_config
+
+    out, args = debug_run
+    keys, n = DEBUG_HISTORIES["encoder"][0], len(DEBUG_HISTORIES["encoder"])
+    paths, cfgs = load_config(args[1], overrides={"data": args[3], "splits": args[5], "stimuli": args[7],
+                                                  "out": str(tmp_path / "again")})
+    cfg = encoder.Config(**cfgs["encoder"])
+    encoder.train(cfg, paths, verbose=False)
+    assert _history(tmp_path / "again", "encoder", keys, n) == _history(out, "encoder", keys, n)
+    encoder.train(replace(cfg, seed=cfg.seed + 1), replace(paths, out=str(tmp_path / "other")), verbose=False)
+    other = _history(tmp_path / "other", "encoder", keys, n)
+    assert other != [pytest.approx(e, rel=1e-2) for e in _history(out, "encoder", keys, n)]
 
 
 def test_resume_continues_where_it_stopped(debug_run, capsys):
