@@ -40,6 +40,7 @@ import sys
 import time
 from pathlib import Path
 
+from ._logging import logger, verbose
 from .evaluation.provenance import part_weights, same_weights, weights_digest
 
 PARTS = ("reconstruction", "baselines", "block")
@@ -107,7 +108,7 @@ PART_KEYS = ("reconstruction", "baselines", "block_design")  # the parts' keys i
 BASELINE_COMPONENTS = ("eeg_encoder", "semantic_decoder", "caption_bank", "class_decoder")
 
 
-def _keep_earlier_parts(metrics: dict, out: Path, log=print) -> None:
+def _keep_earlier_parts(metrics: dict, out: Path) -> None:
     """Keep the parts this run did not compute from ``out/metrics.json``, when it is for the same data and,
     when this run has a checkpoint, for the same weights (by digest: a retrained stage keeps its folder's path).
 
@@ -131,7 +132,7 @@ def _keep_earlier_parts(metrics: dict, out: Path, log=print) -> None:
             why = "other weights" if part_weights(prior, k) is not None else "weights it did not record"
             metrics["caveats"].append(f"The earlier {k} part was measured on {why}, not on {metrics['checkpoint']} "
                                       f"as it is now, so it was not kept: rerun it with --parts {part}.")
-            log(f"not keeping the earlier {k} part (measured on {why}): rerun it with --parts {part}")
+            logger.info(f"not keeping the earlier {k} part (measured on {why}): rerun it with --parts {part}")
         kept = [k for k in kept if k not in stale]
     for k in kept:
         metrics.setdefault("part_weights", {})[k] = part_weights(prior, k)
@@ -216,15 +217,17 @@ def _paper_metrics(args: argparse.Namespace):
                         seed=args.seed)
 
 
-def run(args: argparse.Namespace, argv: list[str] | None = None, log=print) -> dict:
-    """Run the parts the arguments ask for and write the report; return the metrics."""
+@verbose
+def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
+    """Run the parts the arguments ask for and write the report; return the metrics (progress lines: the
+    ``neuroimagen`` logger, see :func:`~neuroimagen._logging.verbose`)."""
     import torch
     from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(args.threads)
     # numpy's BLAS too: many threads on small matrices (xDAWN, tangent space) thrash a shared machine.
     with threadpool_limits(args.threads):
-        return _run(args, argv, log)
+        return _run(args, argv)
 
 
 def _bins(ms: int, name: str) -> int:
@@ -235,7 +238,7 @@ def _bins(ms: int, name: str) -> int:
     return ms // DECIM
 
 
-def _run(args: argparse.Namespace, argv: list[str] | None, log) -> dict:
+def _run(args: argparse.Namespace, argv: list[str] | None) -> dict:
     import torch
 
     from .evaluation.report import write_report
@@ -282,7 +285,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None, log) -> dict:
         rec, arrays = run_reconstruction_eval(
             pipe, load_classifier(clf_dir, args.device), args.data, args.splits, args.stimuli, rows=_rows(args.rows),
             limit=args.limit, seed=args.seed, samples_per_trial=args.samples_per_trial, batch_size=args.batch_size,
-            num_inference_steps=args.steps, strength=args.strength, guidance_scale=args.guidance, paper=paper, log=log)
+            num_inference_steps=args.steps, strength=args.strength, guidance_scale=args.guidance, paper=paper)
         metrics["reconstruction"] = rec
         measured_on["reconstruction"] = metrics["weights"]
         if args.limit and rec["setup"]["n_trials"] < rec["setup"]["n_test_trials"]:
@@ -290,7 +293,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None, log) -> dict:
                                       f"{rec['setup']['n_test_trials']} test trials (--limit {args.limit}), for time; "
                                       f"per-subject numbers rest on few trials each.")
     elif "reconstruction" in parts:
-        log("no --checkpoint: skipping the reconstruction part")
+        logger.info("no --checkpoint: skipping the reconstruction part")
 
     # 2. EEG decoding baselines (and ours)
     if "baselines" in parts:
@@ -300,7 +303,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None, log) -> dict:
         metrics["baselines"] = run_baselines(args.data, args.splits, pipe=pipe, methods=methods, seed=args.seed,
                                              xdawn_nfilter=args.xdawn_nfilter, eegnet_epochs=args.eegnet_epochs,
                                              lda_bin=_bins(args.lda_bin_ms, "lda-bin-ms"),
-                                             xdawn_bin=_bins(args.xdawn_bin_ms, "xdawn-bin-ms"), log=log)
+                                             xdawn_bin=_bins(args.xdawn_bin_ms, "xdawn-bin-ms"),
+                                             log=logger.info)
         if pipe is None:
             metrics["caveats"].append("No checkpoint was given: our decoders are missing from the baseline table.")
         measured_on["baselines"] = {k: v for k, v in metrics.get("weights", {}).items() if k in BASELINE_COMPONENTS}
@@ -313,14 +317,14 @@ def _run(args: argparse.Namespace, argv: list[str] | None, log) -> dict:
             raise SystemExit("The block part needs --data/--splits (no drift) and --drift-data/--drift-splits.")
         metrics["block_design"] = block_design_effect(
             {"no drift": (args.data, args.splits), "block drift": (args.drift_data, args.drift_splits)},
-            log=log, max_folds=args.block_folds, lda_bin=_bins(args.lda_bin_ms, "lda-bin-ms"))
+            log=logger.info, max_folds=args.block_folds, lda_bin=_bins(args.lda_bin_ms, "lda-bin-ms"))
         measured_on["block_design"] = {}  # data only
 
     metrics["part_weights"] = measured_on
-    _keep_earlier_parts(metrics, Path(args.out), log)
+    _keep_earlier_parts(metrics, Path(args.out))
     metrics["wall_s"] = round(time.perf_counter() - t0, 1)
     files = write_report(args.out, metrics, arrays)
-    log(f"wrote {', '.join(str(f) for f in files)} in {metrics['wall_s']} s")
+    logger.info(f"wrote {', '.join(str(f) for f in files)} in {metrics['wall_s']} s")
     return metrics
 
 

@@ -254,7 +254,7 @@ def test_the_layout_prior_gets_its_own_ablation_row(tiny_setup):
     s = tiny_setup
     clf = load_classifier(s["root"] / "pipe" / "eval_classifier")
     rows = {r: spec for r, spec in {**ROWS, **EXTRA_ROWS}.items() if r in ("L + I", "L* + I", "L* + I, no layout prior")}
-    kw = dict(limit=4, samples_per_trial=1, num_inference_steps=2, batch_size=4, log=lambda m: None)
+    kw = dict(limit=4, samples_per_trial=1, num_inference_steps=2, batch_size=4, verbose=False)
     with_prior, _ = run_reconstruction_eval(make_tiny_pipeline(seed=0, layout_prior=True), clf, *s["data"],
                                             s["root"] / "stimuli", rows=rows, **kw)
     assert list(with_prior["rows"]) == ["L + I", "L* + I", "L* + I, no layout prior"]
@@ -349,7 +349,7 @@ def test_an_earlier_part_is_kept_only_for_the_same_weights(tmp_path):
         (tmp_path / "metrics.json").write_text(json.dumps(earlier))
         now = {**base, "command": "r", "reconstruction": {"x": 1}, "caveats": [],
                "weights": {"eeg_encoder": "a", "semantic_decoder": "b", "unet": "c"}}
-        _keep_earlier_parts(now, tmp_path, log=lambda msg: None)
+        _keep_earlier_parts(now, tmp_path)
         assert ("baselines" in now) == kept, (recorded, baselines)
         assert any("rerun it with --parts baselines" in c for c in now["caveats"]) == (not kept)
 

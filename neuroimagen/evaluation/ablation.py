@@ -27,6 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._logging import logger, verbose
+from ..data.eeg_imagenet import load_eeg_imagenet
+from .baselines import class_order_for
 from .metrics import (
     EVAL_SIZE,
     classify_images,
@@ -208,16 +211,18 @@ def shuffled_reference(images: np.ndarray, stimuli: np.ndarray, labels: np.ndarr
             "pixcorr": mean_sem(np.nanmean(pixel_correlation(a, b).reshape(n, k), axis=1))}
 
 
+@verbose
 def run_reconstruction_eval(pipe, classifier, data: str | Path, splits: str | Path, stimuli_dir: str | Path,
                             rows: dict[str, tuple] | None = None, limit: int | None = None, seed: int = 0,
                             samples_per_trial: int = 3, batch_size: int = 16, num_inference_steps: int = 25,
                             strength: float = 0.75, guidance_scale: float = 5.0, n_figure_trials: int = 8,
-                            paper=None, log: Callable[[str], None] = print) -> tuple[dict, dict]:
+                            paper=None) -> tuple[dict, dict]:
     """Reconstruct test trials under every ablation row and score them.
 
     With ``paper``, a :class:`~neuroimagen.evaluation.paper_metrics.PaperMetrics`, every row (and the full model
     per subject) is scored by the paper's protocol on real images too: its key ``"paper"``, the protocol in
-    ``results["paper_protocol"]``.
+    ``results["paper_protocol"]``. Decorated with :func:`~neuroimagen._logging.verbose`: ``verbose=False`` hides
+    the per-row progress lines.
 
     Returns
     -------
@@ -229,16 +234,13 @@ def run_reconstruction_eval(pipe, classifier, data: str | Path, splits: str | Pa
         For figures: ``stimuli``, ``labels``, per-row ``images``, ``full_images``/``full_saliency`` of the
         first trials, ``captions``, ``class_names``, per-row classifier ``pred``.
     """
-    from ..data.eeg_imagenet import load_eeg_imagenet
-    from .baselines import class_order_for
-
     rows = dict(ROWS if rows is None else rows)
     if FULL not in rows:
         raise ValueError(f"The rows must include the full model {FULL!r}: got {list(rows)}.")
     if getattr(pipe, "layout_prior", None) is None:
         skipped = [r for r, spec in rows.items() if len(spec) > 2]
         if skipped:
-            log(f"Skipping {skipped}: the pipeline has no layout prior, so they would repeat the rows without it.")
+            logger.info(f"Skipping {skipped}: the pipeline has no layout prior, so they would repeat the rows without it.")
         rows = {r: spec for r, spec in rows.items() if len(spec) == 2}
     rng = np.random.default_rng([seed, 5])
     t0 = time.perf_counter()
@@ -260,11 +262,11 @@ def run_reconstruction_eval(pipe, classifier, data: str | Path, splits: str | Pa
         raise ValueError(f"The evaluation classifier has {stim_probs.shape[1]} outputs but the data file has "
                          f"{n_classes} classes: pass a classifier trained on these classes (--classifier).")
     stimulus_pred = stim_probs.argmax(1)
-    log(f"{len(pick)} of {len(labels_all)} test trials; the classifier gets {np.mean(stimulus_pred == labels):.3f} "
-        f"of their stimuli right")
+    logger.info(f"{len(pick)} of {len(labels_all)} test trials; the classifier gets "
+                f"{np.mean(stimulus_pred == labels):.3f} of their stimuli right")
     if paper is not None:
         gt = paper.set_stimuli(stim)
-        log(f"the ImageNet classifier puts the seen images in {len(np.unique(gt))} of its classes")
+        logger.info(f"the ImageNet classifier puts the seen images in {len(np.unique(gt))} of its classes")
     call = {"num_inference_steps": num_inference_steps, "strength": strength, "guidance_scale": guidance_scale}
     order = class_order_for(pipe, ds.labels)  # the readout's columns in the file's label order
 
@@ -300,12 +302,13 @@ def run_reconstruction_eval(pipe, classifier, data: str | Path, splits: str | Pa
         if row == FULL:
             full, full_probs = rec, probs
         m = results["rows"][row]
-        log(f"{row}: ACC {m['acc']:.3f} IS {m['is']:.2f} SSIM {m['ssim']['mean']:.3f} pixcorr "
-            f"{m['pixcorr']['mean']:.3f} ({rec['seconds']} s)")
+        logger.info(f"{row}: ACC {m['acc']:.3f} IS {m['is']:.2f} SSIM {m['ssim']['mean']:.3f} pixcorr "
+                    f"{m['pixcorr']['mean']:.3f} ({rec['seconds']} s)")
         if paper is not None:
             pm = m["paper"]
-            log(f"{row}, the paper's protocol: ACC {pm['acc']:.3f} ({paper.n_way}-way top-1, ImageNet classifier), "
-                f"IS {pm.get('is', float('nan')):.2f}, SSIM {pm['ssim']['mean']:.3f} at {paper.ssim_size} px")
+            logger.info(f"{row}, the paper's protocol: ACC {pm['acc']:.3f} ({paper.n_way}-way top-1, ImageNet "
+                        f"classifier), IS {pm.get('is', float('nan')):.2f}, SSIM {pm['ssim']['mean']:.3f} at "
+                        f"{paper.ssim_size} px")
 
     # 3. The full model per subject, per class; references
     results["per_subject"] = {

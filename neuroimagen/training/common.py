@@ -7,7 +7,6 @@ import functools
 import hashlib
 import json
 import logging
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -17,31 +16,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from .._logging import logger, verbose
 from ..data.captions import MINILM, CaptionEncoder
 from ..data.classes import CLASSES, label_caption
 from ..data.image_captions import captions_for, read_captions, write_captions
 from ..data.stimuli import load_stimulus_metadata
-
-
-class _StderrHandler(logging.StreamHandler):
-    """Writes to ``sys.stderr`` as it is when a line is logged (a notebook's, a test's capture), not at import."""
-
-    @property
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value):
-        pass
-
-
-logger = logging.getLogger("neuroimagen.training")
-if not logger.handlers:  # as MNE: the stages' progress lines are shown unless verbose=False says otherwise
-    _handler = _StderrHandler()
-    _handler.setFormatter(logging.Formatter("%(message)s"))
-    logger.addHandler(_handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
 
 
 def stage_threads(train):
@@ -62,26 +41,8 @@ def stage_threads(train):
     return run
 
 
-def verbose(func):
-    """Decorate a function that logs to ``neuroimagen.training``: it gains a keyword argument ``verbose``
-    (MNE's convention): ``None`` leaves the logger's level as it is (INFO: progress lines shown), ``True`` is
-    ``"INFO"``, ``False`` is ``"WARNING"``, or a level name such as ``"DEBUG"``, for that call only."""
-
-    @functools.wraps(func)
-    def run(*args, verbose: bool | str | None = None, **kwargs):
-        before = logger.level
-        if verbose is not None:
-            logger.setLevel({True: "INFO", False: "WARNING"}[verbose] if isinstance(verbose, bool) else verbose.upper())
-        try:
-            return func(*args, **kwargs)
-        finally:
-            logger.setLevel(before)
-
-    return run
-
-
 def training_stage(train):
-    """Decorate a stage's ``train(cfg, paths, ...)``: :func:`stage_threads` and :func:`verbose`."""
+    """Decorate a stage's ``train(cfg, paths, ...)``: :func:`stage_threads` and :func:`~neuroimagen._logging.verbose`."""
     return stage_threads(verbose(train))
 
 

@@ -2,7 +2,7 @@
 
 Each stage module (``neuroimagen.training.<stage>``) defines ``Config``, a dataclass whose fields have
 commented defaults, and ``train(cfg, paths, resume=False, verbose=None) -> dict`` returning its metrics
-(``verbose``: its progress lines, see :func:`~neuroimagen.training.common.verbose`). A preset only lists what
+(``verbose``: its progress lines, see :func:`~neuroimagen._logging.verbose`). A preset only lists what
 differs from the defaults::
 
     {"paths": {"data": "data/sim_demo.pth", "splits": "data/sim_demo_splits.pth",
