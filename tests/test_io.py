@@ -212,10 +212,32 @@ def test_missing_file_and_bad_arguments(tmp_path, smooth_trial):
         read_trial(tmp_path / "nothing.edf")
     with pytest.raises(TypeError, match="path must be an instance of str or Path, got int instead"):
         read_trial(3)
-    with pytest.raises(ValueError, match="Unsupported file type '.mat' for 't.mat'. Allowed: .npz, .npy"):
+    with pytest.raises(TrialFileError, match="Unsupported file type '.mat' for 't.mat'. Allowed: .npz, .npy"):
         write_trial(smooth_trial, tmp_path / "t.mat")
     with pytest.raises(TypeError, match="trial must be an instance of EEGTrial, got ndarray instead"):
         write_trial(smooth_trial.data, tmp_path / "t.npz")
+
+
+def test_write_trial_raises_the_read_errors_family_and_takes_the_same_paths(tmp_path, smooth_trial):
+    """A user catching TrialFileError (or ValueError) around read_trial catches write_trial's file problems too,
+    and both take any os.PathLike."""
+    for bad in (tmp_path / "t.mat", tmp_path / "rec.edf"):
+        with pytest.raises(TrialFileError):
+            write_trial(EEGTrial(smooth_trial.data, 1000.0, smooth_trial.ch_names, tmin=-0.1), bad)
+    with pytest.raises(TrialFileError, match="Invalid trial"):
+        write_trial(EEGTrial(smooth_trial.data, 1000.0, ["Cz"]), tmp_path / "t.npz")
+
+    class OtherPath(os.PathLike):
+        def __init__(self, p):
+            self.p = str(p)
+
+        def __fspath__(self):
+            return self.p
+
+    path = write_trial(smooth_trial, OtherPath(tmp_path / "t.npz"))
+    np.testing.assert_array_equal(read_trial(OtherPath(path)).data, read_trial(path).data)
+    with pytest.raises(TypeError, match="path must be an instance of str or Path, got int instead"):
+        write_trial(smooth_trial, 3)
 
 
 def test_an_archive_that_unpacks_too_big_is_refused(tmp_path, monkeypatch):

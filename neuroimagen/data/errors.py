@@ -1,4 +1,4 @@
-"""The exception family for data files that cannot be read."""
+"""The exception family for data files that cannot be read (or trials that cannot be written)."""
 
 
 class DataFileError(ValueError):
@@ -6,4 +6,5 @@ class DataFileError(ValueError):
 
 
 class TrialFileError(DataFileError):
-    """A file that cannot be read as one trial; the message names the file, what was expected and what came."""
+    """A file that cannot be read (or a trial that cannot be written) as one trial; the message names the file,
+    what was expected and what came."""

@@ -10,8 +10,10 @@ be bare names of the given companions, and MNE reads copies in a private folder 
 any other file (:mod:`neuroimagen.data.companions`). Memory is bounded by what is used: sizes are checked in
 float32, the dtype trials are computed in, before any array is converted.
 
-Every failure is a ``ValueError`` (or ``FileNotFoundError`` for a path that does not exist) whose message
-names the file, what was expected and what came; a file that a reader chokes on is reported as
+Every problem with a file, read or written, is a :class:`~neuroimagen.data.errors.TrialFileError` (a
+``ValueError``; ``FileNotFoundError`` for a path that does not exist) whose message names the file, what was
+expected and what came; invalid arguments are ``ValueError``/``TypeError``. A file that a reader chokes on is
+reported as
 "Could not read 'x.edf' as EDF: <reason>. The file may be truncated or corrupt."
 """
 
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._check import check_range, validate_type
 from .classes import CLASSES
 from .companions import OutsideFileRefused, only_these_files, stage
 from .errors import TrialFileError
@@ -705,14 +708,19 @@ def read_trial(path: str | Path, companions: Sequence[str | Path] | None = None,
     return trial
 
 
-def _check_path(path) -> Path:
-    from .._check import validate_type
-
+def _trial_path(path) -> Path:
+    """``path`` as a Path whose extension is one of ``READERS`` (both :func:`read_trial` and :func:`write_trial`)."""
     validate_type("path", path, (str, os.PathLike), "str or Path")
     path = Path(path)
     ext = path.suffix.lower()
     if ext not in READERS:
         raise TrialFileError(f"Unsupported file type {ext or '(none)'!r} for {path.name!r}. Allowed: {ALLOWED}.")
+    return path
+
+
+def _check_path(path) -> Path:
+    path = _trial_path(path)
+    ext = path.suffix.lower()
     if not path.is_file():
         raise FileNotFoundError(f"No file at {path}.")
     if path.stat().st_size == 0:
@@ -721,8 +729,6 @@ def _check_path(path) -> Path:
 
 
 def _window(event, index, average, tmin, tmax) -> Window:
-    from .._check import check_range, validate_type
-
     validate_type("event", event, (str, type(None)), "str or None")
     validate_type("index", index, (int, np.integer), "int")
     validate_type("average", average, (bool, np.bool_), "bool")
@@ -767,22 +773,26 @@ def write_trial(trial: EEGTrial, path: str | Path) -> Path:
     ----------
     trial : EEGTrial
     path : str | Path
+        Any ``os.PathLike``, as :func:`read_trial` takes.
 
     Returns
     -------
     path : Path
-    """
-    from .._check import validate_type
 
+    Raises
+    ------
+    TrialFileError (a ValueError)
+        Unsupported extension, data that are not (n_chans, n_times) with one name per channel, a trial that
+        does not start at onset written in a format that cannot keep ``tmin``.
+    TypeError
+        ``trial`` is not an EEGTrial, or ``path`` not a str or Path.
+    """
     validate_type("trial", trial, EEGTrial)
-    validate_type("path", path, (str, Path), "str or Path")
-    path = Path(path)
+    path = _trial_path(path)
     ext = path.suffix.lower()
-    if ext not in READERS:
-        raise ValueError(f"Unsupported file type {ext or '(none)'!r} for {path.name!r}. Allowed: {ALLOWED}.")
     data = np.asarray(trial.data)
     if data.ndim != 2 or data.shape[0] != len(trial.ch_names):
-        raise ValueError(f"Invalid trial: expected data (n_chans, n_times) with one name per channel, got shape "
+        raise TrialFileError(f"Invalid trial: expected data (n_chans, n_times) with one name per channel, got shape "
                          f"{data.shape} and {len(trial.ch_names)} names.")
     path.parent.mkdir(parents=True, exist_ok=True)
     fields = {"data": data.astype(np.float32), "sfreq": float(trial.sfreq), "ch_names": np.array(trial.ch_names)}
@@ -817,7 +827,7 @@ def write_trial(trial: EEGTrial, path: str | Path) -> Path:
                             verbose="error").save(path, overwrite=True, verbose="error")
             return path
         if trial.tmin:
-            raise ValueError(f"Cannot write a trial that starts {trial.tmin * 1000:+.0f} ms from onset as {ext}: a "
+            raise TrialFileError(f"Cannot write a trial that starts {trial.tmin * 1000:+.0f} ms from onset as {ext}: a "
                              f"recording starts at its onset. Write it as .npz, .pth or -epo.fif (which keep tmin).")
         raw = mne.io.RawArray(data.astype(np.float64), info, verbose="error")
         if ext == ".fif":
