@@ -189,6 +189,32 @@ def test_founding_subjects_and_class_code_are_the_shipped_ones(population):
                                                    -8.53190340421861e-06], rtol=1e-5)
 
 
+def test_class_embeddings_are_cached_outside_the_package(tmp_path, monkeypatch):
+    """Without the shipped file (a source tree without it), the embeddings are computed once and kept in the user's
+    cache folder ($NEUROIMAGEN_CACHE), never written into the package; they match the shipped file."""
+    import neuroimagen.data.simulate as simulate
+
+    package_dir = simulate.CLASS_EMBEDDINGS.parent
+    before = sorted(p.name for p in package_dir.iterdir())
+    shipped = np.load(simulate.CLASS_EMBEDDINGS).astype(np.float64)
+    monkeypatch.setattr(simulate, "CLASS_EMBEDDINGS", tmp_path / "package" / "class_embeddings.npy")
+    monkeypatch.setenv("NEUROIMAGEN_CACHE", str(tmp_path / "cache"))
+    cached = tmp_path / "cache" / "class_embeddings.npy"
+    simulate.class_embeddings.cache_clear()
+    try:
+        computed = simulate.class_embeddings()
+        assert cached.is_file() and not (tmp_path / "package").exists()
+        simulate.class_embeddings.cache_clear()
+        np.testing.assert_array_equal(simulate.class_embeddings(), np.load(cached).astype(np.float64))  # read back
+    finally:
+        simulate.class_embeddings.cache_clear()
+    np.testing.assert_allclose(computed, shipped, atol=2e-3)  # the shipped file is float16
+    assert sorted(p.name for p in package_dir.iterdir()) == before
+    monkeypatch.delenv("NEUROIMAGEN_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert simulate.user_cache_dir() == tmp_path / "xdg" / "neuroimagen"
+
+
 def test_new_subjects_are_new_people_of_the_same_population(population):
     from neuroimagen.data.simulate import EEGSimulator
 

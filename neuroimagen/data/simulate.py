@@ -38,15 +38,19 @@ as in the published ``eeg_5_95_std.pth``, band-passed 5-95 Hz and standardized, 
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
+from .._check import check_option, check_range
+from .caps import cap_info
 from .classes import CLASSES, SYNSETS, label_caption
 from .montage import SFREQ, make_info
 from .preprocessing import bandpass, standardize
+from .stimuli import load_stimulus_images, load_stimulus_metadata
 
 N_SAMPLES = 500  # samples from stimulus onset, as the published segments (about 500, variable)
 PAD = 150  # samples simulated before and after, so the band-pass has no edge effects in the trial
@@ -82,15 +86,30 @@ PRESETS = {
 }
 
 
+def user_cache_dir() -> Path:
+    """The folder where the library keeps what it computes once: ``$NEUROIMAGEN_CACHE``, else
+    ``$XDG_CACHE_HOME/neuroimagen``, else ``~/.cache/neuroimagen`` (never the installed package)."""
+    if os.environ.get("NEUROIMAGEN_CACHE"):
+        return Path(os.environ["NEUROIMAGEN_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "neuroimagen"
+
+
 @lru_cache(maxsize=1)
 def class_embeddings() -> np.ndarray:
-    """The 40 label captions' pooled MiniLM embeddings, (40, 384), cached in the package (float16)."""
-    if CLASS_EMBEDDINGS.is_file():
-        return np.load(CLASS_EMBEDDINGS).astype(np.float64)
-    from .captions import CaptionEncoder, pool
+    """The 40 label captions' pooled MiniLM embeddings, (40, 384): the file the package ships (float16), else
+    computed once and kept in :func:`user_cache_dir` (float16)."""
+    cached = user_cache_dir() / CLASS_EMBEDDINGS.name
+    for f in (CLASS_EMBEDDINGS, cached):
+        if f.is_file():
+            return np.load(f).astype(np.float64)
+    from .captions import CaptionEncoder, pool  # torch and transformers: only when the file is missing
 
     emb = pool(CaptionEncoder()([label_caption(c.index) for c in CLASSES])).numpy()
-    np.save(CLASS_EMBEDDINGS, emb.astype(np.float16))
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        np.save(cached, emb.astype(np.float16))
+    except OSError:  # a read-only home: computed again in the next process
+        pass
     return emb.astype(np.float64)
 
 
@@ -182,9 +201,6 @@ class EEGSimulator:
     def __init__(self, preset: str = "demo", n_subjects: int = 6, seed: int = 0, block_drift: bool = False,
                  montage=None):
         import mne
-
-        from .._check import check_option, check_range
-        from .caps import cap_info
 
         check_option("preset", preset, PRESETS)
         check_range("n_subjects", n_subjects, 0)
@@ -460,8 +476,6 @@ def simulate_dataset(stimuli_dir, out, preset: str = "demo", subjects: int | str
     """
     import torch
 
-    from .stimuli import load_stimulus_images, load_stimulus_metadata
-
     records = load_stimulus_metadata(stimuli_dir)
     if per_class is not None:
         keep = [i for i, r in enumerate(records) if int(r.image.split("_")[-1]) <= per_class]
@@ -523,8 +537,6 @@ def plot_simulation_summary(preset: str = "demo", stimuli_dir="data/stimuli", n_
     """Figure: grand-average ERP butterfly, topomaps at P1/N1/P300 latencies and the spectrum (raw volts)."""
     import mne
     from matplotlib.figure import Figure
-
-    from .stimuli import load_stimulus_images, load_stimulus_metadata
 
     records = load_stimulus_metadata(stimuli_dir)
     rng = np.random.default_rng(seed)
