@@ -41,3 +41,12 @@ def test_the_data_layer_loads_no_models():
     assert _under(loaded, "neuroimagen.models") == []
     assert _under(loaded, "neuroimagen.pipelines") == []
     assert _under(loaded, "neuroimagen.training") == []
+
+
+def test_importing_the_pipeline_prints_nothing():
+    """transformers' notice that it falls back to PIL image processors without torchvision (printed on every
+    import through diffusers' Stable Diffusion pipelines) is silenced where the pipeline imports them."""
+    run = subprocess.run([sys.executable, "-c", "import neuroimagen.pipelines"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "" and "torchvision" not in run.stderr, run.stderr
