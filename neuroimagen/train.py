@@ -34,6 +34,7 @@ import importlib
 import json
 import sys
 import time
+from pathlib import Path
 
 STAGES = ("vae", "decoder", "unet", "encoder", "saliency", "layout", "refine", "semantic", "class_decoder", "classifier",
           "assemble")
@@ -114,8 +115,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _times_so_far(stage_dir) -> tuple[float, float]:
     """CPU and wall seconds recorded in the stage's metrics.json by its earlier runs (0 when none)."""
-    from pathlib import Path
-
     f = Path(stage_dir) / "metrics.json"
     m = json.loads(f.read_text()) if f.is_file() else {}
     return float(m.get("cpu_time_s", 0.0)), float(m.get("wall_time_s", 0.0))
@@ -123,8 +122,6 @@ def _times_so_far(stage_dir) -> tuple[float, float]:
 
 def _record_times(stage_dir, cpu_s: float, wall_s: float, before: tuple[float, float] = (0.0, 0.0)) -> dict:
     """Write this run's CPU and wall time plus ``before`` (earlier runs', when resumed) to the stage's metrics.json."""
-    from pathlib import Path
-
     f = Path(stage_dir) / "metrics.json"
     m = json.loads(f.read_text()) if f.is_file() else {}
     if m.get("times_cumulative"):  # the stage sums its own times over resumed runs (unet)

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from ._check import check_range, validate_type
+from .data.classes import CLASS_NAMES
+from .data.montage import MONTAGE_NAME, make_info
 
 __all__ = ["plot_eeg", "plot_topomap", "plot_saliency", "plot_class_probs", "plot_reconstruction_grid", "to_rgb"]
 
@@ -54,8 +56,6 @@ def _check_eeg(data, sfreq, ch_names) -> np.ndarray:
 
 def _info(ch_names: Sequence[str], sfreq: float):
     """An EEG ``mne.Info`` with the actiCAP 128 positions wherever a channel name matches."""
-    from .data.montage import make_info
-
     return make_info(list(ch_names), float(sfreq))
 
 
@@ -172,8 +172,6 @@ def plot_topomap(data, sfreq: float, ch_names: Sequence[str], time_s: float, axe
     """
     import mne
 
-    from .data.montage import MONTAGE_NAME
-
     data = _check_eeg(data, sfreq, ch_names)
     n_times = data.shape[1]
     tmax = tmin + (n_times - 1) / sfreq
@@ -263,8 +261,6 @@ def plot_class_probs(probs, k: int = 5, axes=None, show: bool = False, *, class_
     -------
     fig : matplotlib.figure.Figure
     """
-    from .data.classes import CLASS_NAMES
-
     probs = np.asarray(probs, dtype=np.float64).squeeze()
     names = list(CLASS_NAMES if class_names is None else class_names)
     if probs.ndim != 1 or len(probs) != len(names):

@@ -18,7 +18,7 @@ from neuroimagen.data import (
     write_trial,
 )
 from neuroimagen.data.classes import CLASSES, SYNSETS
-from neuroimagen.data.montage import model_ch_names
+from neuroimagen.data.montage import make_info, model_ch_names
 
 NAMES = list(model_ch_names())
 
@@ -313,7 +313,7 @@ def trial():
     t = np.arange(500) / 1000.0
     rng = np.random.default_rng(0)
     # smooth, spatially correlated signals (as EEG), so interpolation has something to recover
-    pos = np.array([ch["loc"][:3] for ch in __import__("neuroimagen.data.montage", fromlist=["x"]).make_info()["chs"]])
+    pos = np.array([ch["loc"][:3] for ch in make_info()["chs"]])
     data = 1e-3 * (np.sin(2 * np.pi * 10 * t)[None] * (pos[:, :1] + 0.05) + np.cos(2 * np.pi * 7 * t)[None]
                    * (pos[:, 1:2] + 0.05) + np.sin(2 * np.pi * 13 * t)[None] * pos[:, 2:3])
     data += 1e-7 * rng.standard_normal(data.shape)

@@ -6,6 +6,9 @@ import argparse
 import sys
 import time
 
+from .simulate import add_simulate_arguments, run_simulate_cli
+from .stimuli import make_stimulus_set
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m neuroimagen.data", description=__doc__)
@@ -17,8 +20,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-class", type=int, default=50, help="images per class (default: 50, as EEG-ImageNet)")
     p.add_argument("--seed", type=int, default=0, help="random seed; the set is a function of it (default: 0)")
 
-    from .simulate import add_simulate_arguments
-
     add_simulate_arguments(sub.add_parser("simulate", help="simulate EEG-ImageNet-format EEG for a stimulus set"))
 
     from .image_captions import add_captions_arguments
@@ -29,8 +30,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     if args.command == "stimuli":
-        from .stimuli import make_stimulus_set
-
         recs = make_stimulus_set(args.out, size=args.size, per_class=args.per_class, seed=args.seed)
         print(f"wrote {len(recs)} stimuli to {args.out} in {time.perf_counter() - t0:.1f} s")
     elif args.command == "captions":
@@ -41,8 +40,6 @@ def main(argv: list[str] | None = None) -> int:
                               log=print)
         print(f"wrote {len(caps)} captions to {args.out} in {time.perf_counter() - t0:.1f} s")
     else:
-        from .simulate import run_simulate_cli
-
         run_simulate_cli(args)
         print(f"simulated in {time.perf_counter() - t0:.1f} s")
     return 0

@@ -22,6 +22,7 @@ from string import ascii_uppercase
 
 import numpy as np
 
+from .._check import check_option, validate_type
 from .montage import SFREQ, make_info
 
 # The 64-channel 10-10 layout (the labels of the common 64-channel caps: BioSemi, actiCAP 64, easycap).
@@ -73,8 +74,6 @@ def cap_info(montage, ch_names: Sequence[str] | None = None, sfreq: float = SFRE
         EEG channels only, positions in head coordinates.
     """
     import mne
-
-    from .._check import check_option, validate_type
 
     validate_type("montage", montage, (str, mne.Info, mne.channels.DigMontage), "str, mne.Info or DigMontage")
     if isinstance(montage, str):

@@ -27,7 +27,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .montage import get_montage, model_ch_names
+from .montage import get_montage, make_info, model_ch_names
 
 BANK = re.compile(r"^([a-h])([1-9]|[12]\d|3[0-2])$")
 EGI = re.compile(r"^e(\d{1,3})$")
@@ -172,8 +172,6 @@ def place_channels(ch_names: list[str], positions: np.ndarray | None = None) -> 
 def model_origin() -> np.ndarray:
     """The centre of the sphere fitted to the model montage (head frame, metres): the splines' origin."""
     import mne
-
-    from .montage import make_info
 
     with mne.utils.use_log_level("error"):
         _, origin, _ = mne.bem.fit_sphere_to_headshape(make_info(), dig_kinds=("eeg",), units="m")

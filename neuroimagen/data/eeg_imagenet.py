@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .._check import check_option, validate_type
 from .classes import SYNSETS, class_by_synset
 from .io import unpickling_reason
 from .montage import CROP
@@ -208,8 +209,6 @@ def load_eeg_imagenet(data_path: str | Path, splits_path: str | Path | None = No
     -------
     dataset : EEGImageNetDataset
     """
-    from .._check import check_option, validate_type
-
     check_option("split", split, ("train", "val", "test", None))
     check_option("split_indexing", split_indexing, ("auto", "file", "subject"))
     if subject is not None:

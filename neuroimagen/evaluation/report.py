@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..viz import plot_reconstruction_grid
 from .ablation import DEFAULT_ROW, FULL, N_WAYS, PAPER_PER_SUBJECT_ACC, PAPER_TABLE3
 from .baselines import METHOD_NAMES
+from .metrics import confusion_matrix
 from .provenance import part_weights
 
 
@@ -33,8 +35,6 @@ def _short(names: Sequence[str], width: int = 18) -> list[str]:
 # Figures
 def plot_grid(arrays: dict, n: int = 8):
     """Stimulus / saliency map / reconstruction for the first ``n`` evaluated test trials (full model, sample 0)."""
-    from ..viz import plot_reconstruction_grid
-
     k = min(n, len(arrays["full_images"]))
     names = arrays["class_names"]
     titles = [f"{names[int(arrays['labels'][i])]}\n→ {arrays['captions'][i][:40]}" for i in range(k)]
@@ -321,8 +321,6 @@ def write_report(out: str | Path, metrics: dict, arrays: dict | None = None) -> 
         series["reconstructions, full model (classifier)"] = rec["per_class_acc"]
         if arrays is not None:
             k = arrays["pred"][FULL].shape[1]
-            from .metrics import confusion_matrix
-
             confusions["reconstructions (full model), evaluation classifier"] = confusion_matrix(
                 arrays["pred"][FULL].ravel(), np.repeat(arrays["labels"], k), len(names))
     if base is not None:

@@ -14,6 +14,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from .._check import check_range
 from ..data.captions import pool
 
 
@@ -115,8 +116,6 @@ class CaptionBank(ModelMixin, ConfigMixin):
             ``detailed_captions``: per trial a list of the top-k ``(detailed caption, cosine similarity)``
             (empty lists when there is no detailed target).
         """
-        from .._check import check_range
-
         check_range("k", k, 1)
         if states.ndim != 4 or tuple(states.shape[2:]) != tuple(self.label_bank.shape[1:]):
             raise ValueError(f"states must have shape (batch, n_targets, {self.label_bank.shape[1]}, "

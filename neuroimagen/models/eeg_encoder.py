@@ -21,6 +21,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from .._check import check_option
+
 
 class ConvTrunk(nn.Module):
     """EEGNet-style trunk: spatial filters, depthwise temporal filters, separable conv; (B, C, T) -> (B, n_features).
@@ -98,8 +100,6 @@ class EEGEncoder(ModelMixin, ConfigMixin):
                  arch: str = "conv", embed_dim: int = 128, hidden_size: int = 128, pool: int = 4,
                  dropout: float = 0.25):
         super().__init__()
-        from .._check import check_option
-
         check_option("arch", arch, ("lstm", "conv"))
         if ch_names is not None and len(ch_names) != n_chans:
             raise ValueError(f"ch_names has {len(ch_names)} names but n_chans is {n_chans}.")

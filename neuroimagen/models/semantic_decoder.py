@@ -16,6 +16,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from .._check import check_option
 from .eeg_encoder import ConvTrunk, check_eeg_input
 
 
@@ -48,8 +49,6 @@ class SemanticDecoder(ModelMixin, ConfigMixin):
                  seq_len: int = 32, hidden_dim: int = 384, targets: tuple[str, ...] = ("label", "detailed"),
                  rank: int = 64, hidden: int = 256, dropout: float = 0.25):
         super().__init__()
-        from .._check import check_option
-
         for t in targets:
             check_option("targets", t, ("label", "detailed"))
         n_t = len(targets)

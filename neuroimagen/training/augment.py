@@ -15,9 +15,12 @@ A trial is augmented with probability ``p``: ``x <- standardize(M @ x)`` for a m
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
+from ..data.caps import standard_caps
 from ..data.channels import _model_positions, interpolation_weights, place_channels, spline_weights
 from ..data.montage import model_ch_names
 from ..data.preprocessing import standardize
@@ -40,8 +43,6 @@ def _read_back(names: list[str], positions: np.ndarray) -> np.ndarray:
 
 def cap_matrices(n_random: int = 32, seed: int = 0) -> np.ndarray:
     """The pool: one (128, 128) matrix per standard cap (the full cap excluded) and per random subset."""
-    from ..data.caps import standard_caps
-
     model = list(model_ch_names())
     model_pos = np.array([_model_positions()[m] for m in model])
     mats = []
@@ -72,8 +73,6 @@ class CapAugment:
     """
 
     def __init__(self, p: float, n_random: int = 32, seed: int = 0, cache_dir=None):
-        from pathlib import Path
-
         self.p = float(p)
         self.mats = None
         if self.p > 0:  # the pool costs about a minute of splines: kept beside the run, shared by its stages

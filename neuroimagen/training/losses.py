@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .._check import check_option
+
 
 def pairwise_sq_dists(emb: torch.Tensor) -> torch.Tensor:
     """Squared Euclidean distances, (n, d) -> (n, n)."""
@@ -76,8 +78,6 @@ def triplet_loss(emb: torch.Tensor, labels: torch.Tensor, margin: float = 0.2,
     mining : str
         ``"batch_hard"`` (:func:`mine_batch_hard`) or ``"semi_hard"`` (:func:`mine_semi_hard`).
     """
-    from .._check import check_option
-
     check_option("mining", mining, ("batch_hard", "semi_hard"))
     d = pairwise_sq_dists(emb)
     a, p, n = mine_batch_hard(labels, d) if mining == "batch_hard" else mine_semi_hard(labels, d, margin)
