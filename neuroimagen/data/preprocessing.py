@@ -7,10 +7,15 @@ three land in the same space.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from fractions import Fraction
+
 import numpy as np
 
+from .._check import check_range, validate_type
 from .channels import interpolation_weights, norm_name, place_channels
-from .montage import CROP  # samples after stimulus onset the models see
+from .io import EEGTrial
+from .montage import CROP, SFREQ, model_ch_names  # CROP: samples after stimulus onset the models see
 
 L_FREQ = 5.0  # Hz, as the published eeg_5_95_std.pth
 H_FREQ = 95.0
@@ -98,8 +103,6 @@ def check_trial_limits(raw) -> None:
     Without these, a small file claiming e.g. 0.5 Hz would be resampled 2000-fold to the model's 1 kHz (a
     10 MB upload could ask for tens of GB). Raises ``ValueError`` with what was expected and what came.
     """
-    from .montage import SFREQ
-
     file = raw.info.get("file") if isinstance(raw.info, dict) else None
     name = repr(str(file)) if file else "The trial"
     n_chans, n_times, sfreq = raw.data.shape[0], raw.data.shape[-1], float(raw.sfreq)
@@ -163,20 +166,61 @@ def preprocess(trial, ch_names: tuple[str, ...] | list[str] | None = None, sfreq
     TypeError
         ``trial`` is not an EEGTrial.
     """
-    from .._check import check_range, validate_type
-    from .io import EEGTrial
-    from .montage import model_ch_names
-
     # 1. Check inputs
+    model = _check_preprocess_inputs(trial, ch_names, sfreq, min_channels, crop)
+    min_channels = MIN_CHANNELS if min_channels is None else min_channels
+
+    # 2. Channels: the file's channels placed, the model's recorded ones found, the others to interpolate
+    ch = _select_channels(trial, model, min_channels)
+    xs = ch.data
+
+    # 3. Rate: resample (never refuse another rate)
+    info = dict(trial.info)
+    if abs(trial.sfreq - sfreq) > 1e-6 * sfreq:
+        from scipy.signal import resample_poly
+
+        frac = Fraction(sfreq / trial.sfreq).limit_denominator(1000)
+        xs = resample_poly(xs, frac.numerator, frac.denominator, axis=-1)
+        info["resampled"] = f"{trial.sfreq:g} Hz -> {sfreq:g} Hz"
+
+    # 4. Length: the crop, counted from stimulus onset, must fit
+    start, stop, already = _crop_window(trial, xs.shape[1], sfreq, crop)
+
+    # 5. The model's channels: recorded ones as they are, the others interpolated (MNE spherical splines)
+    x = np.empty((len(model), xs.shape[1]), np.float32)
+    for k, m in enumerate(model):
+        if m in ch.direct:
+            x[k] = xs[ch.direct[m]]
+    if ch.interpolated:
+        targets = tuple(ch.interpolated)
+        weights = interpolation_weights(ch.positions, targets)
+        x[[model.index(m) for m in targets]] = weights @ xs
+
+    # 6. Filter on the whole trial, then crop, then standardize
+    x = bandpass(x, sfreq, l_freq, h_freq)
+    n_crop = crop[1] - crop[0]
+    if already:
+        info["cropped"] = f"already {n_crop} samples: taken as samples {crop[0]}-{crop[1]} after onset, not cropped"
+    x = standardize(x[:, start:stop])
+    info["channels"] = {"mapped": list(ch.direct), "interpolated": ch.interpolated, "dropped": ch.dropped,
+                        "scheme": ch.scheme, "n_used": ch.n_used}
+    info["coverage"] = (f"{len(ch.direct)} of {len(model)} model channels recorded, {len(ch.interpolated)} "
+                        f"interpolated from {ch.n_used} channels ({ch.scheme})")
+    info["preprocessed"] = True
+    return EEGTrial(data=x.astype(np.float32), sfreq=float(sfreq), ch_names=list(model), subject=trial.subject,
+                    label=trial.label, stimulus=trial.stimulus, info=info, tmin=crop[0] / sfreq)
+
+
+def _check_preprocess_inputs(trial, ch_names, sfreq: float, min_channels: int | None,
+                             crop: tuple[int, int]) -> tuple[str, ...]:
+    """:func:`preprocess`'s argument and trial checks (only raises); returns the model's channel names."""
     validate_type("trial", trial, EEGTrial)
     check_range("sfreq", sfreq, 0, None, low_inclusive=False)
-    min_channels = MIN_CHANNELS if min_channels is None else min_channels
-    check_range("min_channels", min_channels, 1)
+    check_range("min_channels", MIN_CHANNELS if min_channels is None else min_channels, 1)
     if not (len(crop) == 2 and 0 <= crop[0] < crop[1]):
         raise ValueError(f"Invalid value for the 'crop' parameter: expected (start, stop) samples with "
                          f"0 <= start < stop, got {crop!r}.")
-    default_model = ch_names is None
-    model = tuple(model_ch_names() if default_model else ch_names)
+    model = tuple(model_ch_names() if ch_names is None else ch_names)
     data = np.asarray(trial.data)
     if data.ndim != 2:
         raise ValueError(f"Invalid EEG shape: expected 2 dimensions (n_chans, n_times), got {data.shape}.")
@@ -187,11 +231,28 @@ def preprocess(trial, ch_names: tuple[str, ...] | list[str] | None = None, sfreq
     if not (np.isfinite(trial.sfreq) and trial.sfreq > 0):
         raise ValueError(f"Invalid sampling rate: expected a positive number of Hz, got {trial.sfreq!r}.")
     check_trial_limits(trial)  # before any costly step
+    return model
 
-    # 2. Channels: place the file's channels (its positions, else its names in the scheme they follow); a
-    #    model channel recorded under its own name is taken as it is, every other one is interpolated from
-    #    all the placed channels. Memory: only the placed channels are copied, in float32, and the checks
-    #    work row by row, so a long trial at a high rate costs about one copy of what is used.
+
+@dataclass
+class _Channels:
+    """The file's channels as :func:`preprocess` uses them (see :func:`_select_channels`)."""
+
+    data: np.ndarray  # (n_used, n_times) float32: the placed channels with signal
+    positions: np.ndarray | None  # (n_used, 3): their positions, the splines' sources (when interpolating)
+    direct: dict[str, int]  # model channel -> row of ``data`` recorded under its name
+    interpolated: dict[str, str]  # model channel -> "missing" | "flat"
+    dropped: list[str]  # file channels not used
+    scheme: str  # how the channels were placed
+    n_used: int
+
+
+def _select_channels(trial, model: tuple[str, ...], min_channels: int) -> _Channels:
+    """Place the file's channels (its positions, else its names in the scheme they follow); a model channel
+    recorded under its own name is taken as it is, every other one is interpolated from all the placed
+    channels. Memory: only the placed channels are copied, in float32, and the checks work row by row, so a
+    long trial at a high rate costs about one copy of what is used."""
+    data = np.asarray(trial.data)
     file_names = [str(n) for n in trial.ch_names]
     placement = place_channels(file_names, getattr(trial, "positions", None))
     rows, seen = [], set()
@@ -222,56 +283,29 @@ def preprocess(trial, ch_names: tuple[str, ...] | list[str] | None = None, sfreq
                         in flat_names else "missing") for m in model if m not in direct}
     used = {rows[j] for j in good} if interpolated else {rows[good[k]] for k in direct.values()}
     dropped = [n for i, n in enumerate(file_names) if i not in used]
-    xs = xs[good] if len(good) < len(rows) else xs
+    return _Channels(data=xs[good] if len(good) < len(rows) else xs,
+                     positions=placement.positions[[rows[j] for j in good]] if interpolated else None,
+                     direct=direct, interpolated=interpolated, dropped=dropped, scheme=placement.scheme,
+                     n_used=len(good))
 
-    # 3. Rate: resample (never refuse another rate)
-    info = dict(trial.info)
-    if abs(trial.sfreq - sfreq) > 1e-6 * sfreq:
-        from fractions import Fraction
 
-        from scipy.signal import resample_poly
-
-        frac = Fraction(sfreq / trial.sfreq).limit_denominator(1000)
-        xs = resample_poly(xs, frac.numerator, frac.denominator, axis=-1)
-        info["resampled"] = f"{trial.sfreq:g} Hz -> {sfreq:g} Hz"
-
-    # 4. Length: the crop, counted from stimulus onset (trial.tmin before the first sample), must fit,
-    #    unless the trial starts at onset and is exactly the crop's length (already cropped)
+def _crop_window(trial, n_times: int, sfreq: float, crop: tuple[int, int]) -> tuple[int, int, bool]:
+    """The samples ``(start, stop)`` of the crop in a trial of ``n_times`` samples at ``sfreq``, counted from
+    stimulus onset (``trial.tmin`` before the first sample), and whether the trial is taken as already
+    cropped (it starts at onset and is exactly the crop's length). Raises when the crop does not fit."""
     n_crop = crop[1] - crop[0]
     tmin = float(getattr(trial, "tmin", 0.0))
     onset = int(round(-tmin * sfreq))
-    already = tmin == 0 and xs.shape[1] == n_crop
+    already = tmin == 0 and n_times == n_crop
     start, stop = (0, n_crop) if already else (onset + crop[0], onset + crop[1])
     starts = f" (it starts {tmin * 1000:+.0f} ms from onset)" if tmin else ""
     if start < 0:
         raise ValueError(f"The trial starts too late: its first sample is {tmin * 1000:.0f} ms after stimulus onset; "
                          f"expected data from {crop[0] / sfreq * 1000:.0f} ms after onset (samples {crop[0]}-{crop[1]} "
                          f"after onset are used).")
-    if stop > xs.shape[1]:
+    if stop > n_times:
         raise ValueError(f"The trial is too short: {trial.n_times} samples at {trial.sfreq:g} Hz "
                          f"({trial.duration * 1000:.0f} ms{starts}); expected at least {crop[1] / sfreq * 1000:.0f} ms "
                          f"from stimulus onset (samples {crop[0]}-{crop[1]} are used), or exactly {n_crop} samples "
                          f"at {sfreq:g} Hz if already cropped.")
-
-    # 5. The model's channels: recorded ones as they are, the others interpolated (MNE spherical splines)
-    x = np.empty((len(model), xs.shape[1]), np.float32)
-    for k, m in enumerate(model):
-        if m in direct:
-            x[k] = xs[direct[m]]
-    if interpolated:
-        targets = tuple(interpolated)
-        weights = interpolation_weights(placement.positions[[rows[j] for j in good]], targets)
-        x[[model.index(m) for m in targets]] = weights @ xs
-
-    # 6. Filter on the whole trial, then crop, then standardize
-    x = bandpass(x, sfreq, l_freq, h_freq)
-    if already:
-        info["cropped"] = f"already {n_crop} samples: taken as samples {crop[0]}-{crop[1]} after onset, not cropped"
-    x = standardize(x[:, start:stop])
-    info["channels"] = {"mapped": list(direct), "interpolated": interpolated, "dropped": dropped,
-                        "scheme": placement.scheme, "n_used": len(good)}
-    info["coverage"] = (f"{len(direct)} of {len(model)} model channels recorded, {len(interpolated)} interpolated "
-                        f"from {len(good)} channels ({placement.scheme})")
-    info["preprocessed"] = True
-    return EEGTrial(data=x.astype(np.float32), sfreq=float(sfreq), ch_names=list(model), subject=trial.subject,
-                    label=trial.label, stimulus=trial.stimulus, info=info, tmin=crop[0] / sfreq)
+    return start, stop, already
