@@ -230,41 +230,14 @@ def load_eeg_imagenet(data_path: str | Path, splits_path: str | Path | None = No
         raise ValueError(f"No subject {subject} in {name!r}: it has subjects {present.tolist()}.")
 
     # 1. The split's indices (all trials without a split)
-    indexing = "file" if split_indexing == "auto" or split is None else split_indexing
     if split is None:
-        idx = np.arange(len(trials))
+        idx, indexing = np.arange(len(trials)), "file"
     else:
         if splits_path is None:
             raise ValueError(f"split={split!r} needs a splits file (splits_path); pass split=None for all trials.")
-        splits = _safe_load(splits_path, "splits")
-        sname = Path(splits_path).name
-        parts = splits.get("splits") if isinstance(splits, dict) else None
-        if not isinstance(parts, list | tuple) or not parts:
-            found = sorted(map(str, splits)) if isinstance(splits, dict) else f"a {type(splits).__name__}"
-            raise ValueError(f"{sname!r} is not an EEG-ImageNet splits file: expected {{'splits': [{{'train': [...], "
-                             f"'val': [...], 'test': [...]}}, ...]}}, got {found}.")
-        if not 0 <= split_index < len(parts):
-            raise ValueError(f"Invalid value for the 'split_index' parameter: {sname!r} has {len(parts)} splits "
-                             f"(0..{len(parts) - 1}), but got {split_index}.")
-        part = parts[split_index]
-        if not isinstance(part, dict) or split not in part:
-            found = sorted(map(str, part)) if isinstance(part, dict) else f"a {type(part).__name__}"
-            raise ValueError(f"Split {split_index} of {sname!r} has no {split!r} part: expected 'train', 'val' and "
-                             f"'test', got {found}.")
-        idx = np.asarray(part[split], dtype=int).ravel()
-        whole = np.concatenate([np.asarray(v, dtype=int).ravel() for v in part.values()])
-        if split_indexing == "auto" and subject is not None and len(present) > 1 and len(whole) \
-                and whole.max() < counts.max():
-            indexing = "subject"  # the per-subject layout (block_splits_by_image_single.pth)
-        limit = len(trials) if indexing == "file" else int(counts.max())
-        if len(idx) and (idx.min() < 0 or idx.max() >= limit):
-            bad = idx.max() if idx.max() >= limit else idx.min()
-            if indexing == "file":
-                raise ValueError(f"{sname!r} indexes trial {bad}, but {name!r} has {len(trials)} trials (0.."
-                                 f"{len(trials) - 1}): the splits file belongs to another data file.")
-            raise ValueError(f"{sname!r} indexes trial {bad}, but with split_indexing='subject' the indices count "
-                             f"one subject's trials (at most {limit} in {name!r}): for a splits file over all "
-                             f"subjects, pass split_indexing='file'.")
+        part = _load_split_part(splits_path, split, split_index)
+        idx, indexing = _split_indices(part, split, split_indexing, subject, counts, len(trials),
+                                       Path(splits_path).name, name)
 
     # 2. Subject: the split's indices count the subject's own trials, or are filtered by subject
     if indexing == "subject":
@@ -276,6 +249,50 @@ def load_eeg_imagenet(data_path: str | Path, splits_path: str | Path | None = No
     # 3. The reference filter on L
     idx = idx[(lengths[idx] >= MIN_LEN) & (lengths[idx] <= MAX_LEN)]
     return EEGImageNetDataset(trials, idx, obj["labels"], obj["images"], stimuli_dir, split_indexing=indexing)
+
+
+def _load_split_part(splits_path: str | Path, split: str, split_index: int) -> dict:
+    """Split ``split_index`` of a splits file (``{'splits': [{'train': [...], 'val': [...], 'test': [...]}, ...]}``),
+    checked to have the part ``split``."""
+    splits = _safe_load(splits_path, "splits")
+    sname = Path(splits_path).name
+    parts = splits.get("splits") if isinstance(splits, dict) else None
+    if not isinstance(parts, list | tuple) or not parts:
+        found = sorted(map(str, splits)) if isinstance(splits, dict) else f"a {type(splits).__name__}"
+        raise ValueError(f"{sname!r} is not an EEG-ImageNet splits file: expected {{'splits': [{{'train': [...], "
+                         f"'val': [...], 'test': [...]}}, ...]}}, got {found}.")
+    if not 0 <= split_index < len(parts):
+        raise ValueError(f"Invalid value for the 'split_index' parameter: {sname!r} has {len(parts)} splits "
+                         f"(0..{len(parts) - 1}), but got {split_index}.")
+    part = parts[split_index]
+    if not isinstance(part, dict) or split not in part:
+        found = sorted(map(str, part)) if isinstance(part, dict) else f"a {type(part).__name__}"
+        raise ValueError(f"Split {split_index} of {sname!r} has no {split!r} part: expected 'train', 'val' and "
+                         f"'test', got {found}.")
+    return part
+
+
+def _split_indices(part: dict, split: str, split_indexing: str, subject: int | None, counts: np.ndarray,
+                   n_trials: int, sname: str, name: str) -> tuple[np.ndarray, str]:
+    """The indices of ``part[split]`` and what they count (``"file"`` or ``"subject"``, ``"auto"`` decided:
+    see :func:`load_eeg_imagenet`), checked against the data file's ``n_trials`` (or the largest of the
+    subjects' trial ``counts``)."""
+    indexing = "file" if split_indexing == "auto" else split_indexing
+    idx = np.asarray(part[split], dtype=int).ravel()
+    whole = np.concatenate([np.asarray(v, dtype=int).ravel() for v in part.values()])
+    if split_indexing == "auto" and subject is not None and len(counts) > 1 and len(whole) \
+            and whole.max() < counts.max():
+        indexing = "subject"  # the per-subject layout (block_splits_by_image_single.pth)
+    limit = n_trials if indexing == "file" else int(counts.max())
+    if len(idx) and (idx.min() < 0 or idx.max() >= limit):
+        bad = idx.max() if idx.max() >= limit else idx.min()
+        if indexing == "file":
+            raise ValueError(f"{sname!r} indexes trial {bad}, but {name!r} has {n_trials} trials (0.."
+                             f"{n_trials - 1}): the splits file belongs to another data file.")
+        raise ValueError(f"{sname!r} indexes trial {bad}, but with split_indexing='subject' the indices count "
+                         f"one subject's trials (at most {limit} in {name!r}): for a splits file over all "
+                         f"subjects, pass split_indexing='file'.")
+    return idx, indexing
 
 
 def _check_trials(trials, name: str) -> tuple[np.ndarray, np.ndarray, int]:
