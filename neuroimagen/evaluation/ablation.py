@@ -211,6 +211,32 @@ def shuffled_reference(images: np.ndarray, stimuli: np.ndarray, labels: np.ndarr
             "pixcorr": mean_sem(np.nanmean(pixel_correlation(a, b).reshape(n, k), axis=1))}
 
 
+def _pick_test_trials(ds, limit: int | None, rng: np.random.Generator) -> tuple:
+    """The trials of the test set ``ds`` that :func:`select_trials` picks: their EEG (a tensor), labels, subjects,
+    trial ids in the data file and stimuli (a list of (H, W, 3) arrays in [0, 1])."""
+    eeg_all, labels_all, images_all, subjects_all = ds.arrays()
+    pick = select_trials(labels_all, limit, rng)
+    eeg = torch.from_numpy(eeg_all[pick])
+    del eeg_all
+    # A list: real photos differ in size (to_eval_images brings them to one).
+    stim = [(ds.stimulus(int(i)).permute(1, 2, 0).numpy() + 1) / 2 for i in images_all[pick]]
+    return eeg, labels_all[pick], subjects_all[pick], ds.indices[pick], stim
+
+
+def reference_scores(classifier, full: dict, stimuli: np.ndarray, stim_probs: np.ndarray, labels: np.ndarray,
+                     stimulus_pred: np.ndarray, rng: np.random.Generator) -> dict:
+    """The levels to read the rows against: the stimuli themselves, the full model's raw saliency maps, its
+    reconstructions against other classes' stimuli (:func:`shuffled_reference`) and chance."""
+    sal = full["saliency"]
+    sal_probs = classify_images(classifier, sal.reshape(-1, *sal.shape[2:])).reshape(*sal.shape[:2], -1)
+    return {
+        "stimuli": score_images(stim_probs[:, None], stimuli[:, None], stimuli, labels),
+        "saliency_maps": score_images(sal_probs, sal, stimuli, labels, stimulus_pred),
+        "shuffled_pairs": shuffled_reference(full["images"], stimuli, labels, rng),
+        "chance_acc": 1.0 / stim_probs.shape[1],
+    }
+
+
 @verbose
 def run_reconstruction_eval(pipe, classifier, data: str | Path, splits: str | Path, stimuli_dir: str | Path,
                             rows: dict[str, tuple] | None = None, limit: int | None = None, seed: int = 0,
@@ -247,14 +273,8 @@ def run_reconstruction_eval(pipe, classifier, data: str | Path, splits: str | Pa
 
     # 1. The test trials, their stimuli and the evaluation classifier's view of the stimuli
     ds = load_eeg_imagenet(data, splits, split="test", stimuli_dir=stimuli_dir)
-    eeg_all, labels_all, images_all, subjects_all = ds.arrays()
-    pick = select_trials(labels_all, limit, rng)
-    eeg = torch.from_numpy(eeg_all[pick])
-    del eeg_all
-    labels, images_idx, subjects = labels_all[pick], images_all[pick], subjects_all[pick]
-    trial_ids = ds.indices[pick]
-    # A list: real photos differ in size (to_eval_images brings them to one).
-    stim = [(ds.stimulus(int(i)).permute(1, 2, 0).numpy() + 1) / 2 for i in images_idx]
+    n_test = len(ds)
+    eeg, labels, subjects, trial_ids, stim = _pick_test_trials(ds, limit, rng)
     stimuli = to_eval_images(stim)
     n_classes = len(ds.labels)
     stim_probs = classify_images(classifier, stimuli)
@@ -262,7 +282,7 @@ def run_reconstruction_eval(pipe, classifier, data: str | Path, splits: str | Pa
         raise ValueError(f"The evaluation classifier has {stim_probs.shape[1]} outputs but the data file has "
                          f"{n_classes} classes: pass a classifier trained on these classes (--classifier).")
     stimulus_pred = stim_probs.argmax(1)
-    logger.info(f"{len(pick)} of {len(labels_all)} test trials; the classifier gets "
+    logger.info(f"{len(labels)} of {n_test} test trials; the classifier gets "
                 f"{np.mean(stimulus_pred == labels):.3f} of their stimuli right")
     if paper is not None:
         gt = paper.set_stimuli(stim)
@@ -273,7 +293,7 @@ def run_reconstruction_eval(pipe, classifier, data: str | Path, splits: str | Pa
     # 2. Every row: reconstruct and score
     results: dict = {
         "setup": {"data": str(data), "splits": str(splits), "stimuli": str(stimuli_dir), "limit": limit,
-                  "n_test_trials": int(len(labels_all)), "n_trials": int(len(pick)), "seed": seed,
+                  "n_test_trials": int(n_test), "n_trials": int(len(labels)), "seed": seed,
                   "samples_per_trial": samples_per_trial, **call, "eval_size": EVAL_SIZE, "n_classes": n_classes,
                   "class_names": ds.class_names, "layout_prior": pipe.default_layout_weight > 0,
                   "default_layout_weight": pipe.default_layout_weight,
@@ -321,14 +341,7 @@ def run_reconstruction_eval(pipe, classifier, data: str | Path, splits: str | Pa
     kf = full_probs.shape[1]
     results["per_class_acc"] = per_class_accuracy(full_probs.argmax(-1).ravel(), np.repeat(labels, kf),
                                                   n_classes).tolist()
-    sal = full["saliency"]
-    sal_probs = classify_images(classifier, sal.reshape(-1, *sal.shape[2:])).reshape(*sal.shape[:2], -1)
-    results["references"] = {
-        "stimuli": score_images(stim_probs[:, None], stimuli[:, None], stimuli, labels),
-        "saliency_maps": score_images(sal_probs, sal, stimuli, labels, stimulus_pred),
-        "shuffled_pairs": shuffled_reference(full["images"], stimuli, labels, rng),
-        "chance_acc": 1.0 / n_classes,
-    }
+    results["references"] = reference_scores(classifier, full, stimuli, stim_probs, labels, stimulus_pred, rng)
     if paper is not None and paper.inception is not None:
         results["references"]["stimuli_paper"] = paper.stimuli_reference()
     readout = full["class_probs"] if order is None else full["class_probs"][:, order]

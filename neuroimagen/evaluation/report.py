@@ -302,43 +302,55 @@ def write_report(out: str | Path, metrics: dict, arrays: dict | None = None) -> 
     """Write ``metrics.json``, ``report.md`` and the figures (PNG) into ``out``; return the files written."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    written = []
-
-    def save(fig, name: str) -> str:
+    written, figures = [], []
+    for name, fig in report_figures(metrics, arrays).items():
         fig.savefig(out / name, dpi=110)
         written.append(out / name)
-        return f"![{name}]({name})"
+        figures.append(f"![{name}]({name})")
+    (out / "report.md").write_text(report_markdown(metrics, figures))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=_json_default))
+    return [out / "report.md", out / "metrics.json", *written]
 
-    figs = []
+
+def report_figures(metrics: dict, arrays: dict | None = None) -> dict:
+    """The report's figures by file name, in the order of ``FIGURES``: those the parts in ``metrics`` (and, for the
+    reconstructions' grid and confusion matrix, the ``arrays`` of the run) allow."""
     rec, base, block = metrics.get("reconstruction"), metrics.get("baselines"), metrics.get("block_design")
     names = (rec or {}).get("setup", {}).get("class_names") or (base or {}).get("class_names", [])
+    series, confusions = _per_class_results(rec, base, arrays, len(names))
+    figs = {}
     if rec is not None and arrays is not None and arrays.get("full_images"):
-        figs.append(save(plot_grid(arrays), "reconstructions.png"))
+        figs["reconstructions.png"] = plot_grid(arrays)
     if rec is not None:
-        figs.append(save(plot_ablation(rec["rows"]), "ablation.png"))
+        figs["ablation.png"] = plot_ablation(rec["rows"])
+    if base is not None:
+        figs["baselines.png"] = plot_baselines({metrics.get("preset", "data"): base})
+    if series:
+        figs["per_class_accuracy.png"] = plot_per_class(series, names, 1 / len(names))
+    if confusions:
+        figs["confusion.png"] = plot_confusions(confusions, names)
+    if block is not None:
+        figs["block_design.png"] = plot_block_design(block)
+    return figs
+
+
+def _per_class_results(rec: dict | None, base: dict | None, arrays: dict | None,
+                       n_classes: int) -> tuple[dict[str, list], dict[str, np.ndarray]]:
+    """Per-class accuracies and confusion matrices to plot, by title: the full model's reconstructions (the
+    matrix needs the run's ``arrays``) and the EEG decoders our semantic readout and LDA."""
     series, confusions = {}, {}
     if rec is not None:
         series["reconstructions, full model (classifier)"] = rec["per_class_acc"]
         if arrays is not None:
             k = arrays["pred"][FULL].shape[1]
             confusions["reconstructions (full model), evaluation classifier"] = confusion_matrix(
-                arrays["pred"][FULL].ravel(), np.repeat(arrays["labels"], k), len(names))
+                arrays["pred"][FULL].ravel(), np.repeat(arrays["labels"], k), n_classes)
     if base is not None:
         for m in ("ours_class", "ours_semantic", "lda"):
             if m in base["methods"]:
                 series[f"EEG: {METHOD_NAMES[m]} (whole test split)"] = base["methods"][m]["per_class_top1"]
                 confusions[f"EEG decoding: {METHOD_NAMES[m]}"] = np.asarray(base["methods"][m]["confusion"])
-        figs.append(save(plot_baselines({metrics.get("preset", "data"): base}), "baselines.png"))
-    if series:
-        figs.append(save(plot_per_class(series, names, 1 / len(names)), "per_class_accuracy.png"))
-    if confusions:
-        figs.append(save(plot_confusions(confusions, names), "confusion.png"))
-    if block is not None:
-        figs.append(save(plot_block_design(block), "block_design.png"))
-
-    (out / "report.md").write_text(report_markdown(metrics, figs))
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=_json_default))
-    return [out / "report.md", out / "metrics.json", *written]
+    return series, confusions
 
 
 UNVERIFIED_PARTS = (
