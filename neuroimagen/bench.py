@@ -25,6 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .data import preprocess, read_trial
+from .evaluation.provenance import weights_digest
+
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "neuroimagen-tiny"
 DEFAULT_EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -52,9 +55,7 @@ def _peak_rss_mb() -> float:
 
 def run(checkpoint: str | Path = DEFAULT_CHECKPOINT, trial: str | Path | None = None, repeats: int = 10,
         threads: int | None = None, argv: list[str] | None = None) -> dict:
-    from . import NeuroImagenPipeline
-    from .data import preprocess, read_trial
-    from .evaluation.provenance import weights_digest
+    from . import NeuroImagenPipeline  # diffusers: only when a benchmark runs
 
     if threads:
         torch.set_num_threads(threads)

@@ -41,7 +41,10 @@ import time
 from pathlib import Path
 
 from ._logging import logger, verbose
+from .evaluation.ablation import DEFAULT_ROW, EXTRA_ROWS, FULL, ROWS, run_reconstruction_eval
+from .evaluation.baselines import DECIM, block_design_effect, run_baselines
 from .evaluation.provenance import part_weights, same_weights, weights_digest
+from .evaluation.report import rerender_report, write_report
 
 PARTS = ("reconstruction", "baselines", "block")
 
@@ -169,8 +172,6 @@ def _versions() -> dict:
 
 
 def _rows(spec: str) -> dict[str, tuple]:
-    from .evaluation.ablation import EXTRA_ROWS, ROWS
-
     if spec == "paper":
         return dict(ROWS)
     known = {**ROWS, **EXTRA_ROWS}
@@ -231,8 +232,6 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
 
 
 def _bins(ms: int, name: str) -> int:
-    from .evaluation.baselines import DECIM
-
     if ms < DECIM or ms % DECIM:
         raise SystemExit(f"--{name} must be a positive multiple of {DECIM} ms (the loaded data's step), got {ms}.")
     return ms // DECIM
@@ -240,8 +239,6 @@ def _bins(ms: int, name: str) -> int:
 
 def _run(args: argparse.Namespace, argv: list[str] | None) -> dict:
     import torch
-
-    from .evaluation.report import write_report
 
     t0 = time.perf_counter()
     parts = {s.strip() for s in args.parts.split(",") if s.strip()}
@@ -275,8 +272,6 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> dict:
 
     # 1. Reconstructions and the ablation
     if "reconstruction" in parts and pipe is not None:
-        from .evaluation.ablation import run_reconstruction_eval
-
         if not args.stimuli:
             raise SystemExit("--stimuli is needed for the reconstruction part.")
         clf_dir = args.classifier or str(Path(args.checkpoint) / "eval_classifier")
@@ -297,8 +292,6 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> dict:
 
     # 2. EEG decoding baselines (and ours)
     if "baselines" in parts:
-        from .evaluation.baselines import run_baselines
-
         methods = tuple(m.strip() for m in args.baselines.split(",") if m.strip())
         metrics["baselines"] = run_baselines(args.data, args.splits, pipe=pipe, methods=methods, seed=args.seed,
                                              xdawn_nfilter=args.xdawn_nfilter, eegnet_epochs=args.eegnet_epochs,
@@ -311,8 +304,6 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> dict:
 
     # 3. The block-design effect
     if "block" in parts and args.drift_data:
-        from .evaluation.baselines import block_design_effect
-
         if not (args.data and args.splits and args.drift_splits):
             raise SystemExit("The block part needs --data/--splits (no drift) and --drift-data/--drift-splits.")
         metrics["block_design"] = block_design_effect(
@@ -330,8 +321,6 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> dict:
 
 def write_index(report_dirs: list[str], out: str | Path) -> Path:
     """``OUT/README.md``: each report's command, headline numbers and a link."""
-    from .evaluation.ablation import DEFAULT_ROW, FULL
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     lines = ["# Evaluation reports", "", "Each folder holds `report.md` (tables, protocol, caveats), `metrics.json` "
@@ -370,8 +359,6 @@ def write_index(report_dirs: list[str], out: str | Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.rerender:
-        from .evaluation.report import rerender_report
-
         print(rerender_report(args.out))
         return 0
     if args.index:
