@@ -171,6 +171,37 @@ class Subject:
     # the source's peak |lead field| over the actiCAP 128 (so amplitudes in volts agree across caps)
 
 
+def _source_layout(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict[str, slice]]:
+    """The population's sources: positions ``rr`` and unit orientations ``nn`` (n_sources, 3), head frame, metres,
+    and the slice of each kind: early visual (retinotopic cells, then luminance and colour), ventral (class),
+    alpha (parieto-occipital) and noise (random: the only draws from ``rng``)."""
+    early, early_nn = [], []
+    for r in range(GRID):  # rows top -> bottom of the visual field
+        for c in range(GRID):  # columns left -> right
+            x = 0.022 * (1 - c)  # left field -> right hemisphere (x > 0)
+            z = 0.012 * (r - 1)  # upper field -> lower bank of the calcarine sulcus
+            early.append([x, -0.078, 0.005 + z])
+            early_nn.append([0.25 * (1 - c), -1.0, -0.6 * (1 - r) + 0.2])  # polarity flips across the meridian
+    ventral = [[s * 0.045, -0.055 + 0.012 * k, -0.015 + 0.006 * k] for s in (-1, 1) for k in range(N_VENTRAL // 2)]
+    ventral_nn = [[s * 0.6, -0.5, 0.3] for s in (-1, 1) for _ in range(N_VENTRAL // 2)]
+    full = [[-0.015, -0.08, 0.02], [0.015, -0.08, 0.02], [0.0, -0.075, -0.01]]  # luminance, R-G, B-Y
+    full_nn = [[-0.2, -1.0, 0.3], [0.2, -1.0, 0.3], [0.0, -1.0, -0.4]]
+    early, early_nn = early + full, early_nn + full_nn
+    alpha = [[-0.03, -0.065, 0.035], [0.03, -0.065, 0.035]]
+    alpha_nn = [[0.0, -0.6, 0.8], [0.0, -0.6, 0.8]]
+    d = rng.standard_normal((N_NOISE_SOURCES, 3))
+    noise_rr = d / np.linalg.norm(d, axis=1, keepdims=True) * rng.uniform(0.03, 0.07, (N_NOISE_SOURCES, 1))
+    noise_nn = rng.standard_normal((N_NOISE_SOURCES, 3))
+    rr = np.array(early + ventral + alpha + noise_rr.tolist())
+    nn = np.array(early_nn + ventral_nn + alpha_nn + noise_nn.tolist())
+    nn /= np.linalg.norm(nn, axis=1, keepdims=True)
+    n_early, n_ventral = len(early), len(ventral)
+    slices = {"early": slice(0, n_early), "ventral": slice(n_early, n_early + n_ventral),
+              "alpha": slice(n_early + n_ventral, n_early + n_ventral + 2),
+              "noise": slice(n_early + n_ventral + 2, len(rr))}
+    return rr, nn, slices
+
+
 class EEGSimulator:
     """Simulate single EEG trials for stimulus images.
 
@@ -212,31 +243,9 @@ class EEGSimulator:
         self.info = make_info() if montage is None else cap_info(montage)
         self.n_chans = len(self.info.ch_names)
 
-        # Sources: early visual (retinotopic), ventral (class), noise (random), alpha (parieto-occipital).
-        early, early_nn = [], []
-        for r in range(GRID):  # rows top -> bottom of the visual field
-            for c in range(GRID):  # columns left -> right
-                x = 0.022 * (1 - c)  # left field -> right hemisphere (x > 0)
-                z = 0.012 * (r - 1)  # upper field -> lower bank of the calcarine sulcus
-                early.append([x, -0.078, 0.005 + z])
-                early_nn.append([0.25 * (1 - c), -1.0, -0.6 * (1 - r) + 0.2])  # polarity flips across the meridian
-        ventral = [[s * 0.045, -0.055 + 0.012 * k, -0.015 + 0.006 * k] for s in (-1, 1) for k in range(N_VENTRAL // 2)]
-        ventral_nn = [[s * 0.6, -0.5, 0.3] for s in (-1, 1) for _ in range(N_VENTRAL // 2)]
-        full = [[-0.015, -0.08, 0.02], [0.015, -0.08, 0.02], [0.0, -0.075, -0.01]]  # luminance, R-G, B-Y
-        full_nn = [[-0.2, -1.0, 0.3], [0.2, -1.0, 0.3], [0.0, -1.0, -0.4]]
-        early, early_nn = early + full, early_nn + full_nn
-        alpha = [[-0.03, -0.065, 0.035], [0.03, -0.065, 0.035]]
-        alpha_nn = [[0.0, -0.6, 0.8], [0.0, -0.6, 0.8]]
-        d = rng.standard_normal((N_NOISE_SOURCES, 3))
-        noise_rr = d / np.linalg.norm(d, axis=1, keepdims=True) * rng.uniform(0.03, 0.07, (N_NOISE_SOURCES, 1))
-        noise_nn = rng.standard_normal((N_NOISE_SOURCES, 3))
-        rr = np.array(early + ventral + alpha + noise_rr.tolist())
-        nn = np.array(early_nn + ventral_nn + alpha_nn + noise_nn.tolist())
-        nn /= np.linalg.norm(nn, axis=1, keepdims=True)
-        n_early, n_ventral = len(early), len(ventral)
-        self._sl = {"early": slice(0, n_early), "ventral": slice(n_early, n_early + n_ventral),
-                    "alpha": slice(n_early + n_ventral, n_early + n_ventral + 2),
-                    "noise": slice(n_early + n_ventral + 2, len(rr))}
+        rr, nn, self._sl = _source_layout(rng)
+        n_early = self._sl["early"].stop
+        n_ventral = self._sl["ventral"].stop - n_early
 
         sphere = mne.make_sphere_model(r0=(0.0, 0.0, 0.0), head_radius=0.095, verbose=False)
         src = mne.setup_volume_source_space(pos=dict(rr=rr, nn=nn), sphere=sphere, verbose=False)
