@@ -370,7 +370,7 @@ def test_a_reconstruction_part_is_not_kept_once_a_component_was_added(tmp_path):
         (tmp_path / "metrics.json").write_text(json.dumps(earlier))
         now = {"data": "d.pth", "splits": "s.pth", "checkpoint": "ckpt", "command": "b2", "caveats": [],
                "block_design": {}, "weights": {**recorded, **added}}
-        _keep_earlier_parts(now, tmp_path, log=lambda msg: None)
+        _keep_earlier_parts(now, tmp_path)
         assert ("reconstruction" in now) == kept, added
         assert "baselines" in now
 
