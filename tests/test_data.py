@@ -179,14 +179,16 @@ def test_founding_subjects_and_class_code_are_the_shipped_ones(population):
     np.testing.assert_allclose(np.abs(sim.class_code).sum(), 770.2450265519101, **tight)
     np.testing.assert_allclose(sim.early_mix[0], [0.8024379248987592, 0.7362510941358751, 0.9852246409772496],
                                **tight)
+    # The topographies go through MNE's montage positions and sphere model: an installation of 2026-12-02 (other
+    # MNE/scipy builds) gave them 4e-4 off; another draw or another source layout changes them entirely.
+    near = {"rtol": 2e-3}
     topo = subjects[0].topography
-    np.testing.assert_allclose(topo[0, :3], [-0.22437338480621438, -0.09064750690464034, -0.12662535373967257],
-                               rtol=1e-9)
-    np.testing.assert_allclose(topo[60, 12], -0.06168574909711002, rtol=1e-9)
-    np.testing.assert_allclose(np.abs(subjects[5].topography).sum(), 1826.4428201600476, rtol=1e-9)
+    np.testing.assert_allclose(topo[0, :3], [-0.22437338480621438, -0.09064750690464034, -0.12662535373967257], **near)
+    np.testing.assert_allclose(topo[60, 12], -0.06168574909711002, **near)
+    np.testing.assert_allclose(np.abs(subjects[5].topography).sum(), 1826.4428201600476, **near)
     x = sim.simulate(_probe_image(), [5], [3], np.random.default_rng(0), raw=True)
     np.testing.assert_allclose(x[0, 60, 100:103], [-7.031214295238897e-07, -5.789177976112114e-06,
-                                                   -8.53190340421861e-06], rtol=1e-5)
+                                                   -8.53190340421861e-06], **near)
 
 
 def test_class_embeddings_are_cached_outside_the_package(tmp_path, monkeypatch):
