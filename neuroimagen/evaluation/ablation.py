@@ -344,8 +344,9 @@ def run_reconstruction_eval(pipe, classifier, data: str | Path, splits: str | Pa
     results["references"] = reference_scores(classifier, full, stimuli, stim_probs, labels, stimulus_pred, rng)
     if paper is not None and paper.inception is not None:
         results["references"]["stimuli_paper"] = paper.stimuli_reference()
-    readout = full["class_probs"] if order is None else full["class_probs"][:, order]
-    results["semantic_readout_top1_on_these_trials"] = float(np.mean(readout.argmax(1) == labels))
+    decoded = full["class_probs"] if order is None else full["class_probs"][:, order]
+    # The pipeline's decoded class (the semantic readout's until checkpoints had a class decoder: hence the name).
+    results["semantic_readout_top1_on_these_trials"] = float(np.mean(decoded.argmax(1) == labels))
     results["timing"]["total_s"] = round(time.perf_counter() - t0, 1)
     arrays.update(full_images=full["full_images"], full_saliency=full["full_saliency"], captions=full["captions"],
                   readout_pred=readout.argmax(1))

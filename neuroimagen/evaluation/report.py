@@ -190,7 +190,8 @@ def reconstruction_markdown(rec: dict) -> str:
                           "*reference: saliency maps alone (no diffusion)*", ref["saliency_maps"]), "",
               f"Shuffled pairs (each full-model reconstruction against a stimulus of another class): SSIM "
               f"{_ms(ref['shuffled_pairs']['ssim'])}, pixel correlation {_ms(ref['shuffled_pairs']['pixcorr'])}: the "
-              f"level reached without any trial-specific layout. The semantic readout's top-1 on these trials: "
+              f"level reached without any trial-specific layout. The decoded class's top-1 on these trials (the "
+              f"pipeline's `class_probs`: the class decoder's when the checkpoint has one, else the semantic readout's): "
               f"{_pct(rec['semantic_readout_top1_on_these_trials'])} %.", ""]
     lines += ["## Ablation (the paper's Table 3)", "",
               "| row | pipeline call | ACC % | IS | SSIM | pixel corr. | paper ACC % | paper IS | paper SSIM |",
