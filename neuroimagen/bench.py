@@ -1,7 +1,8 @@
 """Benchmark: ``python -m neuroimagen.bench [--checkpoint DIR] [--trial FILE] [--repeats N] [--out FILE]``.
 
-Per-stage latency (read, preprocess, encoder, saliency, semantic, readout, layout when the checkpoint has a
-layout prior, diffusion, decode), end to end at the defaults (25 steps, strength 0.75, guidance 5), load
+Per-stage latency (read, preprocess, encoder, saliency, semantic, readout (the decoded class: the caption readout
+and the class decoder when the checkpoint has one), layout when the checkpoint has a layout prior, diffusion,
+decode), end to end at the defaults (25 steps, strength 0.75, guidance 5), load
 time and peak resident memory; medians over ``--repeats`` runs after one warm-up, of the wall time and of this
 process's CPU time (all threads). Prints JSON (``--out`` also writes it, e.g. ``reports/bench/threads1.json``),
 with the machine's CPU count and load average around the run (other work on the machine slows every number) and
@@ -85,7 +86,7 @@ def run(checkpoint: str | Path = DEFAULT_CHECKPOINT, trial: str | Path | None = 
             "encoder": lambda: pipe.eeg_encoder(x),
             "saliency": lambda: pipe.saliency_generator(feats, z),
             "semantic": lambda: pipe.semantic_decoder(x),
-            "readout": lambda: pipe.caption_bank.readout(states, k=5),
+            "readout": lambda: pipe.decode_class(x, states, k=5),  # the caption readout (+ the class decoder)
         }
         prior = getattr(pipe, "layout_prior", None)
         if prior is not None:  # the decoded box and the template drawn into the map (step 3b of the pipeline)

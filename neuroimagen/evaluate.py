@@ -330,7 +330,8 @@ def write_index(report_dirs: list[str], out: str | Path) -> Path:
     for d in report_dirs:
         m = json.loads((Path(d) / "metrics.json").read_text())
         rel = Path(d).resolve().relative_to(out.resolve()) if Path(d).resolve().is_relative_to(out.resolve()) else d
-        lines += [f"## [{m['preset']}]({rel}/report.md)", "", "```bash", m["command"], "```", ""]
+        title = m["preset"] if str(rel) == m["preset"] else f"{rel} ({m['preset']} preset)"  # folders may share a preset
+        lines += [f"## [{title}]({rel}/report.md)", "", "```bash", m["command"], "```", ""]
         rec = m.get("reconstruction")
         if rec:
             full = rec["rows"][FULL]

@@ -3,6 +3,8 @@
 #   reports/demo          the demo preset (the data it was trained on)
 #   reports/realistic     the realistic preset (the shipped VAE, UNet and classifier; EEG models and layout prior
 #                         trained on realistic data: configs/tiny-realistic.json, runs/tiny-realistic/pipeline)
+#   reports/decoders/realistic  the class decoders on realistic data beside the baselines (the realistic EEG stages
+#                         with the class decoder, put into a copy of the shipped checkpoint)
 #   reports/block_design  LDA with and without simulated block drift (no model weights)
 #   reports/caps/demo     the class decoded from trials simulated on other caps (scripts/cap_accuracy.py)
 #   reports/bench         python -m neuroimagen.bench with 1 and 2 threads
@@ -26,7 +28,7 @@ CKPT=checkpoints/neuroimagen-tiny
 
 # The realistic pipeline: the shipped VAE, UNet and classifier with EEG models trained on realistic data
 if [ ! -f runs/tiny-realistic/pipeline/model_index.json ]; then
-  for s in encoder semantic saliency layout; do
+  for s in encoder semantic class_decoder saliency layout; do
     [ -f runs/tiny-realistic/$s/metrics.json ] || python -m neuroimagen.train $s --config configs/tiny-realistic.json
   done
   mkdir -p runs/tiny-realistic
@@ -51,10 +53,17 @@ for preset in demo realistic; do
   python -m neuroimagen.evaluate "${common[@]}" --parts baselines
   python -m neuroimagen.evaluate "${common[@]}" --parts reconstruction --limit "$LIMIT"
 done
+# The realistic class decoders beside the baselines (only the EEG stages matter here)
+python scripts/swap_eeg_stages.py --run runs/tiny-realistic --stages encoder,semantic,class_decoder \
+  --out runs/tiny-realistic/decoders
+python -m neuroimagen.evaluate --checkpoint runs/tiny-realistic/decoders --data data/sim_realistic.pth \
+  --splits data/sim_realistic_splits.pth --stimuli data/stimuli --out reports/decoders/realistic --preset realistic \
+  --parts baselines
 python -m neuroimagen.evaluate --data data/sim_realistic.pth --splits data/sim_realistic_splits.pth \
   --drift-data data/sim_realistic_drift.pth --drift-splits data/sim_realistic_drift_splits.pth --parts block \
   --preset realistic-block-design --out reports/block_design
-python -m neuroimagen.evaluate --index reports/demo reports/realistic reports/block_design --out reports
+python -m neuroimagen.evaluate --index reports/demo reports/realistic reports/decoders/realistic reports/block_design \
+  --out reports
 
 # Decoding from other caps (trials simulated on each cap, read as uploads; the app's expected accuracy)
 python scripts/cap_accuracy.py --checkpoint $CKPT --per-class 3 --subjects 1-10 --out reports/caps/demo

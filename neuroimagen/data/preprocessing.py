@@ -74,8 +74,9 @@ def _names(names, k: int = 4) -> str:
 
 # The fewest channels a trial may have (placed, with signal). Measured on the shipped checkpoint with trials
 # simulated on each cap (scripts/cap_accuracy.py -> reports/caps/demo, 120 held-out images, 40 classes, chance
-# 2.5 %): 8 occipito-parietal channels decode the class in 15.8 % (new people 9.2 %); 6, 4 and 3 occipital
-# ones in 10.0, 7.5 and 3.3 % (new people 8.3, 6.7, 1.7 %), near chance. Below 8 nothing is left to show.
+# 2.5 %; the class decoder since 2026-12-02): 8 occipito-parietal channels decode the class in 20.8 % (new people
+# 15.8 %); 6, 4 and 3 occipital ones in 10.8, 9.2 and 2.5 % (new people 10.8, 9.2, 1.7 %): one trial in ten,
+# whose picture would be the wrong class nine times in ten. Below 8 nothing useful is left to show.
 # (The EEG stages before channel-subset augmentation: 13.3 % at 8, chance below; reports/caps/demo-unaugmented.)
 MIN_CHANNELS = 8
 

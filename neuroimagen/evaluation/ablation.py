@@ -349,5 +349,5 @@ def run_reconstruction_eval(pipe, classifier, data: str | Path, splits: str | Pa
     results["semantic_readout_top1_on_these_trials"] = float(np.mean(decoded.argmax(1) == labels))
     results["timing"]["total_s"] = round(time.perf_counter() - t0, 1)
     arrays.update(full_images=full["full_images"], full_saliency=full["full_saliency"], captions=full["captions"],
-                  readout_pred=readout.argmax(1))
+                  readout_pred=decoded.argmax(1))
     return results, arrays
