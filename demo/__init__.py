@@ -1,6 +1,7 @@
 """The Gradio app: ``build_demo(pipe)``. The library never imports it.
 
-One file per job: ``settings`` (defaults and limits, no Gradio), ``examples`` (the shipped files), ``trials``
+One file per job: ``settings`` (defaults and limits, no Gradio), ``startup`` (how ``app.py`` starts: flags and
+environment variables, device and dtypes, ZeroGPU; no Gradio), ``examples`` (the shipped files), ``trials``
 (the trial from its three sources), ``views`` (what the page shows), ``model_card``, ``errors`` (user errors),
 ``handlers`` (what each event does), ``events`` (what triggers what), ``gradio_patches`` (work-arounds for the
 pinned Gradio) and ``ui`` (layout).

@@ -32,6 +32,7 @@ from .settings import (
     NUM_INFERENCE_STEPS,
     STRENGTH,
 )
+from .startup import on_gpu
 from .trials import LoadedTrial, Trials, as_list, int_in, trial_key, upload_paths
 from .views import (
     EMPTY_RESULTS,
@@ -117,6 +118,9 @@ class Handlers:
         self.trials = Trials(examples_dir, stimuli_dir)
         self.cap_metrics = CAP_METRICS if cap_metrics is None else cap_metrics
         self.tabs = SelectedTabs()
+        # The one handler that runs the pipeline (the button's, the API's and the ablation box's run): on a ZeroGPU
+        # Space it holds a GPU while it runs; without the ``spaces`` package it is left as it is.
+        self.reconstruct = on_gpu(self.reconstruct)
 
     def eeg_views(self, trial: LoadedTrial, time_ms: float) -> tuple:
         """(facts markdown, butterfly image, topomap image, channel report markdown, stimulus)."""
