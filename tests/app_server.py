@@ -26,6 +26,7 @@ import pytest
 
 from benchmarks.loadtest import app_env, free_port, stop_process, wait_until_serving
 from benchmarks.synthetic import synthetic_trial
+from demo.startup import CHECKPOINT_ENV, SD_MODEL_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT = ROOT / "checkpoints" / "neuroimagen-tiny"
@@ -138,8 +139,13 @@ class AppServer:
             self._tmp = None
 
 
-def start_app(checkpoint: Path | None = None, examples: Path | None = None) -> AppServer:
-    """Run ``app.py`` on a free port and wait until it serves its page."""
+def start_app(checkpoint: Path | None = None, examples: Path | None = None, env: dict[str, str] | None = None,
+              ) -> AppServer:
+    """Run ``app.py`` on a free port and wait until it serves its page.
+
+    ``env``: environment variables for the app, e.g. ``NEUROIMAGEN_SD_MODEL``; the test process's own
+    ``NEUROIMAGEN_*`` variables are not passed on (the app would read them).
+    """
     tmp = tempfile.TemporaryDirectory(prefix="neuroimagen-app-test-")
     if checkpoint is None and os.environ.get("NEUROIMAGEN_TEST_CHECKPOINT"):
         checkpoint = Path(os.environ["NEUROIMAGEN_TEST_CHECKPOINT"])
@@ -151,12 +157,13 @@ def start_app(checkpoint: Path | None = None, examples: Path | None = None) -> A
     log = Path(tmp.name) / "app.log"
     gradio_dir, tmp_dir = Path(tmp.name) / "gradio", Path(tmp.name) / "tmp"
     tmp_dir.mkdir()
-    env = app_env(gradio_dir, tmp_dir)
+    app_vars = {k: v for k, v in app_env(gradio_dir, tmp_dir).items() if k not in (CHECKPOINT_ENV, SD_MODEL_ENV)}
+    app_vars.update(env or {})
     cmd = [sys.executable, str(ROOT / "app.py"), "--checkpoint", str(checkpoint), "--port", str(port),
            "--examples", str(examples)]
     t0 = time.perf_counter()
     with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=app_vars, stdout=fh, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     server = AppServer(url=url, proc=proc, checkpoint=checkpoint, examples=examples, startup_s=float("nan"),
                        log=log, gradio_dir=gradio_dir, tmp_dir=tmp_dir, _tmp=tmp)

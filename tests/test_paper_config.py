@@ -2,7 +2,8 @@
 
 The real run needs a GPU, the EEG-ImageNet files and SD 1.5; here the same config is run with debug-sized settings
 on the small simulation, with a tiny random Stable-Diffusion-shaped model (CLIP text encoder included) in place of
-SD 1.5, loaded by path.
+SD 1.5, loaded by path; and the whole chain (issue 23): BLIP captions -> ``train all`` -> ``evaluate`` by the paper's
+protocol -> the app on the result, its SD folder from ``$NEUROIMAGEN_SD_MODEL``, called through gradio_client.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_paper_captions import tiny_blip  # noqa: F401 (the tiny BLIP fixture)
 from tiny_pipeline import make_tiny_sd
 
 from neuroimagen.train import STAGES, check_config, main, stages_to_run
@@ -20,6 +22,39 @@ from neuroimagen.training.config import load_config
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PAPER = CONFIGS / "eeg-imagenet-sd15.json"
 SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+
+
+def debug_paper_config(tmp_path: Path, sd: Path) -> Path:
+    """The paper config with debug-sized stages, the tiny SD model ``sd`` in place of SD 1.5 (text encoder and
+    assembly), written to ``tmp_path/paper.json``."""
+    raw = json.loads(PAPER.read_text())
+    debug = json.loads((CONFIGS / "debug.json").read_text())
+    for stage in ("encoder", "saliency", "semantic"):  # debug-sized, on the paper config's keys
+        raw[stage] = {**raw[stage], **debug[stage], "epochs": 1}
+    raw["encoder"]["arch"] = "conv"  # the LSTM is the paper's, and slow on a CPU: the wiring is what is tested
+    raw["saliency"]["image_size"] = 32  # the stimuli are 64 x 64: the maps are made at another size
+    raw["semantic"]["text_encoder"] = raw["assemble"]["sd_model"] = str(sd)
+    (tmp_path / "paper.json").write_text(json.dumps(raw))
+    return tmp_path / "paper.json"
+
+
+@pytest.fixture(scope="module")
+def paper_run(tmp_path_factory, stimuli_dir, sim_files, tiny_blip):  # noqa: F811 (the tiny BLIP fixture)
+    """The chain's first two steps, once for the module: BLIP captions of the stimulus images (a tiny random BLIP
+    loaded by path), then ``train all`` on the debug-sized paper config reading them. Returns (tiny SD folder,
+    captions file, run folder)."""
+    from neuroimagen.data.__main__ import main as data_main
+
+    tmp = tmp_path_factory.mktemp("paper")
+    sd = make_tiny_sd(tmp / "sd")
+    captions = tmp / "captions.json"
+    assert data_main(["captions", "--images", str(stimuli_dir), "--captioner", str(tiny_blip), "--out",
+                      str(captions), "--batch-size", "100", "--max-new-tokens", "4"]) == 0
+    data, splits = sim_files
+    run = tmp / "run"
+    assert main(["all", "--config", str(debug_paper_config(tmp, sd)), "--data", str(data), "--splits", str(splits),
+                 "--stimuli", str(stimuli_dir), "--out", str(run), "--captions", str(captions)]) == 0
+    return sd, captions, run
 
 
 def test_the_paper_config_names_only_known_stages_and_keys():
@@ -65,25 +100,12 @@ def test_configs_without_stages_run_as_before():
     assert stages_to_run("all", cfgs) == [s for s in STAGES if s not in ("decoder", "refine")]
 
 
-def test_train_all_on_the_paper_config_gives_a_pipeline_conditioned_on_the_decoded_clip_states(
-        tmp_path, stimuli_dir, sim_files):
+def test_train_all_on_the_paper_config_gives_a_pipeline_conditioned_on_the_decoded_clip_states(paper_run):
     """``all`` runs only the listed stages; the assembled folder carries the SD model's components, its decoder
     regresses that model's CLIP states, and a call conditions SD on them directly."""
     from neuroimagen import NeuroImagenPipeline
 
-    sd = make_tiny_sd(tmp_path / "sd")
-    raw = json.loads(PAPER.read_text())
-    debug = json.loads((CONFIGS / "debug.json").read_text())
-    for stage in ("encoder", "saliency", "semantic"):  # debug-sized, on the paper config's keys
-        raw[stage] = {**raw[stage], **debug[stage], "epochs": 1}
-    raw["encoder"]["arch"] = "conv"  # the LSTM is the paper's, and slow on a CPU: the wiring is what is tested
-    raw["saliency"]["image_size"] = 32  # the stimuli are 64 x 64: the maps are made at another size
-    raw["semantic"]["text_encoder"] = raw["assemble"]["sd_model"] = str(sd)
-    (tmp_path / "paper.json").write_text(json.dumps(raw))
-    data, splits = sim_files
-    out = tmp_path / "run"
-    assert main(["all", "--config", str(tmp_path / "paper.json"), "--data", str(data), "--splits", str(splits),
-                 "--stimuli", str(stimuli_dir), "--out", str(out)]) == 0
+    sd, _, out = paper_run
     made = {p.name for p in out.iterdir() if p.is_dir()}
     assert {"encoder", "saliency", "semantic", "pipeline"} <= made
     assert not {"vae", "unet", "decoder", "refine", "layout", "classifier"} & made
@@ -100,3 +122,53 @@ def test_train_all_on_the_paper_config_gives_a_pipeline_conditioned_on_the_decod
     card = (folder / "README.md").read_text()
     assert "| encoder |" in card and "| unet |" not in card and "| classifier |" not in card  # training table
     assert f"from `{sd}`" in card and "simulated" not in card and "eval_classifier" not in card
+
+
+def test_the_paper_chain_on_cpu_captions_train_evaluate_and_the_app(tmp_path, stimuli_dir, sim_files, paper_run):
+    """Issue 23's chain, every model a tiny random one saved to a temporary folder and loaded by path: BLIP captions
+    of the stimulus images -> ``train all`` on the paper config (debug-sized) reading them -> ``evaluate`` by the
+    paper's protocol (an ImageNet-shaped classifier, an Inception stand-in) with ``--sd-model`` -> ``python app.py``
+    on the result with the SD folder in ``$NEUROIMAGEN_SD_MODEL``, reconstructing through gradio_client."""
+    from app_server import start_app, write_examples
+    from gradio_client import Client
+    from PIL import Image
+    from test_paper_metrics import _tiny_vit
+
+    from demo.startup import SD_MODEL_ENV
+    from neuroimagen import NeuroImagenPipeline
+    from neuroimagen.data.image_captions import read_captions
+    from neuroimagen.evaluate import main as evaluate
+    from neuroimagen.models import ImageClassifier
+
+    # 1., 2. captions, then train all reading them (``paper_run``): the caption bank's detailed captions are BLIP's
+    sd, captions, run = paper_run
+    data, splits = sim_files
+    folder = run / "pipeline"
+    bank = NeuroImagenPipeline.from_pretrained(folder).caption_bank
+    assert set(bank.config.detailed_texts) <= set(read_captions(captions).values())
+    # 3. evaluate by the paper's protocol
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        ImageClassifier(n_outputs=40, base_channels=4).save_pretrained(tmp_path / "classifier")
+    report = tmp_path / "report"
+    assert evaluate(["--checkpoint", str(folder), "--data", str(data), "--splits", str(splits), "--stimuli",
+                     str(stimuli_dir), "--out", str(report), "--parts", "reconstruction", "--rows", "paper",
+                     "--limit", "2", "--samples-per-trial", "1", "--steps", "2", "--batch-size", "4",
+                     "--classifier", str(tmp_path / "classifier"), "--sd-model", str(sd),
+                     "--imagenet-classifier", str(_tiny_vit(tmp_path / "vit")),
+                     "--inception", str(_tiny_vit(tmp_path / "inception", seed=1)), "--paper-ssim-size", "64"]) == 0
+    rows = json.loads((report / "metrics.json").read_text())["reconstruction"]["rows"]
+    assert 0 <= rows["L + I"]["paper"]["acc"] <= 1 and rows["L + I"]["paper"]["n_images"] == 2
+    # 4. the app on the result, Stable Diffusion named by the Space variable
+    examples = write_examples(tmp_path / "examples", classes=(8,))
+    server = start_app(checkpoint=folder, examples=examples, env={SD_MODEL_ENV: str(sd)})
+    try:
+        client = Client(server.url, verbose=False, download_files=str(tmp_path / "downloads"))
+        recon, *_, notes, title = client.predict(
+            source="example", example=next(examples.glob("*.npz")).stem, seed=1, num_inference_steps=2,
+            caption_source="predicted", api_name="/reconstruct")
+    finally:
+        server.stop()
+    with Image.open(recon) as image:
+        assert image.size == (16, 16)  # the tiny SD's 8 x 8 latents
+    assert "condition it directly" in notes  # the decoded CLIP states fed to SD: the paper's L + I
