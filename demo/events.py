@@ -18,11 +18,13 @@ def wire_events(demo: gr.Blocks, w: SimpleNamespace, h: Handlers) -> None:
     views = [w.source, w.facts, w.butterfly, w.topo, w.channels, w.stimulus, w.state]
     trial_inputs = [w.source, w.example, w.files, w.sim_class, w.sim_image, w.sim_subject, w.sim_noise]
     window_inputs = [w.event, w.occurrence, w.average]  # which trial of an uploaded recording
-    results = [w.recon, w.saliency, w.caption, w.probs, w.seed_used, w.captions, w.ablation_gallery, w.notes, w.title]
-    # The API's parameters, in this order: new ones go at the end, so existing callers keep working.
+    results = [w.recon, w.saliency, w.start, w.caption, w.probs, w.seed_used, w.captions, w.ablation_gallery, w.notes,
+               w.title]  # what a run shows, emptied together (views.EMPTY_RESULTS)
+    # The API's parameters and outputs, in this order: new ones go at the end, so existing callers keep working.
     run_inputs = trial_inputs + [w.strength, w.guidance, w.steps, w.seed, w.randomize, w.caption_source, w.ablation,
                                  w.layout_weight] + window_inputs
-    run_outputs = results[:6] + [w.stimulus, w.ablation_gallery, w.notes, w.title, w.result_key]
+    run_outputs = [w.recon, w.saliency, w.caption, w.probs, w.seed_used, w.captions, w.stimulus, w.ablation_gallery,
+                   w.notes, w.title, w.result_key, w.start]
     upload_inputs = [w.files, w.latency] + window_inputs
 
     def after_loading(load) -> None:

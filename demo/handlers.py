@@ -254,8 +254,8 @@ class Handlers:
         return None if state is None else topomap_image(state, time_ms)
 
     # ---------------------------------------------------------------------------------------------
-    # Results: (reconstruction, saliency map, caption, class probabilities, seed used, top captions, ablation
-    # gallery, notes, title), cleared together; the seen image belongs to the trial and stays.
+    # Results: (reconstruction, saliency map, start image, caption, class probabilities, seed used, top captions,
+    # ablation gallery, notes, title), cleared together; the seen image belongs to the trial and stays.
     @staticmethod
     def show_ablation(ablation: bool):
         """Show the ablation gallery only while its checkbox is ticked."""
@@ -304,7 +304,9 @@ class Handlers:
         :meth:`Trials.upload`); they come last so that callers of the earlier parameters keep working.
 
         Returns (reconstruction, saliency map, caption, class probabilities, seed used, top-5 captions,
-        true stimulus, ablation gallery, notes, title naming the trial), and the trial's key for the page.
+        true stimulus, ablation gallery, notes, title naming the trial), the trial's key for the page, and the start
+        image (the saliency map with the decoded class's template drawn in: what the diffusion starts from; the
+        saliency map itself without a layout prior). New outputs go last, so existing API callers keep working.
         """
         t0 = time.perf_counter()
         progress(0, desc="Reading the trial")
@@ -334,7 +336,7 @@ class Handlers:
         notes = result_notes(out, seed, steps, float(strength), float(guidance_scale), time.perf_counter() - t0,
                              self.pipe.device)
         return (out.images[0], out.saliency_maps[0], caption, probs, seed, captions_table(out), trial.stimulus,
-                gallery, notes, result_title(trial, out), trial_key(*widgets))
+                gallery, notes, result_title(trial, out), trial_key(*widgets), out.start_images[0])
 
     def reconstruct_if_ablation(self):
         """``reconstruct`` for the ablation checkbox: runs when it is ticked, leaves everything when unticked.

@@ -41,13 +41,13 @@ from .settings import (
     TRIAL_EXTENSIONS,
     UPLOAD_EXTENSIONS,
 )
-from .views import NO_RESULTS
+from .views import NO_RESULTS, SALIENCY_LABEL, STAGES_NOTE, START_LABEL
 
 __all__ = ["build_demo", "LAUNCH_KWARGS", "QUEUE_MAX_SIZE"]
 
 CSS = """
 .pixelated img { image-rendering: pixelated; }
-#stimulus img, #saliency img, #reconstruction img { width: 100%; height: 100%; object-fit: contain; }
+#stimulus img, #saliency img, #start-image img, #reconstruction img { width: 100%; height: 100%; object-fit: contain; }
 /* a laptop screen (1280 x 720) shows the trial, its EEG and the Reconstruct button without scrolling */
 #intro h1 { font-size: 1.5rem; margin: 0 0 .2rem; }
 #intro p, #simulated-note p { margin: 0; }
@@ -206,7 +206,7 @@ def settings_accordion(w: SimpleNamespace, pipe) -> None:
         w.layout_weight = gr.Slider(0.0, 2.0, value=pipe.default_layout_weight, step=0.25, label="Layout prior weight",
                                     visible=prior is not None,
                                     info="how strongly a typical drawing of the decoded class is painted into the "
-                                         "saliency map, where the EEG says the object was (0: off)")
+                                         "start image, where the EEG says the object was (0: off)")
 
 
 def results_column(w: SimpleNamespace, pipe) -> None:
@@ -221,10 +221,12 @@ def results_column(w: SimpleNamespace, pipe) -> None:
     w.title = gr.Markdown(NO_RESULTS, elem_id="result-title")
     with gr.Row(elem_id="stage-row"):
         stage = dict(type="pil", format="png", interactive=False, elem_classes="pixelated", height=160,
-                     min_width=100, buttons=["download"])
+                     min_width=80, buttons=["download"])
         w.stimulus = gr.Image(label="Seen image", elem_id="stimulus", **stage)
-        w.saliency = gr.Image(label="Saliency map", elem_id="saliency", **stage)
+        w.saliency = gr.Image(label=SALIENCY_LABEL, elem_id="saliency", **stage)  # the generator's own map
+        w.start = gr.Image(label=START_LABEL, elem_id="start-image", **stage)  # + the template: img2img's init
         w.recon = gr.Image(label="Reconstruction", elem_id="reconstruction", **stage)
+    gr.Markdown(STAGES_NOTE, elem_classes="small-print", elem_id="stages-note")
     with gr.Row(equal_height=True):
         w.caption = gr.Textbox(label="Decoded caption", info="the caption the diffusion is conditioned on",
                                interactive=False, scale=4, elem_id="caption")

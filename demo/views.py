@@ -24,7 +24,7 @@ UNREADABLE = ("**This trial could not be read**: the error message says why. Upl
 NO_RESULTS = "Press **Reconstruct**: the results of the trial shown appear here."
 RUNNING = "Reconstructing the trial shown…"
 FAILED = "**The reconstruction failed**: the error message says why. Nothing shown here is stale."
-EMPTY_RESULTS = (None, None, "", None, None, "", None, "", NO_RESULTS)
+EMPTY_RESULTS = (None, None, None, "", None, None, "", None, "", NO_RESULTS)  # as events' ``results``, title last
 
 
 def figure_to_image(fig, dpi: int = 100) -> PIL.Image.Image:
@@ -240,6 +240,11 @@ def result_notes(out, seed: int, steps: int, strength: float, guidance_scale: fl
 
 
 RECONSTRUCTION_LABEL = "Reconstruction"
+SALIENCY_LABEL = "Saliency map"  # short: the stages' labels sit on one line above their pictures
+START_LABEL = "Start image"
+STAGES_NOTE = ("The saliency map is the generator's, decoded from the EEG; the start image is what the diffusion "
+               "starts from: that map with a typical drawing of the decoded class painted in where the EEG says "
+               "the object was (the layout prior; the map itself when it is off).")
 GUESS_LABEL = "The model's guess (not a reconstruction)"
 FOREIGN_BANNER = "The model has not seen EEG like this"  # the results' banner for out-of-distribution EEG  # the picture's label when the EEG is out of distribution
 

@@ -3,11 +3,12 @@
     python scripts/reconstruct_grid.py --checkpoint checkpoints/neuroimagen-tiny --data data/sim_demo.pth \
         --splits data/sim_demo_splits.pth --stimuli data/stimuli --per-class 2 --out docs/figures/reconstructions.png
 
-Rows of the grid: stimulus, saliency map, reconstruction, for the first trials of each class in the test
+Rows of the grid: stimulus, start image (the saliency map with the layout prior's template drawn in, what img2img
+starts from: the pipeline's ``start_images``), reconstruction, for the first trials of each class in the test
 split (``--split val``: the validation split, to compare checkpoints without the test trials), every trial,
 in bands of 20 columns separated by a white line. Accuracy is the evaluation classifier's
 (``<checkpoint>/eval_classifier``) 40-way top-1 on the
-reconstructions; SSIM is skimage's on 64 x 64 RGB against the stimulus. Two ceilings are printed beside
+reconstructions; SSIM is skimage's on 64 x 64 RGB against the stimulus (``ssim_saliency``: of the start images). Two ceilings are printed beside
 them: the classifier's accuracy on the stimuli themselves, and on the stimuli after a round trip through
 the pipeline's VAE (encode, decode: no diffusion can be recognised better than its decoder lets it).
 ``--round-trip-out`` saves those round trips as a grid of the same layout, for the blind naming test.
@@ -99,7 +100,7 @@ def main() -> None:
         out = pipe(eeg[idx], strength=args.strength, guidance_scale=args.guidance, num_inference_steps=args.steps,
                    caption_source=args.caption_source, generator=gens, output_type="np", layout_weight=args.layout_weight)
         recs.append(out.images)
-        sals.append(out.saliency_maps)
+        sals.append(out.start_images)  # the grid's middle row and ssim_saliency: the start images
         top.append(out.class_probs.argmax(1))
     rec, sal, top = np.concatenate(recs), np.concatenate(sals), np.concatenate(top)
     with torch.no_grad():
@@ -136,7 +137,7 @@ def main() -> None:
 
 
 def save_grid(path, stim, sal, rec) -> None:
-    """Every trial in bands of up to 20 columns, each band three rows (stimulus, saliency, reconstruction), 2 x."""
+    """Every trial in bands of up to 20 columns, each band three rows (stimulus, start image, reconstruction), 2 x."""
     bands = []
     for k in range(0, len(stim), 20):
         cols = [np.concatenate(list(a[k:k + 20]), 1) for a in (stim, sal, rec)]

@@ -3,7 +3,8 @@
 ``/reconstruct`` takes plain values (an example name, or uploaded files with ``handle_file``; for a
 recording with events, ``event``, ``occurrence`` (1-based) and ``average``, its last parameters) and
 returns (reconstruction, saliency map, caption, class probabilities, seed used, top captions, seen image,
-ablation gallery, notes, title naming the trial). Bad files must come back as a clear ``AppError`` while
+ablation gallery, notes, title naming the trial, start image): the saliency map is the generator's, the start
+image what the diffusion starts from (the map with the layout prior's template drawn in). Bad files must come back as a clear ``AppError`` while
 the app keeps serving, and write one line to the server's log. The handlers' pure helpers are tested
 here too, without a server.
 """
@@ -75,10 +76,12 @@ def _raw_from_example(npz_path):
 
 def test_reconstruct_example(client, example):
     name, label, _ = example
-    recon, sal, caption, probs, seed, captions, stimulus, ablation, notes, title = client.predict(
+    recon, sal, caption, probs, seed, captions, stimulus, ablation, notes, title, start = client.predict(
         source="example", example=name, seed=123, api_name="/reconstruct")  # every other input at its default
     _assert_not_blank(recon)
     _assert_not_blank(sal)
+    _assert_not_blank(start)
+    assert _pixels(start).shape == _pixels(sal).shape
     _assert_not_blank(stimulus)  # the example's true stimulus is shown beside the reconstruction
     assert caption in {label_caption(i) for i in range(len(CLASS_NAMES))}
     assert seed == 123
@@ -262,17 +265,22 @@ def test_bad_files_get_clear_errors_and_the_app_keeps_serving(client, example, t
 
 
 def test_layout_prior_weight_changes_the_start_image(client, example, app_server):  # noqa: F811
-    """The embedded checkpoint has a layout prior: by default its template is drawn into the saliency map (the
-    notes say so); at weight 0 the map is the generator's alone. A checkpoint without one refuses a weight."""
+    """The embedded checkpoint has a layout prior: by default its template is drawn into the start image (the
+    notes say so), never into the saliency map (the generator's, output 1); at weight 0 the start image is that
+    map. A checkpoint without one refuses a weight."""
     name = example[0]
     default = _reconstruct(client, source="example", example=name, seed=2)
     off = _reconstruct(client, source="example", example=name, seed=2, layout_weight=0)
+    saliency, start = 1, 10
+    assert np.array_equal(_pixels(default[saliency]), _pixels(off[saliency]))  # the generator's map either way
+    assert np.array_equal(_pixels(off[start]), _pixels(off[saliency]))
     if (app_server.checkpoint / "layout_prior").is_dir():
         assert "Layout prior (weight 1)" in default[8] and "Layout prior" not in off[8]
-        assert np.abs(_pixels(default[1]) - _pixels(off[1])).mean() > 1.0  # the template is visible in the map
+        # the template is visible in the start image, and only there
+        assert np.abs(_pixels(default[start]) - _pixels(default[saliency])).mean() > 1.0
         assert not np.array_equal(_pixels(default[0]), _pixels(off[0]))
     else:
-        assert np.array_equal(_pixels(default[1]), _pixels(off[1]))
+        assert np.array_equal(_pixels(default[start]), _pixels(default[saliency]))
         with pytest.raises(AppError, match="needs a layout_prior component"):
             _reconstruct(client, source="example", example=name, layout_weight=1.0)
 

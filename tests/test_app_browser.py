@@ -162,8 +162,17 @@ def test_pick_example_and_reconstruct(page, shots):
     set_steps(page, 10)  # faster on CI; the slider drives the API's num_inference_steps
     t0 = time.perf_counter()
     assert reconstruct(page) == shown, "the results are of another trial than the one shown"
-    for elem in ("reconstruction", "saliency", "stimulus"):
+    for elem in ("reconstruction", "saliency", "start-image", "stimulus"):
         assert_image_not_blank(page, elem)
+    # The generator's map and the map the diffusion starts from (its template drawn in), side by side, each
+    # under its own visible label, in the order of the data flow.
+    from demo.views import SALIENCY_LABEL, START_LABEL
+
+    for elem, label in (("saliency", SALIENCY_LABEL), ("start-image", START_LABEL)):
+        block_label = page.locator(f"#{elem} [data-testid='block-label']")
+        assert block_label.is_visible() and block_label.inner_text().strip() == label, f"#{elem} is not {label!r}"
+    assert box(page, "#saliency")["x"] < box(page, "#start-image")["x"] < box(page, "#reconstruction")["x"]
+    assert "start image" in page.locator("#stages-note").inner_text()
     print(f"\n[app] reconstruction through the UI: {time.perf_counter() - t0:.2f} s (click to images shown)")
     assert page.locator("#class-probs").inner_text().strip()
     assert "Seed 0" in page.locator("#notes").inner_text()
@@ -372,7 +381,7 @@ def test_a_failed_request_leaves_no_stale_result(page):
     toast.wait_for(state="visible", timeout=30_000)
     assert "at least 2" in toast.inner_text()
     page.wait_for_function("() => document.querySelector('#result-title')?.innerText.includes('failed')")
-    assert not shows_an_image(page, "reconstruction") and not shows_an_image(page, "saliency")
+    assert not any(shows_an_image(page, elem) for elem in ("reconstruction", "saliency", "start-image"))
     assert page.locator("#caption textarea").input_value() == ""
 
 

@@ -159,20 +159,37 @@ def test_layout_prior_draws_the_decoded_class_template_at_the_box(pipe, laid_out
     np.testing.assert_array_equal(off.saliency_maps, plain.saliency_maps)
     top = int(drawn.class_probs[0].argmax())
     colour = (laid_out.layout_prior.templates[top, :, 0, 0].numpy() + 1) / 2
-    np.testing.assert_allclose(drawn.saliency_maps[0, 16, 16], colour, atol=1e-5)
-    np.testing.assert_allclose(drawn.saliency_maps[0, 12:20, 12:20], np.broadcast_to(colour, (8, 8, 3)), atol=1e-5)
-    np.testing.assert_array_equal(drawn.saliency_maps[0, :3, :3], plain.saliency_maps[0, :3, :3])
+    np.testing.assert_allclose(drawn.start_images[0, 16, 16], colour, atol=1e-5)
+    np.testing.assert_allclose(drawn.start_images[0, 12:20, 12:20], np.broadcast_to(colour, (8, 8, 3)), atol=1e-5)
+    np.testing.assert_array_equal(drawn.start_images[0, :3, :3], plain.saliency_maps[0, :3, :3])
     assert np.abs(drawn.images - plain.images).max() > 1e-2
     assert any("Layout prior (weight 1)" in n for n in drawn.notes)
     assert not any("Layout prior" in n for n in off.notes)
     half = run(laid_out, eeg[0], layout_weight=0.5)  # half opacity: halfway between the map and the colour
-    np.testing.assert_allclose(half.saliency_maps[0, 16, 16], (colour + plain.saliency_maps[0, 16, 16]) / 2, atol=1e-5)
+    np.testing.assert_allclose(half.start_images[0, 16, 16], (colour + plain.saliency_maps[0, 16, 16]) / 2, atol=1e-5)
+
+
+def test_the_start_image_is_the_generators_map_with_the_template_drawn_in(pipe, laid_out, eeg):
+    """``saliency_maps`` is the generator's own map, with or without a layout prior; ``start_images`` (what img2img
+    starts from) differs from it inside the decoded box only, and equals it without a prior or at weight 0."""
+    plain, drawn = run(pipe, eeg[:2]), run(laid_out, eeg[:2])
+    np.testing.assert_array_equal(plain.start_images, plain.saliency_maps)
+    np.testing.assert_array_equal(run(laid_out, eeg[:2], layout_weight=0).start_images, drawn.saliency_maps)
+    np.testing.assert_array_equal(drawn.saliency_maps, plain.saliency_maps)  # the prior leaves the map alone
+    assert drawn.start_images.shape == drawn.saliency_maps.shape
+    inside = (slice(None), slice(12, 20), slice(12, 20))  # within the tiny prior's box (the middle, side 0.7)
+    outside = [(slice(None), slice(0, 3), slice(None)), (slice(None), slice(-3, None), slice(None)),
+               (slice(None), slice(None), slice(0, 3)), (slice(None), slice(None), slice(-3, None))]
+    assert (np.abs(drawn.start_images[inside] - drawn.saliency_maps[inside]).max(axis=-1) > 1e-3).all()
+    for edge in outside:
+        np.testing.assert_array_equal(drawn.start_images[edge], drawn.saliency_maps[edge])
 
 
 def test_layout_prior_leaves_caption_only_mode_alone(pipe, laid_out, eeg):
     a, b = run(pipe, eeg[0], mode="caption_only"), run(laid_out, eeg[0], mode="caption_only")
     np.testing.assert_array_equal(a.images, b.images)
-    np.testing.assert_array_equal(a.saliency_maps, b.saliency_maps)  # the map shown is the generator's alone
+    np.testing.assert_array_equal(a.saliency_maps, b.saliency_maps)
+    np.testing.assert_array_equal(b.start_images, b.saliency_maps)  # nothing drawn: no start image is used
     assert not any("Layout prior" in n for n in b.notes)
 
 
@@ -221,7 +238,7 @@ def test_the_class_decoder_decides_the_class_caption_and_template(pipe, eeg):
     assert np.abs(decided.images - plain.images).max() > 1e-3
     laid_pipe = _with_class_decoder(0.0, favourite, layout_prior=True)
     colour = (laid_pipe.layout_prior.templates[favourite, :, 0, 0].numpy() + 1) / 2  # the favourite's template
-    np.testing.assert_allclose(run(laid_pipe, eeg[:1]).saliency_maps[0, 16, 16], colour, atol=1e-5)
+    np.testing.assert_allclose(run(laid_pipe, eeg[:1]).start_images[0, 16, 16], colour, atol=1e-5)
     readout_only = run(_with_class_decoder(1.0, favourite), eeg[:2])
     np.testing.assert_allclose(readout_only.class_probs, plain.class_probs, atol=1e-5)
     np.testing.assert_array_equal(readout_only.images, plain.images)

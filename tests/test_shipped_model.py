@@ -116,11 +116,12 @@ def test_the_app_shows_the_librarys_result(pipe, examples, library_runs):
     handlers = Handlers(pipe, examples_dir=EXAMPLES)
     for e in examples[:APP_EXAMPLES]:
         with one_thread():
-            image, saliency, caption, probs, seed, *_ = handlers.reconstruct(source="example", example=e["file"],
-                                                                             seed=0)
+            image, saliency, caption, probs, seed, *_, start = handlers.reconstruct(source="example",
+                                                                                    example=e["file"], seed=0)
         lib = library_runs[e["file"]][SEEDS.index(0)]
         assert seed == 0
         assert caption == lib.caption_used[0]
         assert list(probs) and np.allclose(list(probs.values()), lib.class_probs[0], atol=1e-6)
         np.testing.assert_array_equal(np.asarray(image), np.asarray(lib.images[0]))
         np.testing.assert_array_equal(np.asarray(saliency), np.asarray(lib.saliency_maps[0]))
+        np.testing.assert_array_equal(np.asarray(start), np.asarray(lib.start_images[0]))

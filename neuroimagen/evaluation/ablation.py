@@ -125,14 +125,15 @@ def reconstruct(pipe, eeg: torch.Tensor, trial_ids, mode: str, caption_source: s
     Returns
     -------
     out : dict
-        ``images`` (n, K, 64, 64, 3) and ``saliency`` (n, K, 64, 64, 3) float in [0, 1] at the evaluation
-        size; ``class_probs`` (n, n_classes) of the semantic readout; ``captions`` (n,) sample 0's caption;
-        ``full_images`` / ``full_saliency`` (keep_full, H, W, 3); ``seconds``.
+        ``images`` (n, K, 64, 64, 3) and ``start`` (n, K, 64, 64, 3), the start images img2img began from (the
+        pipeline's ``start_images``), float in [0, 1] at the evaluation size; ``class_probs`` (n, n_classes) of the
+        semantic readout; ``captions`` (n,) sample 0's caption; ``full_images`` / ``full_saliency`` (keep_full,
+        H, W, 3), the latter the generator's saliency maps (``saliency_maps``); ``seconds``.
     """
     n = len(eeg)
     t0 = time.perf_counter()
     images = np.empty((n, samples_per_trial, EVAL_SIZE, EVAL_SIZE, 3), np.float32)
-    saliency = np.empty_like(images)
+    start_images = np.empty_like(images)
     class_probs, captions, full_images, full_saliency = None, [""] * n, [], []
     for k in range(samples_per_trial):
         for start in range(0, n, batch_size):
@@ -142,7 +143,7 @@ def reconstruct(pipe, eeg: torch.Tensor, trial_ids, mode: str, caption_source: s
             images[sl, k] = to_eval_images(out.images)
             if on_batch is not None:
                 on_batch(sl, k, out.images)
-            saliency[sl, k] = to_eval_images(out.saliency_maps)
+            start_images[sl, k] = to_eval_images(out.start_images)
             if class_probs is None:
                 class_probs = np.empty((n, out.class_probs.shape[1]), np.float32)
             class_probs[sl] = out.class_probs
@@ -151,7 +152,7 @@ def reconstruct(pipe, eeg: torch.Tensor, trial_ids, mode: str, caption_source: s
                 for j in range(max(0, min(keep_full, sl.stop) - sl.start)):
                     full_images.append(out.images[j])
                     full_saliency.append(out.saliency_maps[j])
-    return {"images": images, "saliency": saliency, "class_probs": class_probs, "captions": captions,
+    return {"images": images, "start": start_images, "class_probs": class_probs, "captions": captions,
             "full_images": full_images, "full_saliency": full_saliency,
             "seconds": round(time.perf_counter() - t0, 1)}
 
@@ -225,9 +226,11 @@ def _pick_test_trials(ds, limit: int | None, rng: np.random.Generator) -> tuple:
 
 def reference_scores(classifier, full: dict, stimuli: np.ndarray, stim_probs: np.ndarray, labels: np.ndarray,
                      stimulus_pred: np.ndarray, rng: np.random.Generator) -> dict:
-    """The levels to read the rows against: the stimuli themselves, the full model's raw saliency maps, its
-    reconstructions against other classes' stimuli (:func:`shuffled_reference`) and chance."""
-    sal = full["saliency"]
+    """The levels to read the rows against: the stimuli themselves, the full model's start images without any
+    diffusion (the saliency maps with the layout prior's templates drawn in, or the maps alone without a prior; key
+    ``"saliency_maps"``, as in the reports already written), its reconstructions against other classes' stimuli
+    (:func:`shuffled_reference`) and chance."""
+    sal = full["start"]
     sal_probs = classify_images(classifier, sal.reshape(-1, *sal.shape[2:])).reshape(*sal.shape[:2], -1)
     return {
         "stimuli": score_images(stim_probs[:, None], stimuli[:, None], stimuli, labels),

@@ -90,7 +90,11 @@ class NeuroImagenPipelineOutput(BaseOutput):
     images : list of PIL.Image | ndarray, shape (batch, H, W, 3) | Tensor, shape (batch, 3, H, W)
         The reconstructions.
     saliency_maps : same type as ``images``
-        The decoded pixel-level saliency maps (the img2img init), at the generator's resolution.
+        The decoded pixel-level saliency maps: the saliency generator's own, at its resolution.
+    start_images : same type as ``images``
+        The maps img2img starts from (before resizing to the diffusion model's size): the saliency maps with the
+        decoded class's object template drawn in by the layout prior, or the saliency maps themselves when no
+        template was drawn (no layout prior, ``layout_weight=0``, ``mode="caption_only"``).
     captions : list of list of (str, float)
         Top-k label captions with their probabilities (``class_probs``): the first is the decoded class's.
     detailed_captions : list of list of (str, float)
@@ -127,6 +131,7 @@ class NeuroImagenPipelineOutput(BaseOutput):
     in_distribution: np.ndarray | None = None
     ood_score: np.ndarray | None = None
     ood_threshold: float | None = None
+    start_images: list | np.ndarray | torch.Tensor | None = None
 
 
 class NeuroImagenPipeline(DiffusionPipeline):
@@ -416,11 +421,11 @@ class NeuroImagenPipeline(DiffusionPipeline):
         top_class = class_probs.argmax(-1)
         check = self._check_decoding(features, x, class_probs, notes)
 
-        # 4. Prepare the init image: the saliency map, with the decoded class's object template drawn in
+        # 4. Prepare the start image: the saliency map, with the decoded class's object template drawn in
         if layout_weight is None:
             layout_weight = self.default_layout_weight
         image_size = self.unet.config.sample_size * self.vae_scale_factor
-        saliency, init_image = self.prepare_init_image(
+        saliency, start, init_image = self.prepare_init_image(
             features, x, generators, top_class, 0.0 if mode == "caption_only" else layout_weight, image_size, notes)
 
         # 5. Encode the condition (prompt embeddings) and the caption text it stands for
@@ -442,13 +447,15 @@ class NeuroImagenPipeline(DiffusionPipeline):
                 strength=strength, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                 generator=generators, output_type="pt").images
 
-        # 7. Post-process: the diffusion stage's images are in [0, 1] already, the saliency maps in [-1, 1]
+        # 7. Post-process: the diffusion stage's images are in [0, 1] already, the maps in [-1, 1]
         images = self.image_processor.postprocess(images.float().cpu(), output_type, do_denormalize=[False] * batch)
         saliency_maps = self.image_processor.postprocess(saliency.cpu(), output_type)
+        start_images = self.image_processor.postprocess(start.cpu(), output_type)
         out = NeuroImagenPipelineOutput(
             images=images, saliency_maps=saliency_maps, captions=readout["captions"],
             detailed_captions=readout["detailed_captions"], class_probs=class_probs.cpu().numpy(),
-            prompt_embeds=prompt_embeds.cpu(), caption_used=caption_used, notes=notes, **check)
+            prompt_embeds=prompt_embeds.cpu(), caption_used=caption_used, notes=notes, **check,
+            start_images=start_images)
         self.maybe_free_model_hooks()
         return out if return_dict else tuple(out.values())
 
@@ -489,8 +496,8 @@ class NeuroImagenPipeline(DiffusionPipeline):
         return readout
 
     def prepare_init_image(self, features, x, generators, top_class, layout_weight, image_size,
-                           notes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The saliency maps and the img2img init made from them.
+                           notes: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The saliency maps, the start images made from them and the img2img init.
 
         Parameters
         ----------
@@ -512,21 +519,25 @@ class NeuroImagenPipeline(DiffusionPipeline):
         Returns
         -------
         saliency : Tensor, shape (batch, 3, h, w)
-            The saliency maps in [-1, 1], at the generator's resolution.
+            The generator's saliency maps in [-1, 1], at its resolution.
+        start : Tensor, shape (batch, 3, h, w)
+            The same maps with the decoded class's template drawn in (``layout_weight > 0``), else ``saliency``.
         init_image : Tensor, shape (batch, 3, image_size, image_size)
-            The same maps in [0, 1], resized for img2img.
+            ``start`` in [0, 1], resized for img2img.
         """
         device = features.device
         noise_dim = self.saliency_generator.config.noise_dim
         z = torch.stack([torch.randn(noise_dim, generator=g) for g in generators]).to(device, features.dtype)
         saliency = self.saliency_generator(features, z).clamp(-1, 1).float()
+        start = saliency
         if layout_weight > 0:
             boxes = self.layout_prior.boxes(features.float(), x.float())
-            saliency = self.layout_prior.composite(saliency, top_class.to(device), boxes, layout_weight)
+            start = self.layout_prior.composite(saliency, top_class.to(device), boxes, layout_weight)
             notes.append(f"Layout prior (weight {layout_weight:g}): the decoded class's object template was drawn into "
-                         f"the saliency map at the object box decoded from the EEG.")
-        init = F.interpolate(saliency, size=(image_size, image_size), mode="bilinear", align_corners=False)
-        return saliency, (init + 1) / 2
+                         f"the start image (the saliency map the diffusion starts from) at the object box decoded "
+                         f"from the EEG.")
+        init = F.interpolate(start, size=(image_size, image_size), mode="bilinear", align_corners=False)
+        return saliency, start, (init + 1) / 2
 
     def encode_condition(self, readout: dict, states, top_class, caption_source: str, mode: str,
                          notes: list[str]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
