@@ -15,8 +15,9 @@ layout); a component the checkpoint does not have yet (``class_decoder``) is add
 The stage folders are found as ``neuroimagen.training.assemble`` finds them; the checkpoint's other files (the
 evaluation classifier, the model card) are copied unchanged. The run's stage ``metrics.json`` files are copied
 beside the card as ``eeg_stage_metrics/<stage>.json``, and ``training_metrics.json`` gets their summaries in
-place of the old stages' (with a note naming the run and the date), so the card's Training table describes the
-weights it ships; ``python -m neuroimagen.training.assemble --config configs/tiny.json`` then rewrites the card.
+place of the old stages' (with a note naming the run and the date), and ``training.json`` (each stage's CPU and
+wall seconds and steps) is made again from it, so the card's Training table describes the weights it ships;
+``python -m neuroimagen.training.assemble --config configs/tiny.json`` then rewrites the card.
 """
 
 from __future__ import annotations
@@ -69,8 +70,9 @@ def swap(run: Path, out: Path, checkpoint: Path, stages: list[str] | None = None
 
 
 def record_swap(out: Path, run: Path, stages: list[str]) -> None:
-    """Put the swapped stages' summaries into ``out/training_metrics.json`` (what the card's Training table reads)."""
-    from neuroimagen.training.assemble import TRAINING_METRICS, stage_summary
+    """Put the swapped stages' summaries into ``out/training_metrics.json`` and make ``out/training.json`` again from
+    it (what the card's Training table reads)."""
+    from neuroimagen.training.assemble import TRAINING_METRICS, stage_summary, write_training_json
 
     f = out / TRAINING_METRICS
     if not f.is_file() or not stages:
@@ -90,6 +92,7 @@ def record_swap(out: Path, run: Path, stages: list[str]) -> None:
     swaps.append(note)
     t["note"] = " ".join(x for x in (assembled, *swaps) if x)
     f.write_text(json.dumps(t, indent=1) + "\n")
+    write_training_json(out)
 
 
 def _relative(path: Path) -> Path:

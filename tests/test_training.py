@@ -527,6 +527,14 @@ def test_assemble_ships_the_optional_components_when_asked(debug_run, tmp_path):
         assert row.startswith(f"| semantic | {semantic['cpu_time_s']} | {semantic['wall_time_s']} |")
         assert f"test_top1: {semantic['test_top1']}," in row and f"temperature: {semantic['temperature']}," in row
         assert "No evaluation has recorded these weights yet." in card and "## History" not in card
+        # training.json: each stage's CPU and wall seconds and steps or epochs, the rows of the card's table
+        rows = json.loads((folder / "training.json").read_text())
+        table = card.split("## Training", 1)[1].split("\n## ", 1)[0]
+        assert [r["stage"] for r in rows] == [line.split("|")[1].strip() for line in table.splitlines()
+                                             if line.startswith("| ")][1:]  # the header left out
+        assert {"stage": "semantic", "cpu_s": semantic["cpu_time_s"], "wall_s": semantic["wall_time_s"],
+                "epochs": semantic["epochs"]} in rows
+        assert next(r for r in rows if r["stage"] == "unet")["steps"] == _metrics(out, "unet")["steps"]
         pipe.set_progress_bar_config(disable=True)
         out_np = pipe(np.zeros((1, 128, 440), np.float32), num_inference_steps=2, output_type="np",
                       generator=torch.Generator().manual_seed(0))
@@ -680,6 +688,40 @@ def test_the_model_card_keeps_its_history_only_for_the_same_weights(debug_run, t
     assemble.train(assemble.Config(checkpoint_dir=str(folder), reports=[str(report)]), paths)
     card = (folder / "README.md").read_text()
     assert "## History" not in card and f"at the pipeline's defaults {acc}" in card
+
+
+def test_the_shipped_card_training_json_is_made_from_its_training_metrics():
+    """The shipped ``training.json`` (the card's Training table) is what assemble makes of ``training_metrics.json``:
+    every stage, its CPU and wall seconds, and the steps or epochs it recorded."""
+    from neuroimagen.training.assemble import TRAINING_JSON, TRAINING_METRICS, training_rows
+
+    folder = Path(__file__).resolve().parents[1] / "checkpoints" / "neuroimagen-tiny"
+    t = json.loads((folder / TRAINING_METRICS).read_text())
+    rows = json.loads((folder / TRAINING_JSON).read_text())
+    assert rows == training_rows(t) and [r["stage"] for r in rows] == list(t["stages"])
+    assert {"stage": "unet", "cpu_s": t["stages"]["unet"]["cpu_time_s"], "wall_s": t["stages"]["unet"]["wall_time_s"],
+            "steps": t["stages"]["unet"]["held_out"]["steps"]} in rows
+
+
+def test_swapping_stages_remakes_the_card_training_json(tmp_path):
+    """``scripts/swap_eeg_stages.py`` puts a swapped stage's times and epochs into training.json too."""
+    from conftest import load_script
+
+    from neuroimagen.training.assemble import TRAINING_METRICS, write_training_json
+
+    out, run = tmp_path / "ckpt", tmp_path / "run"
+    (run / "encoder").mkdir(parents=True)
+    out.mkdir()
+    (out / TRAINING_METRICS).write_text(json.dumps({"stages": {
+        "unet": {"cpu_time_s": 5.0, "wall_time_s": 4.0, "held_out": {"steps": 10, "final_loss": 0.1}},
+        "encoder": {"cpu_time_s": 1.0, "wall_time_s": 2.0, "held_out": {"epochs": 3}}}}))
+    write_training_json(out)
+    (run / "encoder" / "metrics.json").write_text(json.dumps({"cpu_time_s": 7.5, "wall_time_s": 9.0, "epochs": 12,
+                                                              "best_val_top1": 0.9}))
+    load_script("swap_eeg_stages").record_swap(out, run, ["encoder"])
+    assert json.loads((out / "training.json").read_text()) == [
+        {"stage": "unet", "cpu_s": 5.0, "wall_s": 4.0, "steps": 10},
+        {"stage": "encoder", "cpu_s": 7.5, "wall_s": 9.0, "epochs": 12}]
 
 
 def test_the_shipped_card_is_what_its_command_writes(monkeypatch):

@@ -1,8 +1,8 @@
 """Stage ``assemble``: join the trained stages into one pipeline folder with its model card.
 
     python -m neuroimagen.train assemble --config configs/tiny.json
-    # rewrite the card of an assembled folder (weights untouched) with the reports and benchmark results
-    # measured on its weights since, keeping its History section
+    # rewrite the card (and training.json) of an assembled folder (weights untouched) with the reports and
+    # benchmark results measured on its weights since, keeping its History section
     python -m neuroimagen.training.assemble --config configs/tiny.json
 
 Reads ``<out>/{encoder,saliency,semantic,vae,unet,classifier}/`` (and the optional stages the config ships; with
@@ -10,9 +10,11 @@ Reads ``<out>/{encoder,saliency,semantic,vae,unet,classifier}/`` (and the option
 Diffusion model instead, and ``eval_classifier: false`` leaves the classifier out), builds a :class:`NeuroImagenPipeline` (DDIM scheduler as trained), saves it with ``save_pretrained`` to
 ``checkpoint_dir`` (the diffusers folder layout: ``model_index.json`` + one folder per component, safetensors
 only), adds the evaluation classifier as ``eval_classifier/`` (not a pipeline component), stores the stages'
-``metrics.json`` summaries as ``training_metrics.json`` and writes the model card ``README.md`` from them.
+``metrics.json`` summaries as ``training_metrics.json``, each stage's CPU and wall seconds and steps (or epochs)
+as ``training.json``, and writes the model card ``README.md`` from them.
 
-Every number in a card comes from a file a command wrote: the training table from ``training_metrics.json``,
+Every number in a card comes from a file a command wrote: the training table from ``training.json`` (its times)
+and ``training_metrics.json`` (its held-out numbers),
 the evaluation from the ``reports`` (``python -m neuroimagen.evaluate``) and ``bench`` results
 (``python -m neuroimagen.bench --out``) that recorded these very weights (by digest,
 :mod:`neuroimagen.evaluation.provenance`). A card written by ``assemble`` has no History section: dated notes
@@ -52,6 +54,7 @@ from .config import Paths, load_config
 from .denoising import trained_scheduler
 
 TRAINING_METRICS = "training_metrics.json"  # the stages' summaries, in the assembled folder
+TRAINING_JSON = "training.json"  # made from them: [{stage, cpu_s, wall_s, steps | epochs}], the card's Training table
 HISTORY = "## History"  # the card's hand-written section (its heading starts with this); kept by the card rewrite
 
 
@@ -177,9 +180,29 @@ def stage_summary(stage: str, m: dict) -> dict:
     return {"cpu_time_s": m.get("cpu_time_s"), "wall_time_s": m.get("wall_time_s"), "held_out": held}
 
 
+def training_rows(t: dict) -> list[dict]:
+    """The stages of a ``training_metrics.json`` as ``training.json``'s rows, in its order: ``stage``, ``cpu_s``,
+    ``wall_s`` (None when not recorded) and the ``steps`` or ``epochs`` the stage recorded (a stage fitted in
+    closed form, such as ``layout``, has neither)."""
+    rows = []
+    for stage, d in t["stages"].items():
+        held = d.get("held_out") or {}
+        rows.append({"stage": stage, "cpu_s": d.get("cpu_time_s"), "wall_s": d.get("wall_time_s"),
+                     **{k: held[k] for k in ("steps", "epochs") if held.get(k) is not None}})
+    return rows
+
+
+def write_training_json(folder: str | Path) -> Path:
+    """Write ``folder/training.json`` from ``folder/training_metrics.json`` (:func:`training_rows`)."""
+    folder = Path(folder)
+    f = folder / TRAINING_JSON
+    f.write_text(json.dumps(training_rows(json.loads((folder / TRAINING_METRICS).read_text())), indent=1) + "\n")
+    return f
+
+
 def folder_size_mb(folder: Path) -> float:
     """Size of the weights and configs (the card and the summaries left out, so that rewriting them changes nothing)."""
-    skip = {"README.md", TRAINING_METRICS}
+    skip = {"README.md", TRAINING_METRICS, TRAINING_JSON}
     return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file() and f.name not in skip) / 2**20
 
 
@@ -187,9 +210,12 @@ def folder_size_mb(folder: Path) -> float:
 # The model card
 def write_card(folder: str | Path, reports=(), bench=(), config_path: str | None = None,
                keep_history: bool = True) -> Path:
-    """Write ``folder/README.md`` from ``folder/training_metrics.json`` and the reports and benchmark results
-    measured on the folder's weights; ``keep_history`` keeps the History section of the card already there."""
+    """Write ``folder/training.json`` and ``folder/README.md`` from ``folder/training_metrics.json`` and the reports
+    and benchmark results measured on the folder's weights; ``keep_history`` keeps the History section of the card
+    already there."""
     folder = Path(folder)
+    if (folder / TRAINING_METRICS).is_file():  # else model_card says what is missing
+        write_training_json(folder)
     card = folder / "README.md"
     history = ""
     if keep_history and card.is_file():
@@ -276,16 +302,19 @@ def evaluation_section(folder: Path, reports, bench, config_path: str | None = N
     return "\n".join(out)
 
 
-def training_section(t: dict) -> str:
+def training_section(t: dict, stages: list[dict]) -> str:
+    """The card's Training section: a row per ``training.json`` row (``stages``), with its held-out numbers from
+    ``training_metrics.json`` (``t``)."""
     rows = []
-    for s, d in t["stages"].items():
-        held = ", ".join(f"{k}: {v}" for k, v in d["held_out"].items()) or "n/a"
-        cpu, wall = ("n/a" if d.get(k) is None else d[k] for k in ("cpu_time_s", "wall_time_s"))
-        rows.append(f"| {s} | {cpu} | {wall} | {held} |")
-    cpu = sum(d["cpu_time_s"] or 0 for d in t["stages"].values())
+    for r in stages:
+        held = ", ".join(f"{k}: {v}" for k, v in t["stages"][r["stage"]]["held_out"].items()) or "n/a"
+        cpu, wall = ("n/a" if r.get(k) is None else r[k] for k in ("cpu_s", "wall_s"))
+        rows.append(f"| {r['stage']} | {cpu} | {wall} | {held} |")
+    cpu = sum(r["cpu_s"] or 0 for r in stages)
     return "\n".join([
         "## Training", "",
-        f"From this folder's `{TRAINING_METRICS}`: what each stage's `metrics.json` (`{t['run']}/<stage>/`) "
+        f"From this folder's `{TRAINING_JSON}` (each stage's CPU and wall seconds, and steps or epochs) and "
+        f"`{TRAINING_METRICS}` (the held-out numbers): what each stage's `metrics.json` (`{t['run']}/<stage>/`) "
         f"recorded when `{t['command']}` assembled the folder on {t['assembled']}. CPU time counts every thread, so "
         "it can exceed the wall time; wall time includes whatever else the machine ran.", "",
         "| stage | CPU time (s) | wall time (s) | held-out numbers |", "|---|---|---|---|", *rows, "",
@@ -294,13 +323,18 @@ def training_section(t: dict) -> str:
 
 def model_card(folder: str | Path, reports=(), bench=(), config_path: str | None = None) -> str:
     """The model card of an assembled folder, without a History section. Its sizes come from the components'
-    configs, its numbers from ``training_metrics.json`` and the measurements of these weights."""
+    configs, its numbers from ``training.json``, ``training_metrics.json`` and the measurements of these weights."""
     folder = Path(folder)
     f = folder / TRAINING_METRICS
     if not f.is_file():
         raise FileNotFoundError(f"No {TRAINING_METRICS} in {folder}: the card is written from the stages' "
                                 "summaries that 'python -m neuroimagen.train assemble' stores there.")
     t = json.loads(f.read_text())
+    f = folder / TRAINING_JSON
+    if not f.is_file():
+        raise FileNotFoundError(f"No {TRAINING_JSON} in {folder}: 'python -m neuroimagen.training.assemble --config "
+                                f"CONFIG' writes it from {TRAINING_METRICS} (and the card from both).")
+    stages = json.loads(f.read_text())
 
     def cfg(name: str) -> dict:
         return json.loads((folder / name / "config.json").read_text())
@@ -315,7 +349,7 @@ def model_card(folder: str | Path, reports=(), bench=(), config_path: str | None
                                            "with the wider decoder of the `decoder` stage"}[vae["_class_name"]]
     layout_row = ("| layout_prior | per-class object templates (training stimuli aligned on their object box) and a "
                   "ridge regressor EEG -> object box; the decoded class's template is drawn into the saliency map at "
-                  "the decoded box (`layout_weight`) |\n" if t.get("shipped", {}).get("layout_prior") else "")
+                  "the decoded box (`layout_weight`): the start image the diffusion begins from |\n" if t.get("shipped", {}).get("layout_prior") else "")
     if (folder / "class_decoder").is_dir():
         layout_row += ("| class_decoder | the decoded class: an EEGNet-style CNN trained for the class (cross-entropy, "
                        "channel-subset augmentation), its log probabilities mixed with the caption readout's by a weight "
@@ -336,7 +370,7 @@ def model_card(folder: str | Path, reports=(), bench=(), config_path: str | None
             side=side, layout_row=layout_row, config=config_path or "CONFIG",
             eval_row=("| eval_classifier | image classifier used only by the evaluation (ACC, IS); not a pipeline "
                       "component |\n" if (folder / "eval_classifier").is_dir() else ""),
-            training=training_section(t), evaluation=evaluation_section(folder, reports, bench, config_path))
+            training=training_section(t, stages), evaluation=evaluation_section(folder, reports, bench, config_path))
     return CARD.format(
         name=folder.resolve().name, size_mb=f"{folder_size_mb(folder):.1f}", side=side, data=t["data"],
         stimuli=t["stimuli"], n_classes=n_classes, per_class=len(bank["detailed_texts"]) // n_classes,
@@ -344,7 +378,7 @@ def model_card(folder: str | Path, reports=(), bench=(), config_path: str | None
         vae_what=vae_what, layout_row=layout_row, config=config_path or "CONFIG",
         unet_dtype=("the UNet is stored in float16 and loads as float32; the Evaluation section measured the stored "
                     "weights, the Training table the stages' float32 ones" if _unet_is_fp16(folder) else "float32 weights"),
-        training=training_section(t), evaluation=evaluation_section(folder, reports, bench, config_path))
+        training=training_section(t, stages), evaluation=evaluation_section(folder, reports, bench, config_path))
 
 
 def _unet_is_fp16(folder: Path) -> bool:
