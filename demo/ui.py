@@ -67,7 +67,7 @@ CSS = """
 #model-card-metadata th, #model-card-metadata td { padding: 2px 8px; }
 /* the stages' labels above their pictures, not over them */
 #stage-row [data-testid="block-label"] { position: static; border: 0; box-shadow: none; padding: 0 0 2px;
-  font-size: var(--text-sm); white-space: nowrap; }
+  font-size: var(--text-xs); white-space: normal; line-height: 1.2; }
 #stage-row [data-testid="block-label"] > span:first-child { display: none; }
 #trial-facts table { font-size: var(--text-sm); margin: 0; }
 #trial-facts th, #trial-facts td { padding: 2px 8px; }

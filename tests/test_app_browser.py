@@ -172,6 +172,9 @@ def test_pick_example_and_reconstruct(page, shots):
         block_label = page.locator(f"#{elem} [data-testid='block-label']")
         assert block_label.is_visible() and block_label.inner_text().strip() == label, f"#{elem} is not {label!r}"
     assert box(page, "#saliency")["x"] < box(page, "#start-image")["x"] < box(page, "#reconstruction")["x"]
+    for elem in ("stimulus", "saliency", "start-image", "reconstruction"):  # every label whole, within its panel
+        label, panel = box(page, f"#{elem} [data-testid='block-label']"), box(page, f"#{elem}")
+        assert label["x"] + label["width"] <= panel["x"] + panel["width"] + 1, f"#{elem}'s label is cut"
     assert "start image" in page.locator("#stages-note").inner_text()
     print(f"\n[app] reconstruction through the UI: {time.perf_counter() - t0:.2f} s (click to images shown)")
     assert page.locator("#class-probs").inner_text().strip()
