@@ -24,7 +24,9 @@ Every key of a config is checked before any stage runs (:func:`check_config`). `
 override the config's ``paths``; ``--resume`` continues from the stage's last checkpoint. ``--captions FILE`` (or
 ``"captions"`` in ``paths``) takes the detailed captions from a captions file (``python -m neuroimagen.data
 captions``, BLIP as the paper), checked against the stimuli and copied to the run folder's ``captions.json`` as the
-record of what the run was trained on. Several GPUs: ``accelerate launch -m neuroimagen.train STAGE ...``.
+record of what the run was trained on. Several GPUs: ``accelerate launch -m neuroimagen.train STAGE ...``: the
+EEG stages and the classifier give each process its share of every batch (``batch_size`` is per process; see
+:class:`~neuroimagen.training.common.EpochLoop` and docs/TRAINING.md), and only the main process writes and prints.
 """
 
 from __future__ import annotations
@@ -94,13 +96,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue from the stage's last checkpoint")
     args = parser.parse_args(argv)
 
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
     from .training.common import use_captions
     from .training.config import load_config
 
     paths, stage_cfgs = load_config(args.config, overrides={k: getattr(args, k) for k in
                                                             ("data", "splits", "stimuli", "out", "captions")})
     check_config(stage_cfgs, args.config)
-    use_captions(paths)
+    # One process, or one of several (accelerate launch, torchrun; on CPU with ACCELERATE_USE_CPU=1, as accelerate's
+    # own Accelerator reads it): only the main one writes.
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    if state.is_main_process:
+        use_captions(paths)
     for stage in stages_to_run(args.stage, stage_cfgs):
         module = importlib.import_module(f".training.{stage}", __package__)
         cfg = module.Config(**stage_cfgs.get(stage, {}))
@@ -108,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.process_time()
         w0 = time.perf_counter()
         metrics = module.train(cfg, paths, resume=args.resume)
+        state.wait_for_everyone()  # the next stage reads what the main process wrote
+        if not state.is_main_process:
+            continue
         times = _record_times(paths.stage_dir(stage), time.process_time() - t0, time.perf_counter() - w0, before)
         print(json.dumps({"stage": stage, **(metrics or {}), **times}))
     return 0

@@ -29,7 +29,7 @@ from .eeg_data import embed_all, latency_ms, load_split, to_tensor
 
 @dataclass
 class Config:
-    batch_size: int = 64
+    batch_size: int = 64  # per process: N processes (accelerate launch) step on N x this (docs/TRAINING.md)
     lr: float = 1e-3  # AdamW
     weight_decay: float = 1e-3
     dropout: float = 0.25
@@ -71,18 +71,19 @@ def choose_weight(logp: torch.Tensor, readout: torch.Tensor | None, labels: np.n
 
 
 @training_stage
-def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
+def train(cfg: Config, paths: Paths, resume: bool = False) -> dict | None:
     acc = make_accelerator(cfg.seed)
     out = paths.stage_dir("class_decoder")
-    tr, va = load_split(paths, "train"), load_split(paths, "val")
+    with acc.main_process_first():  # the main process writes the caches, the others read them
+        tr, va = load_split(paths, "train"), load_split(paths, "val")
+        augment = CapAugment(cfg.cap_augment, seed=cfg.seed, cache_dir=paths.out)
     labels = list(torch.load(paths.data, weights_only=True, mmap=True)["labels"])
     model = ClassDecoder(n_chans=tr["eeg"].shape[1], n_times=tr["eeg"].shape[2], ch_names=list(model_ch_names()),
                          labels=labels, dropout=cfg.dropout)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    loop = EpochLoop("class_decoder", out, cfg.epochs, cfg.patience, resume)
+    loop = EpochLoop("class_decoder", out, cfg.epochs, cfg.patience, resume, acc)
     loop.restore(model=model, optimizer=opt)
     model, opt = acc.prepare(model, opt)
-    augment = CapAugment(cfg.cap_augment, seed=cfg.seed, cache_dir=paths.out)
     aug_gen = torch.Generator().manual_seed(cfg.seed + 17 + 1000 * loop.epoch)
     y_tr = torch.from_numpy(tr["labels"]).long()
     for epoch in loop:
@@ -97,8 +98,10 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
             losses.append(loss.item())
         m = acc.unwrap_model(model)
         val = scores(embed_all(m, va["eeg"]).softmax(-1), va["labels"])
-        loop.end_epoch(val["top1"], {"loss": round(float(np.mean(losses)), 4), **{f"val_{k}": v for k, v in val.items()}},
+        loop.end_epoch(val["top1"], {"loss": round(float(loop.mean(losses)), 4), **{f"val_{k}": v for k, v in val.items()}},
                        save_best={out: m}, model=m, optimizer=opt)
+    if not loop.is_main:
+        return None  # the main process chooses the readout weight, measures and writes
 
     model = ClassDecoder.from_pretrained(out).eval()
     weight, grid = choose_weight(embed_all(model, va["eeg"]).log_softmax(-1), readout_probs(paths, va["eeg"]),

@@ -30,7 +30,7 @@ class Config:
     per_class: int = 100  # images per class in the classifier's own training set (rendered once, cached)
     render_seed: int = 1  # != the stimulus set's seed (0): other draws of scale, position, rotation, background
     base_channels: int = 32  # width of the first of four conv blocks, doubled in each
-    batch_size: int = 64
+    batch_size: int = 64  # per process: N processes (accelerate launch) step on N x this (docs/TRAINING.md)
     lr: float = 2e-3  # AdamW
     epochs: int = 15  # at most
     patience: int = 4  # epochs without validation improvement before stopping
@@ -70,21 +70,22 @@ def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 
 @training_stage
-def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
+def train(cfg: Config, paths: Paths, resume: bool = False) -> dict | None:
     acc = make_accelerator(cfg.seed)
     out = paths.stage_dir("classifier")
     stim = stimulus_images(paths.stimuli)
     stim_y = torch.tensor([r.class_index for r in load_stimulus_metadata(paths.stimuli)])
     own = out / "own_stimuli"  # the classifier's own training images, rendered once
-    meta = json.loads((own / "metadata.json").read_text()) if (own / "metadata.json").is_file() else {}
-    if (meta.get("per_class"), meta.get("seed"), meta.get("size")) != (cfg.per_class, cfg.render_seed, stim.shape[-1]):
-        make_stimulus_set(own, size=stim.shape[-1], per_class=cfg.per_class, seed=cfg.render_seed)
+    with acc.main_process_first():  # by the main process; the others read them
+        meta = json.loads((own / "metadata.json").read_text()) if (own / "metadata.json").is_file() else {}
+        if (meta.get("per_class"), meta.get("seed"), meta.get("size")) != (cfg.per_class, cfg.render_seed, stim.shape[-1]):
+            make_stimulus_set(own, size=stim.shape[-1], per_class=cfg.per_class, seed=cfg.render_seed)
     recs = load_stimulus_metadata(own)
     x_tr, y_tr = images_to_tensor(load_stimulus_images(own, recs)), torch.tensor([r.class_index for r in recs])
     val_i, test_i = torch.from_numpy(_split_images(paths, "train")), torch.from_numpy(_split_images(paths, "test"))
     model = ImageClassifier(n_outputs=len(set(y_tr.tolist())), base_channels=cfg.base_channels)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    loop = EpochLoop("classifier", out, cfg.epochs, cfg.patience, resume)
+    loop = EpochLoop("classifier", out, cfg.epochs, cfg.patience, resume, acc)
     loop.restore(model=model, optimizer=opt)
     model, opt = acc.prepare(model, opt)
     for epoch in loop:
@@ -97,8 +98,10 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
             losses.append(loss.item())
         m = acc.unwrap_model(model)
         v = accuracy(m, stim[val_i], stim_y[val_i])
-        loop.end_epoch(v, {"loss": round(float(np.mean(losses)), 4), "val_acc": v},
+        loop.end_epoch(v, {"loss": round(float(loop.mean(losses)), 4), "val_acc": v},
                        save_best={out: m}, model=m, optimizer=opt)
+    if not loop.is_main:
+        return None  # the main process measures and writes
     model = ImageClassifier.from_pretrained(out)
     metrics = {**loop.summary(cfg), "best_val_acc": loop.best,
                "test_stimuli_acc": accuracy(model, stim[test_i], stim_y[test_i]), "n_test_stimuli": len(test_i),

@@ -7,6 +7,7 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -51,13 +52,30 @@ def progress(iterable=None, **kwargs):
     return tqdm(iterable, mininterval=10, disable=not logger.isEnabledFor(logging.INFO), **kwargs)
 
 
-def make_accelerator(seed: int, mixed_precision: str = "no"):
-    """An ``accelerate.Accelerator`` (CPU here, one or more GPUs under ``accelerate launch``), seeded."""
+def make_accelerator(seed: int, mixed_precision: str = "no", stage: str | None = None):
+    """An ``accelerate.Accelerator`` (CPU here, one or more GPUs under ``accelerate launch``), seeded.
+
+    Every process gets the same seed (the same initial weights, the same batch order); :class:`EpochLoop` gives
+    each process its own share of every batch. Processes other than the main one log warnings only (for the
+    rest of the stage: :func:`~neuroimagen._logging.verbose` restores the level after it). ``stage``: the name of
+    a stage that does not share its batches (the step-counted ones), for a warning when several processes run it.
+    """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     acc = Accelerator(mixed_precision=mixed_precision)
+    launched = int(os.environ.get("WORLD_SIZE", 1))
+    if launched != acc.num_processes:  # else each process would train alone on every batch and write the same files
+        raise RuntimeError(f"{launched} processes were launched (WORLD_SIZE) but accelerate set up "
+                           f"{acc.num_processes}: without a GPU, launch with ACCELERATE_USE_CPU=1 in the environment, "
+                           "e.g. 'ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 -m neuroimagen.train "
+                           "...' (docs/TRAINING.md).")
     set_seed(seed)  # seeds python, numpy and torch in this process: a training run is reproducible
+    if not acc.is_main_process:
+        logger.setLevel(logging.WARNING)
+    if stage is not None and acc.num_processes > 1 and acc.is_main_process:
+        logger.warning("%s: every one of the %d processes trains on the same batches (this stage does not share "
+                       "them yet): it gains nothing from several processes.", stage, acc.num_processes)
     return acc
 
 
@@ -188,12 +206,15 @@ def descend(acc, opt, loss: torch.Tensor) -> None:
     opt.step()
 
 
+RECORD_BATCHES = "NEUROIMAGEN_RECORD_BATCHES"  # a folder: each process appends its batches' indices there (tests)
+
+
 class EpochLoop:
     """The epochs of a stage that keeps its best epoch: resume, early stopping, save-best, history, resume points.
 
     ::
 
-        loop = EpochLoop("encoder", out, cfg.epochs, cfg.patience, resume)
+        loop = EpochLoop("encoder", out, cfg.epochs, cfg.patience, resume, acc)
         loop.restore(model=model, optimizer=opt)  # from out/resume.pt when resuming
         for epoch in loop:  # 0, 1, ...: until cfg.epochs, or cfg.patience epochs without a better score
             ...  # train one epoch, validate
@@ -210,10 +231,28 @@ class EpochLoop:
         At most ``epochs`` epochs; stop after ``patience`` epochs without a higher validation score.
     resume : bool
         Continue from ``out/resume.pt`` (its epoch, best score, history and state dicts).
+    acc : accelerate.Accelerator | None
+        The stage's accelerator. With N processes (``accelerate launch --num_processes N``), a batch of
+        :meth:`shuffled` is one process's share of a global batch N times as large (``batch_size`` is per
+        process), :meth:`mean` averages over all processes, and only the main process logs and writes files.
+        ``None``: one process.
+
+    Notes
+    -----
+    Several processes: the gradients of the N shares are averaged (DDP, through ``acc.prepare``), so a step
+    is one step on the global batch, as one process would take it with ``batch_size`` x N (exactly so for a loss
+    that is a mean over trials, up to batch-norm statistics, which each process takes over its own share, and
+    dropout and augmentation draws). N processes take 1/N as many steps per epoch; keep ``lr`` to follow a
+    one-process run with the N-times batch, or raise it (linearly, with care for Adam) to follow the
+    one-process run with the same per-process batch. Every process validates; the main process's score decides
+    when to stop for all.
     """
 
-    def __init__(self, stage: str, out: str | Path, epochs: int, patience: int, resume: bool = False):
+    def __init__(self, stage: str, out: str | Path, epochs: int, patience: int, resume: bool = False, acc=None):
         self.stage, self.resume_file = stage, Path(out) / "resume.pt"
+        self.acc = acc
+        self.rank, self.n_processes = (acc.process_index, acc.num_processes) if acc is not None else (0, 1)
+        self.is_main = self.rank == 0
         self.epochs, self.patience = epochs, patience
         self.epoch, self.best, self.history, self.bad = 0, -1.0, [], 0
         self.started = time.perf_counter()
@@ -235,27 +274,61 @@ class EpochLoop:
             yield self.epoch
 
     def progress(self, batches):
-        """``batches`` with a progress bar named after the stage and the epoch."""
+        """This process's ``batches`` (of indices) with a progress bar named after the stage and the epoch.
+
+        When the environment variable ``NEUROIMAGEN_RECORD_BATCHES`` names a folder, the epoch's indices are
+        appended to ``<folder>/<stage>-rank<process>.jsonl`` first (one line per epoch): what each process trained on.
+        """
+        folder = os.environ.get(RECORD_BATCHES)
+        if folder:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            with open(Path(folder) / f"{self.stage}-rank{self.rank}.jsonl", "a") as f:
+                f.write(json.dumps({"epoch": self.epoch, "batches": [np.asarray(b).tolist() for b in batches]}) + "\n")
         return progress(batches, desc=f"{self.stage} epoch {self.epoch + 1}", leave=False)
 
     def shuffled(self, n: int, batch_size: int, generator: torch.Generator, drop_last: bool = False):
-        """This epoch's batches of indices of ``n`` items in the order ``generator`` draws (:func:`epoch_batches`),
-        with a progress bar."""
-        return self.progress(epoch_batches(n, batch_size, generator, drop_last))
+        """This process's batches of indices of ``n`` items this epoch, with a progress bar: the global batches of
+        ``batch_size`` x N (N processes; :func:`epoch_batches`, the order ``generator`` draws), each cut into N
+        consecutive shares, this process's share of each (one process: the batches themselves). A last global
+        batch with fewer than N items is left out (every process must take the same number of steps)."""
+        batches = epoch_batches(n, batch_size * self.n_processes, generator, drop_last)
+        if self.n_processes > 1:
+            batches = [b[self.rank * len(b) // self.n_processes:(self.rank + 1) * len(b) // self.n_processes]
+                       for b in batches if len(b) >= self.n_processes]
+        return self.progress(batches)
+
+    def mean(self, values) -> np.ndarray:
+        """The mean of this epoch's per-batch ``values`` (a list of numbers or of tuples: the mean of each) over the
+        batches of all processes (each process has as many batches)."""
+        local = np.mean(values, axis=0)
+        if self.n_processes == 1:
+            return local
+        total = self.acc.reduce(torch.as_tensor(local, dtype=torch.float64, device=self.acc.device).reshape(-1), "mean")
+        return total.cpu().numpy().reshape(np.shape(local))
 
     def end_epoch(self, score: float, record: dict, save_best: dict, **objects) -> None:
         """Record the epoch (``record`` after its number); when ``score`` is the best yet, save each model of
         ``save_best`` (folder -> model) with ``save_pretrained``; write the resume point with the state dicts
-        of ``objects``."""
+        of ``objects``. Only the main process logs and writes; its ``score`` decides for every process."""
+        if self.n_processes > 1:
+            # Batch-norm running statistics differ a little between processes (each updates them on its share), so
+            # their validation scores may too: the main process's decides, and all stop at the same epoch.
+            from accelerate.utils import broadcast
+
+            score = float(broadcast(torch.tensor([score], dtype=torch.float64, device=self.acc.device), 0)[0])
         self.epoch += 1
         self.history.append({"epoch": self.epoch, **record})
         logger.info("%s %s", self.stage, self.history[-1])
-        if score > self.best:
+        better = score > self.best
+        if better:
             self.best, self.bad = score, 0
-            for folder, model in save_best.items():
-                model.save_pretrained(folder)
         else:
             self.bad += 1
+        if not self.is_main:
+            return
+        if better:
+            for folder, model in save_best.items():
+                model.save_pretrained(folder)
         save_resume(self.resume_file, **{k: v.state_dict() for k, v in objects.items()}, epoch=self.epoch,
                     best=self.best, history=self.history, bad=self.bad)
 

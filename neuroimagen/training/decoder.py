@@ -136,7 +136,7 @@ def adversarial_losses(model, disc, rec: torch.Tensor, x: torch.Tensor, cfg: Con
 
 @training_stage
 def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
-    acc = make_accelerator(cfg.seed)
+    acc = make_accelerator(cfg.seed, stage="decoder")
     out = paths.stage_dir("decoder")
     vae = load_autoencoder(paths.stage_dir("vae"))
     if not isinstance(vae, AutoencoderKL):

@@ -46,14 +46,21 @@ def stimulus_index(paths: Paths, images: np.ndarray) -> np.ndarray:
     return np.array([row[names[i]] for i in images], dtype=int)
 
 
-def balanced_batches(labels: np.ndarray, n_classes: int, per_class: int, rng: np.random.Generator):
+def balanced_batches(labels: np.ndarray, n_classes: int, per_class: int, rng: np.random.Generator,
+                     rank: int = 0, n_processes: int = 1):
     """Yield index batches of ``n_classes`` classes x ``per_class`` trials (P x K, for triplet mining).
 
-    One epoch: ``len(labels) // (n_classes * per_class)`` batches; classes are drawn without replacement
-    within a batch, trials without replacement within a class (with, if a class has fewer than ``per_class``).
+    One epoch: ``len(labels) // (n_classes * per_class * n_processes)`` batches; classes are drawn without
+    replacement within a batch, trials without replacement within a class (with, if a class has fewer than
+    ``per_class``). With ``n_processes`` > 1 (every process drawing from an ``rng`` seeded alike), each class's
+    trials are cut into ``n_processes`` disjoint shares after the epoch's shuffle and process ``rank`` draws from its
+    own: in each batch all processes take the same classes, and no two processes see the same trial in an epoch
+    (a global batch is P classes x ``per_class * n_processes`` trials). Each class needs ``n_processes`` trials.
     """
     by_class = {c: rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)}
-    n_batches = len(labels) // (n_classes * per_class)
+    if n_processes > 1:
+        by_class = {c: np.array_split(trials, n_processes)[rank] for c, trials in by_class.items()}
+    n_batches = len(labels) // (n_classes * per_class * n_processes)
     classes = np.array(sorted(by_class))
     for _ in range(n_batches):
         chosen = rng.choice(classes, size=min(n_classes, len(classes)), replace=False)

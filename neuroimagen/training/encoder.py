@@ -43,7 +43,7 @@ class Config:
     mining: str = "semi_hard"  # "semi_hard" or "batch_hard"
     aux_weight: float = 1.0  # weight of the stimulus-thumbnail read-out that keeps layout and colour (0: off)
     classes_per_batch: int = 16  # P classes ...
-    trials_per_class: int = 8  # ... x K trials per batch
+    trials_per_class: int = 8  # ... x K trials per batch and process (N processes: P x N*K per step, docs/TRAINING.md)
     lr: float = 1e-3  # AdamW
     weight_decay: float = 1e-3
     dropout: float = 0.25
@@ -56,19 +56,20 @@ class Config:
 
 
 @training_stage
-def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
+def train(cfg: Config, paths: Paths, resume: bool = False) -> dict | None:
     acc = make_accelerator(cfg.seed)
     out = paths.stage_dir("encoder")
-    tr, va = load_split(paths, "train"), load_split(paths, "val")
+    with acc.main_process_first():  # the main process writes the caches, the others read them
+        tr, va = load_split(paths, "train"), load_split(paths, "val")
+        augment = CapAugment(cfg.cap_augment, seed=cfg.seed, cache_dir=paths.out)
     thumbs = stimulus_thumbnails(paths.stimuli)
     model = EEGEncoder(n_chans=tr["eeg"].shape[1], n_times=tr["eeg"].shape[2], ch_names=list(model_ch_names()),
                        arch=cfg.arch, embed_dim=cfg.embed_dim, hidden_size=cfg.hidden_size, dropout=cfg.dropout)
     aux = torch.nn.Linear(cfg.embed_dim, thumbs.shape[1])  # training-only read-out of the stimulus thumbnail
     opt = torch.optim.AdamW([*model.parameters(), *aux.parameters()], lr=cfg.lr, weight_decay=cfg.weight_decay)
-    loop = EpochLoop("encoder", out, cfg.epochs, cfg.patience, resume)
+    loop = EpochLoop("encoder", out, cfg.epochs, cfg.patience, resume, acc)
     loop.restore(model=model, aux=aux, optimizer=opt)
     model, aux, opt = acc.prepare(model, aux, opt)
-    augment = CapAugment(cfg.cap_augment, seed=cfg.seed, cache_dir=paths.out)
     aug_gen = torch.Generator().manual_seed(cfg.seed + 17 + 1000 * loop.epoch)
     sub = np.sort(np.random.default_rng(cfg.seed).choice(len(tr["labels"]), min(cfg.val_subset, len(tr["labels"])),
                                                          replace=False))
@@ -76,7 +77,8 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
         rng = np.random.default_rng([cfg.seed, epoch])
         model.train()
         logs = []
-        batches = list(balanced_batches(tr["labels"], cfg.classes_per_batch, cfg.trials_per_class, rng))
+        batches = list(balanced_batches(tr["labels"], cfg.classes_per_batch, cfg.trials_per_class, rng,
+                                        loop.rank, loop.n_processes))
         for idx in loop.progress(batches):
             idx = np.sort(idx)  # sorted reads from the memory-mapped cache are faster
             emb = model(augment(to_tensor(tr["eeg"], idx), aug_gen).to(acc.device))
@@ -90,10 +92,12 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
         m = acc.unwrap_model(model)
         top1, top5 = centroid_accuracy(embed_all(m, tr["eeg"][sub]), tr["labels"][sub], embed_all(m, va["eeg"]),
                                        va["labels"])
-        loss_mean, trip_mean = np.mean(logs, axis=0)
+        loss_mean, trip_mean = loop.mean(logs)
         loop.end_epoch(top1, {"loss": round(float(loss_mean), 4), "triplet": round(float(trip_mean), 4),
                               "val_top1": round(top1, 4), "val_top5": round(top5, 4)},
                        save_best={out: m}, model=m, aux=acc.unwrap_model(aux), optimizer=opt)
+    if not loop.is_main:
+        return None  # the main process measures and writes the rest
     model = EEGEncoder.from_pretrained(out).eval()
     metrics = {**loop.summary(cfg), "best_val_top1": loop.best, **probe_metrics(model, paths, tr, thumbs),
                "inference_ms": latency_ms(model, to_tensor(tr["eeg"], slice(0, 1))), **loop.cost(model)}

@@ -131,7 +131,7 @@ def check_config(cfg: Config) -> None:
 @training_stage
 def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     check_config(cfg)
-    acc = make_accelerator(cfg.seed)
+    acc = make_accelerator(cfg.seed, stage="refine")
     out = paths.stage_dir("refine")
     dirs = component_dirs(cfg, paths)
     vae = load_autoencoder(dirs["vae"]).eval().requires_grad_(False)

@@ -41,7 +41,7 @@ class Config:
     noise_dim: int = 32  # size of z
     base_channels: int = 128  # generator width at 4 x 4, halved at each upsampling
     disc_channels: int = 16  # discriminator width at 32 x 32, doubled at each downsampling (32 is 2x slower)
-    batch_size: int = 64
+    batch_size: int = 64  # per process: N processes (accelerate launch) step on N x this (docs/TRAINING.md)
     lr_g: float = 5e-4  # Adam(0.5, 0.999), as most GANs (2e-4 learned slower here)
     lr_d: float = 2e-4
     adv_weight: float = 0.1  # a1: adversarial
@@ -92,7 +92,7 @@ def save_samples(maps: torch.Tensor, stimuli: torch.Tensor, path, n: int = 16) -
 
 
 @training_stage
-def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
+def train(cfg: Config, paths: Paths, resume: bool = False) -> dict | None:
     acc = make_accelerator(cfg.seed)
     out = paths.stage_dir("saliency")
     encoder = EEGEncoder.from_pretrained(paths.stage_dir("encoder")).eval().requires_grad_(False)
@@ -100,7 +100,8 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     if cfg.image_size and cfg.image_size != images.shape[-1]:
         images = F.interpolate(images, size=(cfg.image_size, cfg.image_size), mode="bilinear", antialias=True,
                                align_corners=False).clamp(-1, 1)
-    tr, va = load_split(paths, "train"), load_split(paths, "val")
+    with acc.main_process_first():  # the main process writes the caches, the others read them
+        tr, va = load_split(paths, "train"), load_split(paths, "val")
     f_tr, f_va = embed_all(encoder, tr["eeg"]), embed_all(encoder, va["eeg"])
     s_tr, s_va = images[torch.from_numpy(tr["stim_index"])], images[torch.from_numpy(va["stim_index"])]
     gen = SaliencyGenerator(feature_dim=f_tr.shape[1], noise_dim=cfg.noise_dim, image_size=images.shape[-1],
@@ -108,7 +109,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     disc = SaliencyDiscriminator(feature_dim=f_tr.shape[1], image_size=images.shape[-1], base_channels=cfg.disc_channels)
     opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr_g, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr_d, betas=(0.5, 0.999))
-    loop = EpochLoop("saliency", out, cfg.epochs, cfg.patience, resume)
+    loop = EpochLoop("saliency", out, cfg.epochs, cfg.patience, resume, acc)
     loop.restore(gen=gen, disc=disc, opt_g=opt_g, opt_d=opt_d)
     gen, disc, opt_g, opt_d = acc.prepare(gen, disc, opt_g, opt_d)
     for epoch in loop:
@@ -137,11 +138,13 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
             logs.append((d_loss.item(), g_loss.item(), sim.item()))
         m, d = acc.unwrap_model(gen), acc.unwrap_model(disc)
         v = round(float(ssim(generate_maps(m, f_va, cfg.seed), s_va)), 4)
-        d_l, g_l, s_l = np.mean(logs, axis=0)
+        d_l, g_l, s_l = loop.mean(logs)
         loop.end_epoch(v, {"d_loss": round(float(d_l), 4), "g_loss": round(float(g_l), 4),
                            "train_ssim": round(float(s_l), 4), "val_ssim": v},
                        save_best={out / "generator": m, out / "discriminator": d},
                        gen=m, disc=d, opt_g=opt_g, opt_d=opt_d)
+    if not loop.is_main:
+        return None  # the main process measures and writes
     gen = SaliencyGenerator.from_pretrained(out / "generator").eval()
     te = load_split(paths, "test")
     maps, s_te = generate_maps(gen, embed_all(encoder, te["eeg"]), cfg.seed), images[torch.from_numpy(te["stim_index"])]

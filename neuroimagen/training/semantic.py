@@ -50,7 +50,7 @@ class Config:
     rank: int = 48  # low-rank basis per caption kind (the 40 label captions span 39 dimensions)
     hidden: int = 256  # width of the head between the EEG trunk and the basis coefficients
     dropout: float = 0.25
-    batch_size: int = 128
+    batch_size: int = 128  # per process: N processes (accelerate launch) step on N x this (docs/TRAINING.md)
     lr: float = 1e-3  # AdamW
     weight_decay: float = 1e-3
     epochs: int = 25  # at most
@@ -90,23 +90,24 @@ def evaluate(pred: torch.Tensor, caps: dict, split: dict) -> dict:
 
 
 @training_stage
-def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
+def train(cfg: Config, paths: Paths, resume: bool = False) -> dict | None:
     acc = make_accelerator(cfg.seed)
     out = paths.stage_dir("semantic")
-    caps = caption_states(paths.stimuli, paths.out, cfg.text_encoder, captions=paths.captions)
+    with acc.main_process_first():  # the main process writes the caches, the others read them
+        caps = caption_states(paths.stimuli, paths.out, cfg.text_encoder, captions=paths.captions)
+        tr, va = load_split(paths, "train"), load_split(paths, "val")
+        augment = CapAugment(cfg.cap_augment, seed=cfg.seed, cache_dir=paths.out)
     records = load_stimulus_metadata(paths.stimuli)
     caps["detailed_classes"] = np.array([r.class_index for r in records])
-    tr, va = load_split(paths, "train"), load_split(paths, "val")
     model = SemanticDecoder(n_chans=tr["eeg"].shape[1], n_times=tr["eeg"].shape[2], ch_names=list(model_ch_names()),
                             seq_len=caps["label"].shape[1], hidden_dim=caps["label"].shape[2], rank=cfg.rank,
                             hidden=cfg.hidden, dropout=cfg.dropout)
     model.init_basis([caps["label"][torch.from_numpy(tr["labels"])], caps["detailed"][torch.from_numpy(tr["stim_index"])]])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    loop = EpochLoop("semantic", out, cfg.epochs, cfg.patience, resume)
+    loop = EpochLoop("semantic", out, cfg.epochs, cfg.patience, resume, acc)
     loop.restore(model=model, optimizer=opt)
     model, opt = acc.prepare(model, opt)
     label_pooled = pool(caps["label"]).to(acc.device)
-    augment = CapAugment(cfg.cap_augment, seed=cfg.seed, cache_dir=paths.out)
     aug_gen = torch.Generator().manual_seed(cfg.seed + 17 + 1000 * loop.epoch)
     for epoch in loop:
         g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
@@ -124,8 +125,10 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
             losses.append(loss.item())
         m = acc.unwrap_model(model)
         val = evaluate(embed_all(m, va["eeg"]), caps, va)
-        loop.end_epoch(val["top1"], {"loss": round(float(np.mean(losses)), 5), **{f"val_{k}": v for k, v in val.items()}},
+        loop.end_epoch(val["top1"], {"loss": round(float(loop.mean(losses)), 5), **{f"val_{k}": v for k, v in val.items()}},
                        save_best={out / "decoder": m}, model=m, optimizer=opt)
+    if not loop.is_main:
+        return None  # the main process fits the temperature, builds the caption bank, measures and writes
 
     model = SemanticDecoder.from_pretrained(out / "decoder").eval()
     temperature = fit_temperature(embed_all(model, va["eeg"])[:, 0], caps["label"], va["labels"])

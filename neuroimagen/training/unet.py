@@ -62,7 +62,7 @@ class Config:
 
 @training_stage
 def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
-    acc = make_accelerator(cfg.seed)
+    acc = make_accelerator(cfg.seed, stage="unet")
     out = paths.stage_dir("unet")
     init_unet = _warm_start(cfg.init_from, paths) if cfg.init_from and not resume else None
     vae = load_autoencoder(paths.stage_dir("vae")).eval()  # only its encoder is used: either class will do

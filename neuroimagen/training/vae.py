@@ -63,7 +63,7 @@ def vae_loss(vae, x: torch.Tensor, cfg: Config, generator: torch.Generator | Non
 
 @training_stage
 def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
-    acc = make_accelerator(cfg.seed)
+    acc = make_accelerator(cfg.seed, stage="vae")
     out = paths.stage_dir("vae")
     images = stimulus_images(paths.stimuli)
     train_x, val_x = split_images(images, cfg.seed, cfg.val_images)
