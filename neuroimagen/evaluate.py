@@ -28,7 +28,8 @@ Writes into ``--out``: ``metrics.json`` (every number), ``report.md`` (tables, p
 Nothing here assumes the simulated data: class names come from the data file's ``labels``, stimuli are
 ``--stimuli/<images entry>.png|.jpg|.JPEG``, the evaluation classifier is any
 :class:`~neuroimagen.models.ImageClassifier` folder with one output per class (default: the checkpoint's
-``eval_classifier/``).
+``eval_classifier/``). When the checkpoint also has ``eval_classifier_robust/`` (or with ``--robust-classifier``),
+the reconstructions are scored by both: the robust one's numbers sit under ``"robust"`` beside the others.
 """
 
 from __future__ import annotations
@@ -65,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples-per-trial", type=int, default=3, help="reconstructions per trial (default: 3)")
     p.add_argument("--classifier", default=None, help="ImageClassifier folder for ACC and IS "
                    "(default: CHECKPOINT/eval_classifier)")
+    p.add_argument("--robust-classifier", default=None, help="a second ImageClassifier folder (trained robust to blur, "
+                   "noise, low resolution) scoring the reconstructions beside --classifier, under the key 'robust' "
+                   "(default: CHECKPOINT/eval_classifier_robust when it exists; 'none': only --classifier)")
     p.add_argument("--imagenet-classifier", default=None, metavar="ID_OR_PATH", help="the paper's protocol on real "
                    "images: an ImageNet classifier (transformers AutoModelForImageClassification id or folder) for ACC, "
                    "N-way top-1 against its class of the seen image")
@@ -203,6 +207,17 @@ def load_classifier(path: str | Path, device: str = "cpu"):
     return ImageClassifier.from_pretrained(path).to(device).eval()
 
 
+def _robust_classifier_dir(args: argparse.Namespace) -> str | None:
+    """The robust classifier's folder: ``--robust-classifier``, else the checkpoint's ``eval_classifier_robust`` when
+    it has one, else None (and None for ``--robust-classifier none``)."""
+    if args.robust_classifier == "none":
+        return None
+    if args.robust_classifier:
+        return args.robust_classifier
+    default = Path(args.checkpoint) / "eval_classifier_robust"
+    return str(default) if default.is_dir() else None
+
+
 def _paper_metrics(args: argparse.Namespace):
     """The paper's protocol on real images (``--imagenet-classifier``, ``--inception``), or None."""
     if args.imagenet_classifier is None:
@@ -264,6 +279,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> dict:
         metrics["weights"] = weights_digest(args.checkpoint)
         if args.classifier:
             metrics["weights"]["classifier"] = weights_digest(args.classifier).get(".", "")
+        if args.robust_classifier not in (None, "none"):
+            metrics["weights"]["robust_classifier"] = weights_digest(args.robust_classifier).get(".", "")
         for key in ("imagenet_classifier", "inception"):  # the paper's protocol: local folders are digested
             if getattr(args, key) and Path(getattr(args, key)).is_dir():
                 metrics["weights"][key] = weights_digest(getattr(args, key)).get(".", "")
@@ -276,11 +293,15 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> dict:
             raise SystemExit("--stimuli is needed for the reconstruction part.")
         clf_dir = args.classifier or str(Path(args.checkpoint) / "eval_classifier")
         metrics["classifier"] = clf_dir
+        robust_dir = _robust_classifier_dir(args)
+        if robust_dir is not None:
+            metrics["robust_classifier"] = robust_dir
         paper = _paper_metrics(args)
         rec, arrays = run_reconstruction_eval(
             pipe, load_classifier(clf_dir, args.device), args.data, args.splits, args.stimuli, rows=_rows(args.rows),
             limit=args.limit, seed=args.seed, samples_per_trial=args.samples_per_trial, batch_size=args.batch_size,
-            num_inference_steps=args.steps, strength=args.strength, guidance_scale=args.guidance, paper=paper)
+            num_inference_steps=args.steps, strength=args.strength, guidance_scale=args.guidance, paper=paper,
+            robust_classifier=None if robust_dir is None else load_classifier(robust_dir, args.device))
         metrics["reconstruction"] = rec
         measured_on["reconstruction"] = metrics["weights"]
         if args.limit and rec["setup"]["n_trials"] < rec["setup"]["n_test_trials"]:

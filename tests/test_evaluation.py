@@ -416,3 +416,43 @@ def test_rows_by_name_including_names_with_a_comma():
     assert _rows("L* + I, no layout prior")["L* + I, no layout prior"] == ("both", "label", 0.0)
     with pytest.raises(SystemExit, match=re.escape("Unknown ablation rows ['L + X']")):
         _rows("L + I,L + X")
+
+
+def test_evaluate_scores_with_the_robust_classifier_beside_the_old_one(tiny_setup, tmp_path):
+    """A checkpoint with ``eval_classifier_robust`` gets the robust classifier's numbers under ``robust`` beside the
+    evaluation classifier's, which stay exactly as they are without it (or with ``--robust-classifier none``)."""
+    import shutil
+
+    from neuroimagen.evaluate import main
+    from neuroimagen.models import ImageClassifier
+
+    s = tiny_setup
+    both = tmp_path / "pipe"
+    shutil.copytree(s["root"] / "pipe", both)
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        ImageClassifier(n_outputs=N_CLASSES, base_channels=4).save_pretrained(both / "eval_classifier_robust")
+    common = ["--data", str(s["data"][0]), "--splits", str(s["data"][1]), "--stimuli", str(s["root"] / "stimuli"),
+              "--limit", "3", "--samples-per-trial", "1", "--steps", "2", "--parts", "reconstruction", "--rows",
+              "L + I"]
+    runs = {}
+    for name, ckpt, extra in (("old", s["root"] / "pipe", []), ("both", both, []),
+                              ("none", both, ["--robust-classifier", "none"])):
+        assert main(["--checkpoint", str(ckpt), "--out", str(tmp_path / name), *common, *extra]) == 0
+        runs[name] = (json.loads((tmp_path / name / "metrics.json").read_text()),
+                      (tmp_path / name / "report.md").read_text())
+    (old, old_md), (new, new_md), (none, none_md) = runs["old"], runs["both"], runs["none"]
+    rec = new["reconstruction"]
+    for part in (rec["rows"]["L + I"], rec["references"]["stimuli"], rec["references"]["saliency_maps"]):
+        assert {"acc", "acc_top5", "acc_nway", "is"} <= set(part["robust"])
+    assert new["robust_classifier"] == str(both / "eval_classifier_robust") and "eval_classifier_robust" in new["weights"]
+    assert "### Both classifiers" in new_md and "robust classifier" in new_md
+    table = new_md.split("### Both classifiers")[1]
+    assert "| L + I |" in table and "| *the stimuli themselves* |" in table
+    # The old classifier's numbers are the same with or without the robust one.
+    assert {k: v for k, v in rec["rows"]["L + I"].items() if k != "robust"} == old["reconstruction"]["rows"]["L + I"]
+    for m, md in ((old, old_md), (none, none_md)):
+        assert "robust_classifier" not in m and "Both classifiers" not in md
+        assert "robust" not in m["reconstruction"]["rows"]["L + I"]
+        assert "robust" not in m["reconstruction"]["references"]["stimuli"]
+    assert none["reconstruction"]["rows"] == old["reconstruction"]["rows"]

@@ -124,6 +124,11 @@ class EEGImageNetDataset(Dataset):
         return item
 
     @property
+    def image_ids(self) -> np.ndarray:
+        """Image (index into ``images``) of each item, read without the EEG."""
+        return np.array([int(self._trials[int(k)]["image"]) for k in self.indices], dtype=int)
+
+    @property
     def subjects(self) -> np.ndarray:
         """Subject (1..6) of each item."""
         return np.array([int(self._trials[int(k)]["subject"]) for k in self.indices], dtype=int)

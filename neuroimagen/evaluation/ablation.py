@@ -157,6 +157,33 @@ def reconstruct(pipe, eeg: torch.Tensor, trial_ids, mode: str, caption_source: s
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
+def class_scores(probs: np.ndarray, labels: np.ndarray, stimulus_pred: np.ndarray | None = None) -> dict:
+    """A classifier's metrics of K images per trial: ACC (N-way top-1, N = all classes), top-5, 2/5/10-way, IS.
+
+    Parameters
+    ----------
+    probs : ndarray, shape (n, K, n_classes)
+        The classifier's probabilities of each image.
+    labels : ndarray, shape (n,)
+        Each trial's class.
+    stimulus_pred : ndarray, shape (n,) | None
+        The classifier's class for each stimulus (the paper's ACC target); adds ``acc_vs_stimulus_class``.
+    """
+    n, k, n_classes = probs.shape
+    flat = probs.reshape(n * k, n_classes)
+    y = np.repeat(labels, k)
+    out = {
+        "acc": n_way_accuracy(flat, y, n_classes, 1),
+        "acc_top5": n_way_accuracy(flat, y, n_classes, min(5, n_classes)),
+        "acc_nway": {int(w): n_way_accuracy(flat, y, w, 1) for w in N_WAYS if w < n_classes},
+        "n_trials": int(n), "n_images": int(n * k),
+    }
+    out["is"], out["is_std"] = inception_score(flat)
+    if stimulus_pred is not None:
+        out["acc_vs_stimulus_class"] = n_way_accuracy(flat, np.repeat(stimulus_pred, k), n_classes, 1)
+    return out
+
+
 def score_images(probs: np.ndarray, images: np.ndarray, stimuli: np.ndarray, labels: np.ndarray,
                  stimulus_pred: np.ndarray | None = None) -> dict:
     """The paper's metrics for images (n, K, 64, 64, 3) of trials with stimuli (n, 64, 64, 3) and classes (n,).
@@ -171,26 +198,16 @@ def score_images(probs: np.ndarray, images: np.ndarray, stimuli: np.ndarray, lab
     Returns
     -------
     metrics : dict
-        ``acc`` (N = n_classes, top-1), ``acc_top5``, ``acc_nway`` {N: top-1 for N in 2, 5, 10},
-        ``is`` / ``is_std``, ``ssim`` / ``pixcorr`` as ``{"mean", "sem", "n"}`` (means over each trial's
-        samples, then over trials), ``n_trials``, ``n_images``.
+        :func:`class_scores` (``acc``, ``acc_top5``, ``acc_nway``, ``is`` / ``is_std``, ``n_trials``,
+        ``n_images``) and ``ssim`` / ``pixcorr`` as ``{"mean", "sem", "n"}`` (means over each trial's samples,
+        then over trials).
     """
-    n, k, n_classes = probs.shape
-    flat = probs.reshape(n * k, n_classes)
-    y = np.repeat(labels, k)
-    out = {
-        "acc": n_way_accuracy(flat, y, n_classes, 1),
-        "acc_top5": n_way_accuracy(flat, y, n_classes, min(5, n_classes)),
-        "acc_nway": {int(w): n_way_accuracy(flat, y, w, 1) for w in N_WAYS if w < n_classes},
-        "n_trials": int(n), "n_images": int(n * k),
-    }
-    out["is"], out["is_std"] = inception_score(flat)
+    n, k = probs.shape[:2]
+    out = class_scores(probs, labels, stimulus_pred)
     pairs_a = images.reshape(n * k, *images.shape[2:])
     pairs_b = np.repeat(stimuli, k, axis=0)
     out["ssim"] = mean_sem(ssim(pairs_a, pairs_b).reshape(n, k).mean(1))
     out["pixcorr"] = mean_sem(np.nanmean(pixel_correlation(pairs_a, pairs_b).reshape(n, k), axis=1))
-    if stimulus_pred is not None:
-        out["acc_vs_stimulus_class"] = n_way_accuracy(flat, np.repeat(stimulus_pred, k), n_classes, 1)
     return out
 
 
@@ -224,6 +241,12 @@ def _pick_test_trials(ds, limit: int | None, rng: np.random.Generator) -> tuple:
     return eeg, labels_all[pick], subjects_all[pick], ds.indices[pick], stim
 
 
+def _probs_of(classifier, images: np.ndarray) -> np.ndarray:
+    """A classifier's probabilities (n, K, n_classes) of images (n, K, H, W, 3)."""
+    n, k = images.shape[:2]
+    return classify_images(classifier, images.reshape(n * k, *images.shape[2:])).reshape(n, k, -1)
+
+
 def reference_scores(classifier, full: dict, stimuli: np.ndarray, stim_probs: np.ndarray, labels: np.ndarray,
                      stimulus_pred: np.ndarray, rng: np.random.Generator) -> dict:
     """The levels to read the rows against: the stimuli themselves, the full model's start images without any
@@ -231,7 +254,7 @@ def reference_scores(classifier, full: dict, stimuli: np.ndarray, stim_probs: np
     ``"saliency_maps"``, as in the reports already written), its reconstructions against other classes' stimuli
     (:func:`shuffled_reference`) and chance."""
     sal = full["start"]
-    sal_probs = classify_images(classifier, sal.reshape(-1, *sal.shape[2:])).reshape(*sal.shape[:2], -1)
+    sal_probs = _probs_of(classifier, sal)
     return {
         "stimuli": score_images(stim_probs[:, None], stimuli[:, None], stimuli, labels),
         "saliency_maps": score_images(sal_probs, sal, stimuli, labels, stimulus_pred),
@@ -245,8 +268,12 @@ def run_reconstruction_eval(pipe, classifier, data: str | Path, splits: str | Pa
                             rows: dict[str, tuple] | None = None, limit: int | None = None, seed: int = 0,
                             samples_per_trial: int = 3, batch_size: int = 16, num_inference_steps: int = 25,
                             strength: float = 0.75, guidance_scale: float = 5.0, n_figure_trials: int = 8,
-                            paper=None) -> tuple[dict, dict]:
+                            paper=None, robust_classifier=None) -> tuple[dict, dict]:
     """Reconstruct test trials under every ablation row and score them.
+
+    With ``robust_classifier`` (an :class:`~neuroimagen.models.ImageClassifier` trained to be robust to blur, noise
+    and low resolution), every row and the stimuli and saliency-map references are also scored by it, under the key
+    ``"robust"`` (:func:`class_scores`); the evaluation classifier's keys stay as they are.
 
     With ``paper``, a :class:`~neuroimagen.evaluation.paper_metrics.PaperMetrics`, every row (and the full model
     per subject) is scored by the paper's protocol on real images too: its key ``"paper"``, the protocol in
@@ -287,6 +314,13 @@ def run_reconstruction_eval(pipe, classifier, data: str | Path, splits: str | Pa
     stimulus_pred = stim_probs.argmax(1)
     logger.info(f"{len(labels)} of {n_test} test trials; the classifier gets "
                 f"{np.mean(stimulus_pred == labels):.3f} of their stimuli right")
+    if robust_classifier is not None:
+        robust_stim_probs = classify_images(robust_classifier, stimuli)
+        if robust_stim_probs.shape[1] != n_classes:
+            raise ValueError(f"The robust classifier has {robust_stim_probs.shape[1]} outputs but the data file has "
+                             f"{n_classes} classes: pass one trained on these classes (--robust-classifier).")
+        robust_pred = robust_stim_probs.argmax(1)
+        logger.info(f"the robust classifier gets {np.mean(robust_pred == labels):.3f} of the stimuli right")
     if paper is not None:
         gt = paper.set_stimuli(stim)
         logger.info(f"the ImageNet classifier puts the seen images in {len(np.unique(gt))} of its classes")
@@ -315,8 +349,11 @@ def run_reconstruction_eval(pipe, classifier, data: str | Path, splits: str | Pa
                           keep_full=n_figure_trials if row == FULL else 0, on_batch=on_batch, **call,
                           **({"layout_weight": layout[0]} if layout else {}))
         n, k = rec["images"].shape[:2]
-        probs = classify_images(classifier, rec["images"].reshape(n * k, *rec["images"].shape[2:])).reshape(n, k, -1)
+        probs = _probs_of(classifier, rec["images"])
         results["rows"][row] = score_images(probs, rec["images"], stimuli, labels, stimulus_pred)
+        if robust_classifier is not None:
+            results["rows"][row]["robust"] = class_scores(_probs_of(robust_classifier, rec["images"]), labels,
+                                                          robust_pred)
         if paper is not None:
             results["rows"][row]["paper"] = paper.result(row)
         results["timing"][row] = {"seconds": rec["seconds"], "seconds_per_image": round(rec["seconds"] / (n * k), 3)}
@@ -345,6 +382,10 @@ def run_reconstruction_eval(pipe, classifier, data: str | Path, splits: str | Pa
     results["per_class_acc"] = per_class_accuracy(full_probs.argmax(-1).ravel(), np.repeat(labels, kf),
                                                   n_classes).tolist()
     results["references"] = reference_scores(classifier, full, stimuli, stim_probs, labels, stimulus_pred, rng)
+    if robust_classifier is not None:
+        results["references"]["stimuli"]["robust"] = class_scores(robust_stim_probs[:, None], labels)
+        results["references"]["saliency_maps"]["robust"] = class_scores(
+            _probs_of(robust_classifier, full["start"]), labels, robust_pred)
     if paper is not None and paper.inception is not None:
         results["references"]["stimuli_paper"] = paper.stimuli_reference()
     decoded = full["class_probs"] if order is None else full["class_probs"][:, order]

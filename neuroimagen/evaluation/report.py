@@ -193,6 +193,7 @@ def reconstruction_markdown(rec: dict) -> str:
               f"level reached without any trial-specific layout. The decoded class's top-1 on these trials (the "
               f"pipeline's `class_probs`: the class decoder's when the checkpoint has one, else the semantic readout's): "
               f"{_pct(rec['semantic_readout_top1_on_these_trials'])} %.", ""]
+    lines += robust_markdown(rec)
     lines += ["## Ablation (the paper's Table 3)", "",
               "| row | pipeline call | ACC % | IS | SSIM | pixel corr. | paper ACC % | paper IS | paper SSIM |",
               "|---|---|---|---|---|---|---|---|---|"]
@@ -365,13 +366,41 @@ FIGURES = ("reconstructions.png", "ablation.png", "baselines.png", "per_class_ac
            "block_design.png")
 
 
+def robust_markdown(rec: dict) -> list[str]:
+    """Lines of the table that puts the robust classifier's numbers beside the evaluation classifier's (none when the
+    reconstructions were not scored by a robust classifier)."""
+    if "robust" not in rec["references"]["stimuli"]:
+        return []
+    ref = rec["references"]
+    lines = ["### Both classifiers", "",
+             "The evaluation classifier (the columns above, kept for continuity) and the robust classifier (trained "
+             "with blur, noise, colour, down-up and JPEG degradation and crops, `--robust-classifier`): ACC % (N-way "
+             "top-1, N = all), 10-way % and IS of each; `robust` in metrics.json. ACC relative to the stimuli: the "
+             "row's ACC as a share of the same classifier's ACC on the stimuli themselves.", "",
+             "| | ACC % | robust ACC % | 10-way % | robust 10-way % | IS | robust IS | ACC relative to stimuli % | "
+             "robust, relative % |", "|---|---|---|---|---|---|---|---|---|"]
+    items = [*rec["rows"].items(), ("*the stimuli themselves*", ref["stimuli"]),
+             ("*saliency maps / start images alone*", ref["saliency_maps"])]
+    def relative(acc: float, of_stimuli: float) -> float:
+        return acc / of_stimuli if of_stimuli > 0 else float("nan")
+
+    for name, m in items:
+        r = m["robust"]
+        lines.append(f"| {name} | {_pct(m['acc'])} | {_pct(r['acc'])} | {_pct(_nway(m, 10))} | {_pct(_nway(r, 10))} | "
+                     f"{m['is']:.2f} | {r['is']:.2f} | {_pct(relative(m['acc'], ref['stimuli']['acc']))} | "
+                     f"{_pct(relative(r['acc'], ref['stimuli']['robust']['acc']))} |")
+    return lines + [""]
+
+
 def report_markdown(metrics: dict, figures: Sequence[str]) -> str:
     """``report.md`` from the metrics (as computed, or as read back from metrics.json) and the figures' markdown."""
     rec, base, block = metrics.get("reconstruction"), metrics.get("baselines"), metrics.get("block_design")
     md = [f"# NeuroImagen evaluation: {metrics.get('preset', '')}", "",
           f"Command: `{metrics['command']}`", "",
           *[f"Parts kept from an earlier command (same data; same weights when their digests are recorded): `{c}`\n" for c in metrics.get("earlier_commands", [])],
-          f"Checkpoint `{metrics.get('checkpoint')}`, evaluation classifier `{metrics.get('classifier')}`, data "
+          f"Checkpoint `{metrics.get('checkpoint')}`, evaluation classifier `{metrics.get('classifier')}`"
+          + (f" (and the robust classifier `{metrics['robust_classifier']}`)" if metrics.get("robust_classifier") else "")
+          + ", data "
           f"`{metrics.get('data')}` with splits `{metrics.get('splits')}`. Wall time {metrics.get('wall_s')} s on "
           f"{metrics.get('threads')} torch thread(s); versions {metrics.get('versions')}.", "",
           *(["Weights (SHA-256, first 16 hex digits, `neuroimagen.evaluation.provenance`): "
