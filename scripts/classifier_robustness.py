@@ -30,11 +30,11 @@ import torch
 def _test_stimuli(data: str, splits: str, stimuli: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The test split's stimuli as float (n, 3, H, W) in [-1, 1] and their classes."""
     from neuroimagen.data.stimuli import load_stimulus_metadata
-    from neuroimagen.training.classifier import _split_images
+    from neuroimagen.training.classifier import split_images
     from neuroimagen.training.config import Paths
     from neuroimagen.training.images import stimulus_images
 
-    rows = torch.from_numpy(_split_images(Paths(data=data, splits=splits, stimuli=stimuli), "test"))
+    rows = torch.from_numpy(split_images(Paths(data=data, splits=splits, stimuli=stimuli), "test"))
     y = torch.tensor([r.class_index for r in load_stimulus_metadata(stimuli)])
     return stimulus_images(stimuli)[rows], y[rows]
 

@@ -53,9 +53,10 @@ class Config:
     cosine_lr: bool = False  # lr decays to 0 over `epochs` with a cosine (False: constant lr)
     val_degraded: bool = False  # validation score: the mean accuracy over clean and DEGRADATIONS (False: clean)
     val_every: int = 1  # validate on every k-th train-split stimulus (1: all; the degraded score costs 8 passes)
+    init_from: str | None = None  # start from this ImageClassifier folder (its width; e.g. the shipped one) or not
 
 
-def _split_images(paths: Paths, split: str) -> np.ndarray:
+def split_images(paths: Paths, split: str) -> np.ndarray:
     """Rows of the stimulus metadata whose images are shown in the trials of ``split`` (the EEG is not read)."""
     ds = load_eeg_imagenet(paths.data, paths.splits, split=split, subject=paths.subject)
     return np.unique(stimulus_index(paths, ds.image_ids))
@@ -197,8 +198,13 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict | None:
             make_stimulus_set(own, size=stim.shape[-1], per_class=cfg.per_class, seed=cfg.render_seed)
     recs = load_stimulus_metadata(own)
     x_tr, y_tr = images_to_tensor(load_stimulus_images(own, recs)), torch.tensor([r.class_index for r in recs])
-    val_i, test_i = torch.from_numpy(_split_images(paths, "train")), torch.from_numpy(_split_images(paths, "test"))
+    val_i, test_i = torch.from_numpy(split_images(paths, "train")), torch.from_numpy(split_images(paths, "test"))
     model = ImageClassifier(n_outputs=len(set(y_tr.tolist())), base_channels=cfg.base_channels)
+    if cfg.init_from:  # fine-tune: the robust classifier learns the degradations far sooner than the classes
+        model = ImageClassifier.from_pretrained(cfg.init_from)
+        if model.config.n_outputs != len(set(y_tr.tolist())):
+            raise ValueError(f"init_from {cfg.init_from} has {model.config.n_outputs} outputs, but the stimuli have "
+                             f"{len(set(y_tr.tolist()))} classes.")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     loop = EpochLoop("classifier", out, cfg.epochs, cfg.patience, resume, acc)
     loop.restore(model=model, optimizer=opt)
