@@ -52,9 +52,10 @@ def weights_digest(folder: str | Path) -> dict[str, str]:
     return out
 
 
-# Components that change no image, caption or class of the pipeline's output (they only add fields to it): a
-# whole-pipeline measurement stays valid when one of them is added.
-OUTPUT_NEUTRAL = ("decoding_check",)
+# Components that change no image, caption or class of the pipeline's output and no earlier score: a whole-pipeline
+# measurement stays valid when one of them is added (the decoding check only adds fields to the output; a second,
+# robust evaluation classifier adds its own scores beside the first one's, which it leaves as they were).
+OUTPUT_NEUTRAL = ("decoding_check", "eval_classifier_robust")
 
 
 def same_weights(recorded: dict[str, str] | None, current: dict[str, str], complete: bool = False) -> bool:

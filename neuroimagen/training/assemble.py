@@ -371,7 +371,12 @@ def model_card(folder: str | Path, reports=(), bench=(), config_path: str | None
             eval_row=("| eval_classifier | image classifier used only by the evaluation (ACC, IS); not a pipeline "
                       "component |\n" if (folder / "eval_classifier").is_dir() else ""),
             training=training_section(t, stages), evaluation=evaluation_section(folder, reports, bench, config_path))
+    robust_row = ("| eval_classifier_robust | `eval_classifier` fine-tuned with crops, colour, blur, down-up scaling, JPEG "
+                  "and noise (`python -m neuroimagen.train classifier --config configs/robust-classifier.json`; "
+                  "`reports/classifier` measures both); the evaluation scores with both; not a pipeline component |\n"
+                  if (folder / "eval_classifier_robust").is_dir() else "")
     return CARD.format(
+        robust_row=robust_row,
         name=folder.resolve().name, size_mb=f"{folder_size_mb(folder):.1f}", side=side, data=t["data"],
         stimuli=t["stimuli"], n_classes=n_classes, per_class=len(bank["detailed_texts"]) // n_classes,
         n_chans=eeg["n_chans"], states=states, dim=bank["hidden_dim"], map_side=sal["image_size"],
@@ -437,7 +442,7 @@ built, so every part was trained here from material that installs from package r
 | unet | UNet2DConditionModel, cross-attention on {dim}-d caption states (EMA weights) |
 | scheduler | DDIM |
 | eval_classifier | image classifier used only by the evaluation (ACC, IS); not a pipeline component |
-
+{robust_row}
 {training}
 ## Rebuild
 
