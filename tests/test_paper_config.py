@@ -164,7 +164,7 @@ def test_the_paper_chain_on_cpu_captions_train_evaluate_and_the_app(tmp_path, st
     server = start_app(checkpoint=folder, examples=examples, env={SD_MODEL_ENV: str(sd)})
     try:
         client = Client(server.url, verbose=False, download_files=str(tmp_path / "downloads"))
-        recon, *_, notes, title = client.predict(
+        recon, *_, notes, title, _start = client.predict(
             source="example", example=next(examples.glob("*.npz")).stem, seed=1, num_inference_steps=2,
             caption_source="predicted", api_name="/reconstruct")
     finally:
