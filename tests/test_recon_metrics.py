@@ -17,6 +17,7 @@ from torch import nn
 
 from neuroimagen.evaluation import recon_metrics as rm
 from neuroimagen.evaluation.recon_metrics import (
+    correlation_distance,
     load_feature_net,
     parse_network_args,
     pixcorr,
@@ -127,6 +128,10 @@ def test_two_way_identification_is_mindeyes_and_hand_checked():
     ours = two_way_identification(rec, gt)
     assert ours.shape == (13,) and ours.mean() == pytest.approx(mindeye_two_way(rec, gt), abs=1e-12)
     assert 0.5 < ours.mean() < 1  # noisy copies: better than chance, not perfect
+    # EffNet-B / SwAV: scipy's correlation distance per pair, as the notebook computes it
+    from scipy.spatial.distance import correlation
+
+    assert correlation_distance(rec, gt) == pytest.approx([correlation(gt[i], rec[i]) for i in range(13)], abs=1e-12)
     # By hand. Reconstruction 0 is image 0: r = 1 with it, -1 with image 1, 0 with image 2 -> beats both.
     # Reconstructions 1 and 2 are image 2: r = 0 with images 0 and 1, 1 with image 2. Reconstruction 1's own r is 0:
     # image 0 ties (a tie does not count: strict <) and image 2 beats it -> 0 of 2; reconstruction 2 -> 2 of 2.
