@@ -32,7 +32,8 @@ Writes into ``--out``: ``metrics.json`` (every number), ``report.md`` (tables, p
 3. **Block design** (with ``--drift-data``): LDA with and without block drift, by image vs held-out blocks.
 
 Nothing here assumes the simulated data: class names come from the data file's ``labels``, stimuli are
-``--stimuli/<images entry>.png|.jpg|.JPEG``, the evaluation classifier is any
+``--stimuli/<images entry>.JPEG|.jpg|.jpeg|.png``, flat or in per-synset folders (ImageNet's layout), the
+evaluation classifier is any
 :class:`~neuroimagen.models.ImageClassifier` folder with one output per class (default: the checkpoint's
 ``eval_classifier/``). When the checkpoint also has ``eval_classifier_robust/`` (or with ``--robust-classifier``),
 the reconstructions are scored by both: the robust one's numbers sit under ``"robust"`` beside the others.
@@ -63,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "decoders; without it only the baselines and the block-design part run)")
     p.add_argument("--data", help="EEG-ImageNet-format .pth data file")
     p.add_argument("--splits", help="its splits file (split 0 is used)")
-    p.add_argument("--stimuli", help="folder of the stimulus images (<images entry>.png/.jpg/.JPEG)")
+    p.add_argument("--stimuli", help="folder of the stimulus images (<images entry>.JPEG/.jpg/.jpeg/.png, "
+                   "flat or in per-synset folders)")
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--preset", default=None, help="a name for this data set in the report (default: the data file's stem)")
     p.add_argument("--limit", type=int, default=None, help="reconstruct at most N test trials, spread over the "

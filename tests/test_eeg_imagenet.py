@@ -103,7 +103,11 @@ def test_names_and_stimuli(files, tmp_path):
     stim = ds[0]["stimulus"]
     assert stim.shape == (3, 64, 64) and stim.dtype == torch.float32
     assert stim[:, :, :32].eq(1).all() and stim[:, :, 32:].eq(-1).all()
-    with pytest.raises(FileNotFoundError, match=f"No stimulus image {ds.images[int(ds.indices[1])]}.png"):
+    missing = ds.images[int(ds.indices[1])]
+    with pytest.raises(FileNotFoundError, match=rf"1 of the 1 images shown in these trials are not in the stimulus folder "
+                                                rf".*\['{missing}'\]: expected each image as .*{missing}\.JPEG \(or "
+                                                rf"\.jpg/\.jpeg/\.png\) or, in ImageNet's layout, .*{missing[:9]}/{missing}"
+                                                rf"\.JPEG; the folder has 1 image files, e\.g\. \['{ds.images[k]}\.png'\]"):
         ds[1]
 
 
@@ -185,3 +189,68 @@ def test_a_per_subject_splits_file_counts_the_subjects_own_trials(tmp_path):
     with pytest.raises(ValueError, match="'all.pth' indexes trial 34, but with split_indexing='subject' the "
                                          "indices count one subject's trials \\(at most 12 in 'd.pth'\\)"):
         load_eeg_imagenet(tmp_path / "d.pth", tmp_path / "all.pth", "train", subject=2, split_indexing="subject")
+
+
+# ------------------------------------------------------------------ a folder of real images, without metadata.json
+REAL_NAMES = ["n02389026_3", "n03888257_31190", "n03584829_7", "n02607072_12"]  # classes 0, 1, 2, 3
+
+
+@pytest.fixture
+def real_folder(tmp_path):
+    """A data file of 5 trials showing 4 ImageNet-named images (image 3 twice), the images in both layouts:
+    flat (.jpg, .png) and in synset folders (.JPEG), of different sizes; no metadata.json."""
+    from PIL import Image
+
+    trials = [{"eeg": torch.zeros(128, 470, dtype=torch.float16), "image": i, "label": i, "subject": 1}
+              for i in (0, 1, 2, 3, 3)]
+    torch.save({"dataset": trials, "labels": list(SYNSETS), "images": REAL_NAMES}, tmp_path / "eeg.pth")
+    root = tmp_path / "images"
+    (root / "n03584829").mkdir(parents=True)
+    (root / "n02607072").mkdir()
+    for rel, size in zip(["n02389026_3.jpg", "n03888257_31190.png", "n03584829/n03584829_7.JPEG",
+                          "n02607072/n02607072_12.JPEG"], [(60, 40), (30, 50), (64, 64), (48, 36)]):
+        Image.new("RGB", size, (200, 10, 10)).save(root / rel)
+    return tmp_path / "eeg.pth", root
+
+
+def test_a_folder_of_real_images_is_read_with_its_data_file(real_folder):
+    from neuroimagen.data.stimuli import load_stimulus_images, load_stimulus_metadata
+
+    data, root = real_folder
+    records = load_stimulus_metadata(root, data)
+    assert [r.file for r in records] == ["n02389026_3.jpg", "n03888257_31190.png", "n03584829/n03584829_7.JPEG",
+                                         "n02607072/n02607072_12.JPEG"]
+    assert [r.class_index for r in records] == [0, 1, 2, 3] and [r.image for r in records] == REAL_NAMES
+    assert records[1].label_caption == "an image of a parachute" and records[1].detailed_caption == ""
+    images = load_stimulus_images(root, data=data, size=16)
+    assert images.shape == (4, 16, 16, 3) and images.dtype == np.uint8 and (images[..., 0] > 150).all()
+    with pytest.raises(FileNotFoundError, match=r"No stimulus metadata .*\(a folder of real images, without "
+                                                "metadata.json, is read only with its data file"):
+        load_stimulus_metadata(root)  # the stages that need drawing parameters (layout) refuse it
+
+
+def test_missing_real_images_and_a_wrong_label_order_are_refused_with_what_was_expected(real_folder):
+    from neuroimagen.data.stimuli import load_stimulus_metadata
+
+    data, root = real_folder
+    (root / "n03584829" / "n03584829_7.JPEG").unlink()
+    (root / "n02389026_3.jpg").rename(root / "n02389026_3.gif")
+    with pytest.raises(FileNotFoundError, match=r"2 of the 4 images shown in the trials of 'eeg.pth' are not in the "
+                                                r"stimulus folder .*images, e\.g\. \['n02389026_3', 'n03584829_7'\]: "
+                                                r"expected each image as .*images/n02389026_3\.JPEG \(or "
+                                                r"\.jpg/\.jpeg/\.png\) or, in ImageNet's layout, "
+                                                r".*images/n02389026/n02389026_3\.JPEG; the folder has 2 image files"):
+        load_stimulus_metadata(root, data)
+    obj = torch.load(data, weights_only=True)
+    torch.save({**obj, "labels": list(reversed(SYNSETS))}, data)
+    with pytest.raises(ValueError, match="its 'labels' must be EEG-ImageNet's 40 synsets in the published order"):
+        load_stimulus_metadata(root, data)
+
+
+def test_a_real_folder_needs_a_captions_file_for_its_detailed_captions(real_folder, tmp_path):
+    from neuroimagen.training.common import caption_states
+
+    data, root = real_folder
+    with pytest.raises(ValueError, match=r"has no metadata.json, so its detailed captions must come from a captions "
+                                         r"file: 'python -m neuroimagen.data captions --images .*images --captioner"):
+        caption_states(root, tmp_path / "cache", data=data)

@@ -1,9 +1,11 @@
 """The paper's configuration, ``configs/eeg-imagenet-sd15.json``: what it names, and ``train all`` on its shape.
 
 The real run needs a GPU, the EEG-ImageNet files and SD 1.5; here the same config is run with debug-sized settings
-on the small simulation, with a tiny random Stable-Diffusion-shaped model (CLIP text encoder included) in place of
-SD 1.5, loaded by path; and the whole chain (issue 23): BLIP captions -> ``train all`` -> ``evaluate`` by the paper's
-protocol -> the app on the result, its SD folder from ``$NEUROIMAGEN_SD_MODEL``, called through gradio_client.
+on files in the exact EEG-ImageNet layout (one subject, 1,996 float16 trials of varying length, the published
+splits-file layout, a folder of ImageNet-named JPEGs without ``metadata.json``: ``eeg_imagenet_layout.py``), with a
+tiny random Stable-Diffusion-shaped model (CLIP text encoder included) in place of SD 1.5, loaded by path; and the
+whole chain (issue 23): BLIP captions -> ``train all`` -> ``evaluate`` by the paper's protocol -> the app on the
+result, its SD folder from ``$NEUROIMAGEN_SD_MODEL``, called through gradio_client.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from eeg_imagenet_layout import N_TRIALS, make_eeg_imagenet_layout
 from test_paper_captions import tiny_blip  # noqa: F401 (the tiny BLIP fixture)
 from tiny_pipeline import make_tiny_sd
 
@@ -25,35 +29,41 @@ SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
 
 def debug_paper_config(tmp_path: Path, sd: Path) -> Path:
-    """The paper config with debug-sized stages, the tiny SD model ``sd`` in place of SD 1.5 (text encoder and
-    assembly), written to ``tmp_path/paper.json``."""
+    """The paper config with debug-sized stages (one epoch each), the tiny SD model ``sd`` in place of SD 1.5 (text
+    encoder and assembly), written to ``tmp_path/paper.json``."""
     raw = json.loads(PAPER.read_text())
     debug = json.loads((CONFIGS / "debug.json").read_text())
     for stage in ("encoder", "saliency", "semantic"):  # debug-sized, on the paper config's keys
         raw[stage] = {**raw[stage], **debug[stage], "epochs": 1}
     raw["encoder"]["arch"] = "conv"  # the LSTM is the paper's, and slow on a CPU: the wiring is what is tested
-    raw["saliency"]["image_size"] = 32  # the stimuli are 64 x 64: the maps are made at another size
+    raw["saliency"]["image_size"] = 32  # the photos (28-47 px, of varying shape) are centre-cropped and resized to it
     raw["semantic"]["text_encoder"] = raw["assemble"]["sd_model"] = str(sd)
     (tmp_path / "paper.json").write_text(json.dumps(raw))
     return tmp_path / "paper.json"
 
 
 @pytest.fixture(scope="module")
-def paper_run(tmp_path_factory, stimuli_dir, sim_files, tiny_blip):  # noqa: F811 (the tiny BLIP fixture)
-    """The chain's first two steps, once for the module: BLIP captions of the stimulus images (a tiny random BLIP
-    loaded by path), then ``train all`` on the debug-sized paper config reading them. Returns (tiny SD folder,
-    captions file, run folder)."""
+def real_layout(tmp_path_factory):
+    """(data file, splits file, image folder) in the exact EEG-ImageNet layout (``eeg_imagenet_layout.py``)."""
+    return make_eeg_imagenet_layout(tmp_path_factory.mktemp("eeg-imagenet"))
+
+
+@pytest.fixture(scope="module")
+def paper_run(tmp_path_factory, real_layout, tiny_blip):  # noqa: F811 (the tiny BLIP fixture)
+    """The chain's first two steps, once for the module: BLIP captions of the image folder (a tiny random BLIP
+    loaded by path), then ``train all`` on the debug-sized paper config reading them, on the EEG-ImageNet-layout
+    files. Returns (tiny SD folder, captions file, run folder)."""
     from neuroimagen.data.__main__ import main as data_main
 
     tmp = tmp_path_factory.mktemp("paper")
     sd = make_tiny_sd(tmp / "sd")
     captions = tmp / "captions.json"
-    assert data_main(["captions", "--images", str(stimuli_dir), "--captioner", str(tiny_blip), "--out",
-                      str(captions), "--batch-size", "100", "--max-new-tokens", "4"]) == 0
-    data, splits = sim_files
+    data, splits, images = real_layout
+    assert data_main(["captions", "--images", str(images), "--captioner", str(tiny_blip), "--out",
+                      str(captions), "--batch-size", "250", "--max-new-tokens", "4"]) == 0
     run = tmp / "run"
     assert main(["all", "--config", str(debug_paper_config(tmp, sd)), "--data", str(data), "--splits", str(splits),
-                 "--stimuli", str(stimuli_dir), "--out", str(run), "--captions", str(captions)]) == 0
+                 "--stimuli", str(images), "--out", str(run), "--captions", str(captions)]) == 0
     return sd, captions, run
 
 
@@ -124,11 +134,13 @@ def test_train_all_on_the_paper_config_gives_a_pipeline_conditioned_on_the_decod
     assert f"from `{sd}`" in card and "simulated" not in card and "eval_classifier" not in card
 
 
-def test_the_paper_chain_on_cpu_captions_train_evaluate_and_the_app(tmp_path, stimuli_dir, sim_files, paper_run):
-    """Issue 23's chain, every model a tiny random one saved to a temporary folder and loaded by path: BLIP captions
-    of the stimulus images -> ``train all`` on the paper config (debug-sized) reading them -> ``evaluate`` by the
-    paper's protocol (an ImageNet-shaped classifier, an Inception stand-in) with ``--sd-model`` -> ``python app.py``
-    on the result with the SD folder in ``$NEUROIMAGEN_SD_MODEL``, reconstructing through gradio_client."""
+def test_the_paper_chain_on_the_eeg_imagenet_layout_captions_train_evaluate_and_the_app(tmp_path, real_layout,
+                                                                                         paper_run):
+    """Issue 23's chain, every model a tiny random one saved to a temporary folder and loaded by path, on files in the
+    exact EEG-ImageNet layout with a folder of ImageNet-named JPEGs (no metadata.json): BLIP captions of the folder
+    -> ``train all`` on the paper config (debug-sized) reading them -> ``evaluate`` by the paper's protocol (an
+    ImageNet-shaped classifier, an Inception stand-in) with ``--sd-model`` -> ``python app.py`` on the result with
+    the SD folder in ``$NEUROIMAGEN_SD_MODEL``, reconstructing through gradio_client."""
     from app_server import start_app, write_examples
     from gradio_client import Client
     from PIL import Image
@@ -140,19 +152,33 @@ def test_the_paper_chain_on_cpu_captions_train_evaluate_and_the_app(tmp_path, st
     from neuroimagen.evaluate import main as evaluate
     from neuroimagen.models import ImageClassifier
 
-    # 1., 2. captions, then train all reading them (``paper_run``): the caption bank's detailed captions are BLIP's
+    data, splits, images = real_layout
+    raw = torch.load(data, weights_only=True)
+    lengths = [t["eeg"].shape[1] for t in raw["dataset"]]
+    assert len(raw["dataset"]) == N_TRIALS and {t["subject"] for t in raw["dataset"]} == {4}
+    assert raw["dataset"][0]["eeg"].dtype == torch.float16 and min(lengths) < 450 <= max(lengths) <= 500
+    assert not (images / "metadata.json").exists()
+    # 1., 2. captions, then train all reading them (``paper_run``): one detailed caption per shown image, BLIP's
     sd, captions, run = paper_run
-    data, splits = sim_files
     folder = run / "pipeline"
     bank = NeuroImagenPipeline.from_pretrained(folder).caption_bank
-    assert set(bank.config.detailed_texts) <= set(read_captions(captions).values())
+    blip = read_captions(captions)
+    shown = sorted({t["image"] for t in raw["dataset"]})
+    names = [raw["images"][i] for i in shown]
+    assert bank.config.detailed_texts == [blip[f"{n.split('_')[0]}/{n}.JPEG"] for n in names]
+    assert bank.config.label_texts[0] == "an image of a sorrel horse"  # from the synset n02389026
+    # the reference filter on L: the stages trained on the split's trials with 450 <= L <= 600 only
+    train_idx = torch.load(splits, weights_only=True)["splits"][0]["train"]
+    kept = sum(450 <= lengths[i] <= 600 for i in train_idx)
+    assert kept < len(train_idx)
+    assert len(np.load(next((run / "eeg_cache").glob("*_train_s*")) / "labels.npy")) == kept
     # 3. evaluate by the paper's protocol
     with torch.random.fork_rng():
         torch.manual_seed(0)
         ImageClassifier(n_outputs=40, base_channels=4).save_pretrained(tmp_path / "classifier")
     report = tmp_path / "report"
     assert evaluate(["--checkpoint", str(folder), "--data", str(data), "--splits", str(splits), "--stimuli",
-                     str(stimuli_dir), "--out", str(report), "--parts", "reconstruction", "--rows", "paper",
+                     str(images), "--out", str(report), "--parts", "reconstruction", "--rows", "paper",
                      "--limit", "2", "--samples-per-trial", "1", "--steps", "2", "--batch-size", "4",
                      "--classifier", str(tmp_path / "classifier"), "--sd-model", str(sd),
                      "--imagenet-classifier", str(_tiny_vit(tmp_path / "vit")),

@@ -37,6 +37,7 @@ from torch.utils.data import Dataset
 
 from .._check import check_option, validate_type
 from .classes import SYNSETS, class_by_synset
+from .image_folder import find_image, missing_images_error
 from .io import unpickling_reason
 from .montage import CROP, SFREQ, model_ch_names
 from .preprocessing import standardize
@@ -110,21 +111,25 @@ class EEGImageNetDataset(Dataset):
         return standardize(_crop(trial["eeg"], window=self.window)).astype(np.float32)
 
     def stimulus(self, image: int) -> torch.Tensor:
-        """The stimulus image ``images[image]`` as a float tensor (3, H, W) in [-1, 1]."""
+        """The stimulus image ``images[image]`` as a float tensor (3, H, W) in [-1, 1]: the file
+        ``<stimuli_dir>/<name>.JPEG`` (or .jpg/.jpeg/.png), or the same in the synset's subfolder (ImageNet's layout;
+        :func:`~neuroimagen.data.image_folder.find_image`)."""
         if image not in self._stim_cache:
             from PIL import Image
 
-            name = self.images[image]
-            for ext in (".png", ".jpg", ".JPEG", ".jpeg"):
-                f = self.stimuli_dir / f"{name}{ext}"
-                if f.is_file():
-                    break
-            else:
-                raise FileNotFoundError(f"No stimulus image {name}.png (or .jpg/.JPEG) in {self.stimuli_dir}.")
-            with Image.open(f) as img:
+            self.check_stimuli([image])
+            with Image.open(find_image(self.stimuli_dir, self.images[image])) as img:
                 arr = np.array(img.convert("RGB"))
             self._stim_cache[image] = torch.from_numpy(arr).permute(2, 0, 1).float().div(127.5).sub(1.0)
         return self._stim_cache[image].clone()  # callers may change it in place; the cache stays intact
+
+    def check_stimuli(self, images) -> None:
+        """Raise a ``FileNotFoundError`` naming every image of ``images`` (indices into ``images``) that the stimulus
+        folder lacks, and the file names it expected."""
+        needed = sorted({self.images[int(i)] for i in images})
+        missing = [n for n in needed if self.stimuli_dir is None or find_image(self.stimuli_dir, n) is None]
+        if missing:
+            raise missing_images_error(self.stimuli_dir or Path("."), missing, len(needed), "these trials")
 
     def __getitem__(self, i: int) -> dict:
         t = self._trials[int(self.indices[i])]
@@ -208,7 +213,8 @@ def load_eeg_imagenet(data_path: str | Path, splits_path: str | Path | None = No
     subject : int | None
         Keep one subject (1..6), or all (None, as the paper).
     stimuli_dir : str | Path | None
-        Folder of the stimulus images (``images[image] + ".png"``); items then carry ``stimulus``.
+        Folder of the stimulus images (``images[image]`` + ``.JPEG``/``.jpg``/``.jpeg``/``.png``, flat or in per-synset
+        subfolders); items then carry ``stimulus``.
     split_index : int
         Which split of the splits file (0, as the references).
     split_indexing : str

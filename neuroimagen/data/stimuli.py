@@ -75,23 +75,28 @@ ATTRIBUTION = (
 
 @dataclass
 class StimulusInfo:
-    """How one stimulus image was drawn; ``cx``/``cy`` are the emoji centre as fractions of the side."""
+    """How one stimulus image was drawn; ``cx``/``cy`` are the emoji centre as fractions of the side.
+
+    A record of a folder of real images (:func:`~neuroimagen.data.image_folder.image_folder_records`) has the
+    first five fields and the label caption; the drawing fields keep their defaults (NaN, empty) and the detailed
+    caption is empty (the captions file has it).
+    """
 
     file: str
     image: str
     class_index: int
     synset: str
     class_name: str
-    emoji: str
-    scale: float
-    cx: float
-    cy: float
-    rotation: float
-    flipped: bool
-    background: str
-    background_rgb: tuple[int, int, int]
-    label_caption: str
-    detailed_caption: str
+    emoji: str = ""
+    scale: float = float("nan")
+    cx: float = float("nan")
+    cy: float = float("nan")
+    rotation: float = float("nan")
+    flipped: bool = False
+    background: str = ""
+    background_rgb: tuple[int, int, int] = (0, 0, 0)
+    label_caption: str = ""
+    detailed_caption: str = ""
 
 
 def _openmoji_svg_dir() -> Path:
@@ -253,19 +258,36 @@ def render_stimuli(per_class: int, size: int = 64, seed: int = 1) -> tuple[np.nd
     return np.stack(images), np.asarray(classes), captions
 
 
-def load_stimulus_metadata(stimuli_dir: str | Path) -> list[StimulusInfo]:
-    """Read ``metadata.json`` of a stimulus folder made by :func:`make_stimulus_set`."""
+def load_stimulus_metadata(stimuli_dir: str | Path, data: str | Path | None = None) -> list[StimulusInfo]:
+    """The stimulus records of a folder: its ``metadata.json`` (a folder made by :func:`make_stimulus_set`) or,
+    without one and with the data file ``data``, the real images that file's trials show (ImageNet's
+    ``<images entry>.JPEG``, flat or per synset: :func:`~neuroimagen.data.image_folder.image_folder_records`)."""
     path = Path(stimuli_dir) / "metadata.json"
     if not path.is_file():
+        if data is not None:
+            from .image_folder import image_folder_records
+
+            return image_folder_records(stimuli_dir, data)
         raise FileNotFoundError(
             f"No stimulus metadata at {path}: expected a folder made by "
-            f"'python -m neuroimagen.data stimuli --out {stimuli_dir}'."
+            f"'python -m neuroimagen.data stimuli --out {stimuli_dir}' (a folder of real images, without metadata.json, "
+            f"is read only with its data file, by the stages that need no drawing parameters)."
         )
     meta = json.loads(path.read_text())
     return [StimulusInfo(**{**r, "background_rgb": tuple(r["background_rgb"])}) for r in meta["stimuli"]]
 
 
-def load_stimulus_images(stimuli_dir: str | Path, records: list[StimulusInfo] | None = None) -> np.ndarray:
-    """All stimulus images of a folder as ``uint8`` array, shape (n_images, size, size, 3), in metadata order."""
-    records = load_stimulus_metadata(stimuli_dir) if records is None else records
+def load_stimulus_images(stimuli_dir: str | Path, records: list[StimulusInfo] | None = None, *,
+                         data: str | Path | None = None, size: int | None = None) -> np.ndarray:
+    """All stimulus images of a folder as ``uint8`` array, shape (n_images, side, side, 3), in record order.
+
+    A rendered set (``metadata.json``) comes at its own size; a folder of real images (read with ``data``, see
+    :func:`load_stimulus_metadata`) is centre-cropped and resized to ``size`` (default
+    :data:`~neuroimagen.data.image_folder.REAL_IMAGE_SIDE`), as its photos differ in size.
+    """
+    records = load_stimulus_metadata(stimuli_dir, data) if records is None else records
+    if not (Path(stimuli_dir) / "metadata.json").is_file():
+        from .image_folder import REAL_IMAGE_SIDE, load_folder_images
+
+        return load_folder_images(stimuli_dir, records, size or REAL_IMAGE_SIDE)
     return np.stack([np.asarray(Image.open(Path(stimuli_dir) / r.file).convert("RGB")) for r in records])

@@ -237,6 +237,7 @@ def _pick_test_trials(ds, limit: int | None, rng: np.random.Generator) -> tuple:
     eeg = torch.from_numpy(eeg_all[pick])
     del eeg_all
     # A list: real photos differ in size (to_eval_images brings them to one).
+    ds.check_stimuli(images_all[pick])  # every missing image named at once, before any is read
     stim = [(ds.stimulus(int(i)).permute(1, 2, 0).numpy() + 1) / 2 for i in images_all[pick]]
     return eeg, labels_all[pick], subjects_all[pick], ds.indices[pick], stim, images_all[pick]
 

@@ -79,14 +79,16 @@ def make_accelerator(seed: int, mixed_precision: str = "no", stage: str | None =
     return acc
 
 
-def caption_states(stimuli_dir: str | Path, cache_dir: str | Path,
-                   text_encoder: str = MINILM, captions: str | Path | None = None) -> dict[str, torch.Tensor | list[str] | str]:
+def caption_states(stimuli_dir: str | Path, cache_dir: str | Path, text_encoder: str = MINILM,
+                   captions: str | Path | None = None, data: str | Path | None = None
+                   ) -> dict[str, torch.Tensor | list[str] | str]:
     """Text-encoder states of every caption of a stimulus set, computed once and cached as safetensors.
 
     Parameters
     ----------
     stimuli_dir : str | Path
-        The stimulus folder (``metadata.json``).
+        The stimulus folder: ``metadata.json``, or real images read with ``data`` (the data file), whose detailed
+        captions must come from ``captions``.
     cache_dir : str | Path
         Where the states are cached: ``caption_states.safetensors`` for MiniLM, ``caption_states-<name>.safetensors``
         for another encoder (recomputed when the captions or the encoder's name change).
@@ -96,6 +98,8 @@ def caption_states(stimuli_dir: str | Path, cache_dir: str | Path,
         A captions file (``python -m neuroimagen.data captions``: BLIP's, as the paper; the stages pass
         ``paths.captions``): the detailed captions from it, else (None) from the stimulus metadata. Every stimulus
         must have a caption in the file (:func:`~neuroimagen.data.image_captions.captions_for`).
+    data : str | Path | None
+        The EEG-ImageNet data file: it names the images of a folder without ``metadata.json``.
 
     Returns
     -------
@@ -104,8 +108,13 @@ def caption_states(stimuli_dir: str | Path, cache_dir: str | Path,
         (1, L, D) for the empty caption (classifier-free guidance), the texts ``label_texts`` / ``detailed_texts``,
         and the encoder's ``text_encoder`` (name) and ``text_encoder_type`` (its ``model_type``).
     """
-    records = load_stimulus_metadata(stimuli_dir)
+    records = load_stimulus_metadata(stimuli_dir, data)
     label_texts = [label_caption(c.index) for c in CLASSES]
+    if captions is None and not all(r.detailed_caption for r in records):
+        raise ValueError(f"The stimulus folder {stimuli_dir} has no metadata.json, so its detailed captions must come "
+                         f"from a captions file: 'python -m neuroimagen.data captions --images {stimuli_dir} --captioner "
+                         f"Salesforce/blip-image-captioning-large --out captions.json', then train with "
+                         f"--captions captions.json (or \"captions\" in the config's paths).")
     if captions is None:
         detailed_texts = [r.detailed_caption for r in records]
     else:
@@ -143,7 +152,8 @@ def use_captions(paths) -> Path | None:
     if paths.captions is None:
         return None
     captions = read_captions(paths.captions)
-    captions_for([r.file for r in load_stimulus_metadata(paths.stimuli)], captions, source=str(paths.captions))
+    captions_for([r.file for r in load_stimulus_metadata(paths.stimuli, paths.data)], captions,
+                 source=str(paths.captions))
     return write_captions(captions, Path(paths.out) / RUN_CAPTIONS)
 
 

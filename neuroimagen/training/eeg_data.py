@@ -36,9 +36,10 @@ def load_split(paths: Paths, split: str) -> dict[str, np.ndarray]:
 
 
 def stimulus_index(paths: Paths, images: np.ndarray) -> np.ndarray:
-    """Map the data file's image indices to rows of the stimulus folder's metadata (by image name)."""
+    """Map the data file's image indices to rows of the stimulus folder's records (by image name): its
+    ``metadata.json``, or the real images the data file names (:func:`~neuroimagen.data.stimuli.load_stimulus_metadata`)."""
     names = torch.load(paths.data, weights_only=True, mmap=True)["images"]
-    row = {r.image: k for k, r in enumerate(load_stimulus_metadata(paths.stimuli))}
+    row = {r.image: k for k, r in enumerate(load_stimulus_metadata(paths.stimuli, paths.data))}
     missing = sorted({names[i] for i in np.unique(images)} - set(row))
     if missing:
         raise ValueError(f"{len(missing)} images of {paths.data} are not in the stimulus folder {paths.stimuli} "

@@ -64,7 +64,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict | None:
         tr, va = load_split(paths, "train"), load_split(paths, "val")
         space = eeg_space(paths.data)  # the data's channels, rate and window: the model records them
         augment = CapAugment(cfg.cap_augment, seed=cfg.seed, cache_dir=paths.out, ch_names=space["ch_names"])
-    thumbs = stimulus_thumbnails(paths.stimuli)
+    thumbs = stimulus_thumbnails(paths.stimuli, data=paths.data)
     model = EEGEncoder(n_chans=tr["eeg"].shape[1], n_times=tr["eeg"].shape[2], **space,
                        arch=cfg.arch, embed_dim=cfg.embed_dim, hidden_size=cfg.hidden_size, dropout=cfg.dropout,
                        pool=input_pool_for(space["sfreq"]))

@@ -14,17 +14,20 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
-def stimulus_images(stimuli_dir) -> torch.Tensor:
-    """The stimulus set as float (n_images, 3, H, W) in [-1, 1], in metadata order."""
-    return images_to_tensor(load_stimulus_images(stimuli_dir))
+def stimulus_images(stimuli_dir, data=None, size: int | None = None) -> torch.Tensor:
+    """The stimulus set as float (n_images, 3, H, W) in [-1, 1], in record order. ``data`` (the data file) lets a
+    folder of real images without ``metadata.json`` be read, centre-cropped and resized to ``size``
+    (:func:`~neuroimagen.data.stimuli.load_stimulus_images`); a rendered set comes at its own size."""
+    return images_to_tensor(load_stimulus_images(stimuli_dir, data=data, size=size))
 
 
-def stimulus_thumbnails(stimuli_dir, side: int = 8) -> torch.Tensor:
+def stimulus_thumbnails(stimuli_dir, side: int = 8, data=None) -> torch.Tensor:
     """Colour thumbnails of the stimuli (average-pooled to ``side`` x ``side``), flattened: (n_images, 3 * side**2).
 
     They carry what the saliency map must show (where the object is, the background colour) and nothing finer.
+    Real images (read with ``data``) are loaded at 8 x ``side`` first: the thumbnail needs no more.
     """
-    return F.adaptive_avg_pool2d(stimulus_images(stimuli_dir), side).flatten(1)
+    return F.adaptive_avg_pool2d(stimulus_images(stimuli_dir, data, size=8 * side), side).flatten(1)
 
 
 @torch.no_grad()

@@ -37,7 +37,8 @@ from .losses import d_hinge, diff_augment, mode_seeking, ssim
 
 @dataclass
 class Config:
-    image_size: int = 0  # side of the maps, a power of two (0: the stimuli's own); stimuli are resized to it
+    image_size: int = 0  # side of the maps, a power of two (0: the stimuli's own, 128 for real photos); stimuli are
+    #                      resized to it (real photos of any size centre-cropped first)
     noise_dim: int = 32  # size of z
     base_channels: int = 128  # generator width at 4 x 4, halved at each upsampling
     disc_channels: int = 16  # discriminator width at 32 x 32, doubled at each downsampling (32 is 2x slower)
@@ -96,7 +97,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict | None:
     acc = make_accelerator(cfg.seed)
     out = paths.stage_dir("saliency")
     encoder = EEGEncoder.from_pretrained(paths.stage_dir("encoder")).eval().requires_grad_(False)
-    images = stimulus_images(paths.stimuli)
+    images = stimulus_images(paths.stimuli, paths.data, size=cfg.image_size or None)  # real photos: cropped, resized
     if cfg.image_size and cfg.image_size != images.shape[-1]:
         images = F.interpolate(images, size=(cfg.image_size, cfg.image_size), mode="bilinear", antialias=True,
                                align_corners=False).clamp(-1, 1)

@@ -94,11 +94,11 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict | None:
     acc = make_accelerator(cfg.seed)
     out = paths.stage_dir("semantic")
     with acc.main_process_first():  # the main process writes the caches, the others read them
-        caps = caption_states(paths.stimuli, paths.out, cfg.text_encoder, captions=paths.captions)
+        caps = caption_states(paths.stimuli, paths.out, cfg.text_encoder, captions=paths.captions, data=paths.data)
         tr, va = load_split(paths, "train"), load_split(paths, "val")
         space = eeg_space(paths.data)  # the data's channels, rate and window: the model records them
         augment = CapAugment(cfg.cap_augment, seed=cfg.seed, cache_dir=paths.out, ch_names=space["ch_names"])
-    records = load_stimulus_metadata(paths.stimuli)
+    records = load_stimulus_metadata(paths.stimuli, paths.data)
     caps["detailed_classes"] = np.array([r.class_index for r in records])
     model = SemanticDecoder(n_chans=tr["eeg"].shape[1], n_times=tr["eeg"].shape[2], **space,
                             seq_len=caps["label"].shape[1], hidden_dim=caps["label"].shape[2], rank=cfg.rank,
