@@ -32,8 +32,10 @@ EEG stages and the classifier give each process its share of every batch (``batc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -41,6 +43,7 @@ from pathlib import Path
 STAGES = ("vae", "decoder", "unet", "encoder", "saliency", "layout", "refine", "semantic", "class_decoder", "classifier",
           "assemble")
 OPTIONAL = ("decoder", "layout", "refine", "class_decoder")  # ``all`` runs these only when the config has an entry for them
+RUN_KEYS = ("stages", "mixed_precision")  # a config's top-level settings of the whole run, beside the stage entries
 
 
 def stages_to_run(stage: str, stage_cfgs: dict) -> list[str]:
@@ -61,10 +64,15 @@ def check_config(stage_cfgs: dict, source: str = "the config") -> None:
     """
     from dataclasses import fields
 
-    unknown = sorted(set(stage_cfgs) - set(STAGES) - {"stages"})
+    from .training.common import MIXED_PRECISION
+
+    unknown = sorted(set(stage_cfgs) - set(STAGES) - set(RUN_KEYS))
     if unknown:
-        raise ValueError(f"Unknown entries {unknown} in {source}: expected 'paths', 'stages', keys starting with '_' "
-                         f"(comments) or stage names {list(STAGES)}.")
+        raise ValueError(f"Unknown entries {unknown} in {source}: expected 'paths', 'stages', 'mixed_precision', keys "
+                         f"starting with '_' (comments) or stage names {list(STAGES)}.")
+    mp = stage_cfgs.get("mixed_precision", "no")
+    if mp not in MIXED_PRECISION:
+        raise ValueError(f"'mixed_precision' in {source} must be one of {list(MIXED_PRECISION)}, but got {mp!r}.")
     listed = stage_cfgs.get("stages", [])
     if not isinstance(listed, list) or not all(isinstance(s, str) for s in listed):
         raise ValueError(f"'stages' in {source} must be a list of stage names, but got {listed!r}.")
@@ -72,7 +80,7 @@ def check_config(stage_cfgs: dict, source: str = "the config") -> None:
     if bad:
         raise ValueError(f"Unknown stages {bad} in 'stages' of {source}: allowed: {list(STAGES)}.")
     for stage, cfg in stage_cfgs.items():
-        if stage == "stages":
+        if stage in RUN_KEYS:
             continue
         if not isinstance(cfg, dict):
             raise ValueError(f"The '{stage}' entry of {source} must be an object of settings, but got {cfg!r}.")
@@ -94,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--captions", help="captions file from 'python -m neuroimagen.data captions' (overrides "
                         "paths.captions): the detailed captions, copied into the run folder")
     parser.add_argument("--resume", action="store_true", help="continue from the stage's last checkpoint")
+    parser.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"),
+                        help="autocast of the stages (overrides the config's 'mixed_precision' and accelerate launch's "
+                        "--mixed_precision): fp16 on CUDA only (on a CPU it falls back to float32, with a warning), bf16 "
+                        "on CUDA (Ampere or later) or CPU")
     args = parser.parse_args(argv)
 
     from accelerate import PartialState
@@ -110,6 +122,33 @@ def main(argv: list[str] | None = None) -> int:
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
     if state.is_main_process:
         use_captions(paths)
+    with run_mixed_precision(args.mixed_precision or stage_cfgs.get("mixed_precision")):
+        _run_stages(args, paths, stage_cfgs, state)
+    return 0
+
+
+@contextlib.contextmanager
+def run_mixed_precision(mixed_precision: str | None):
+    """Within the block, the stages' accelerators use ``mixed_precision`` (None: as the environment says), passed
+    the way ``accelerate launch --mixed_precision`` passes it (``ACCELERATE_MIXED_PRECISION``); the environment is
+    restored afterwards."""
+    from .training.common import MIXED_PRECISION_ENV
+
+    before = os.environ.get(MIXED_PRECISION_ENV)
+    if mixed_precision is not None:
+        os.environ[MIXED_PRECISION_ENV] = mixed_precision
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(MIXED_PRECISION_ENV, None)
+        else:
+            os.environ[MIXED_PRECISION_ENV] = before
+
+
+def _run_stages(args, paths, stage_cfgs: dict, state) -> None:
+    """Run the stages ``args.stage`` names, in order, each with its config entry; the main process prints each
+    stage's metrics and times."""
     for stage in stages_to_run(args.stage, stage_cfgs):
         module = importlib.import_module(f".training.{stage}", __package__)
         cfg = module.Config(**stage_cfgs.get(stage, {}))
@@ -122,7 +161,6 @@ def main(argv: list[str] | None = None) -> int:
             continue
         times = _record_times(paths.stage_dir(stage), time.process_time() - t0, time.perf_counter() - w0, before)
         print(json.dumps({"stage": stage, **(metrics or {}), **times}))
-    return 0
 
 
 def _times_so_far(stage_dir) -> tuple[float, float]:

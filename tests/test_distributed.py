@@ -21,11 +21,12 @@ from safetensors.torch import load_file
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "debug.json"
 
 
-def _train(stage, config, out, sim_files, stimuli_dir, record, processes=1):
-    """Run ``neuroimagen.train STAGE`` in 1 process (python -m) or several (accelerate launch); its stdout."""
+def _train(stage, config, out, sim_files, stimuli_dir, record, processes=1, extra=()):
+    """Run ``neuroimagen.train STAGE`` (with the ``extra`` arguments) in 1 process (python -m) or several
+    (accelerate launch); its stdout."""
     data, splits = sim_files
     args = ["-m", "neuroimagen.train", stage, "--config", str(config), "--data", str(data), "--splits", str(splits),
-            "--stimuli", str(stimuli_dir), "--out", str(out)]
+            "--stimuli", str(stimuli_dir), "--out", str(out), *extra]
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
               "--main_process_port", str(_free_port())] if processes > 1 else [sys.executable]
@@ -106,3 +107,32 @@ def test_processes_that_accelerate_did_not_join_are_refused(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(RuntimeError, match="ACCELERATE_USE_CPU=1"):
         make_accelerator(0)
+
+
+def test_mixed_precision_bf16_autocasts_on_a_cpu_and_fp16_falls_back_to_float32_with_a_warning(
+        tmp_path, stimuli_dir, sim_files, capfd):
+    """accelerate autocasts to bfloat16 on a CPU, and to float16 on CUDA only (on a CPU its Accelerator takes
+    mixed_precision='fp16' and sets up neither autocast nor a grad scaler: float32, silently). So on this CPU: fp16
+    falls back to float32 with a warning and trains exactly the float32 weights; bf16 (in its own process: accelerate
+    keeps one precision per process) really autocasts, so the weights differ from float32's by bfloat16 rounding,
+    and stay finite. Each run's metrics.json records the precision it trained with."""
+    from neuroimagen.train import main
+
+    config = json.loads(CONFIG.read_text())
+    config["encoder"]["epochs"] = 1
+    (tmp_path / "c.json").write_text(json.dumps(config))
+    data, splits = sim_files
+    runs = {mp: tmp_path / mp for mp in ("no", "fp16", "bf16")}
+    warning = "mixed_precision 'fp16' needs a CUDA GPU; this stage runs on the CPU, so it trains in float32"
+    for mp in ("no", "fp16"):
+        assert main(["encoder", "--config", str(tmp_path / "c.json"), "--data", str(data), "--splits", str(splits),
+                     "--stimuli", str(stimuli_dir), "--out", str(runs[mp]), "--mixed-precision", mp]) == 0
+        assert (warning in capfd.readouterr().err) == (mp == "fp16")  # the log line, on stderr
+    _train("encoder", tmp_path / "c.json", runs["bf16"], sim_files, stimuli_dir, tmp_path / "rec",
+           extra=["--mixed-precision", "bf16"])
+    metrics = {mp: json.loads((out / "encoder" / "metrics.json").read_text()) for mp, out in runs.items()}
+    assert {mp: m["mixed_precision"] for mp, m in metrics.items()} == {"no": "no", "fp16": "no", "bf16": "bf16"}
+    w = {mp: load_file(out / "encoder" / "diffusion_pytorch_model.safetensors") for mp, out in runs.items()}
+    assert all(torch.equal(w["no"][k], w["fp16"][k]) for k in w["no"])
+    diff = max(float((w["bf16"][k] - w["no"][k]).abs().max()) for k in w["no"] if w["no"][k].is_floating_point())
+    assert diff > 1e-4 and all(torch.isfinite(v).all() for v in w["bf16"].values())

@@ -78,6 +78,7 @@ def test_the_paper_config_names_only_known_stages_and_keys():
     side = cfgs["saliency"]["image_size"]
     assert 64 <= side <= 512 and 512 % side == 0  # a whole-number upsampling to SD 1.5's 512 x 512 init image
     assert not cfgs["assemble"]["eval_classifier"]
+    assert cfgs["mixed_precision"] == "fp16"  # on CUDA; on a CPU it falls back to float32 (the chain below shows it)
     for stage in cfgs["stages"]:  # every entry builds its stage's Config
         importlib.import_module(f"neuroimagen.training.{stage}").Config(**cfgs.get(stage, {}))
     assert paths.out == "runs/eeg-imagenet-sd15"
@@ -87,7 +88,8 @@ def test_the_paper_config_names_only_known_stages_and_keys():
     ({"semantic": {"text_encodr": "x"}}, r"Unknown keys in 'semantic' of .*: \['text_encodr'\]; allowed: .*'text_encoder'"),
     ({"stages": ["encoder", "sailency"]}, r"Unknown stages \['sailency'\] in 'stages' of .*allowed: \['vae'"),
     ({"stages": "encoder"}, r"'stages' in .* must be a list of stage names, but got 'encoder'"),
-    ({"unet2": {}}, r"Unknown entries \['unet2'\] in .*: expected 'paths', 'stages'"),
+    ({"unet2": {}}, r"Unknown entries \['unet2'\] in .*: expected 'paths', 'stages', 'mixed_precision'"),
+    ({"mixed_precision": "fp32"}, r"'mixed_precision' in .* must be one of \['no', 'fp16', 'bf16'\], but got 'fp32'"),
 ])
 def test_a_config_with_an_unknown_stage_or_key_is_refused_before_any_stage_runs(tmp_path, change, message):
     raw = {**json.loads(PAPER.read_text()), **change}
@@ -170,6 +172,8 @@ def test_the_paper_chain_on_the_eeg_imagenet_layout_captions_train_evaluate_and_
     # the reference filter on L: the stages trained on the split's trials with 450 <= L <= 600 only
     train_idx = torch.load(splits, weights_only=True)["splits"][0]["train"]
     kept = sum(450 <= lengths[i] <= 600 for i in train_idx)
+    for stage in ("encoder", "saliency", "semantic"):  # the config's fp16, on this CPU: float32, said in a warning
+        assert json.loads((run / stage / "metrics.json").read_text())["mixed_precision"] == "no"
     assert kept < len(train_idx)
     assert len(np.load(next((run / "eeg_cache").glob("*_train_s*")) / "labels.npy")) == kept
     # 3. evaluate by the paper's protocol

@@ -52,18 +52,44 @@ def progress(iterable=None, **kwargs):
     return tqdm(iterable, mininterval=10, disable=not logger.isEnabledFor(logging.INFO), **kwargs)
 
 
-def make_accelerator(seed: int, mixed_precision: str = "no", stage: str | None = None):
+MIXED_PRECISION = ("no", "fp16", "bf16")
+MIXED_PRECISION_ENV = "ACCELERATE_MIXED_PRECISION"  # accelerate's own: 'accelerate launch --mixed_precision' sets it
+
+
+def resolve_mixed_precision(mixed_precision: str | None, device_type: str) -> str:
+    """The mixed precision a stage runs with on ``device_type``: ``mixed_precision``, or (None) the environment's
+    ``ACCELERATE_MIXED_PRECISION`` (what ``accelerate launch --mixed_precision`` and ``python -m neuroimagen.train
+    --mixed-precision`` set), else ``"no"``.
+
+    ``"fp16"`` needs a GPU: on a CPU accelerate would accept it and silently train in float32 (it autocasts to
+    float16 on CUDA only), so it falls back to ``"no"`` here with a warning that says so. ``"bf16"`` stays: accelerate
+    autocasts to bfloat16 on a CPU too.
+    """
+    mp = os.environ.get(MIXED_PRECISION_ENV, "no") if mixed_precision is None else mixed_precision
+    mp = str(mp).lower()
+    if mp not in MIXED_PRECISION:
+        raise ValueError(f"Invalid value for 'mixed_precision': expected one of {list(MIXED_PRECISION)}, but got {mp!r}.")
+    if mp == "fp16" and device_type == "cpu":
+        logger.warning("mixed_precision 'fp16' needs a CUDA GPU; this stage runs on the CPU, so it trains in float32 "
+                       "('no'). Use 'bf16' for mixed precision on a CPU.")
+        return "no"
+    return mp
+
+
+def make_accelerator(seed: int, mixed_precision: str | None = None, stage: str | None = None):
     """An ``accelerate.Accelerator`` (CPU here, one or more GPUs under ``accelerate launch``), seeded.
 
     Every process gets the same seed (the same initial weights, the same batch order); :class:`EpochLoop` gives
     each process its own share of every batch. Processes other than the main one log warnings only (for the
-    rest of the stage: :func:`~neuroimagen._logging.verbose` restores the level after it). ``stage``: the name of
+    rest of the stage: :func:`~neuroimagen._logging.verbose` restores the level after it). ``mixed_precision``:
+    ``"no"``, ``"fp16"`` or ``"bf16"``; None: the run's (:func:`resolve_mixed_precision`). ``stage``: the name of
     a stage that does not share its batches (the step-counted ones), for a warning when several processes run it.
     """
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate import Accelerator, PartialState
+    from accelerate.utils import parse_flag_from_env, set_seed
 
-    acc = Accelerator(mixed_precision=mixed_precision)
+    device = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU")).device
+    acc = Accelerator(mixed_precision=resolve_mixed_precision(mixed_precision, device.type))
     launched = int(os.environ.get("WORLD_SIZE", 1))
     if launched != acc.num_processes:  # else each process would train alone on every batch and write the same files
         raise RuntimeError(f"{launched} processes were launched (WORLD_SIZE) but accelerate set up "
@@ -343,8 +369,10 @@ class EpochLoop:
                     best=self.best, history=self.history, bad=self.bad)
 
     def summary(self, cfg) -> dict:
-        """The start of the stage's ``metrics.json``: its name, config, epochs and history."""
-        return {"stage": self.stage, "config": asdict(cfg), "epochs": self.epoch, "history": self.history}
+        """The start of the stage's ``metrics.json``: its name, config, mixed precision, epochs and history."""
+        return {"stage": self.stage, "config": asdict(cfg),
+                "mixed_precision": self.acc.mixed_precision if self.acc is not None else "no",
+                "epochs": self.epoch, "history": self.history}
 
     def cost(self, model) -> dict:
         """The model's parameter count and this run's wall time, for ``metrics.json``."""
