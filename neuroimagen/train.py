@@ -25,8 +25,10 @@ override the config's ``paths``; ``--resume`` continues from the stage's last ch
 ``"captions"`` in ``paths``) takes the detailed captions from a captions file (``python -m neuroimagen.data
 captions``, BLIP as the paper), checked against the stimuli and copied to the run folder's ``captions.json`` as the
 record of what the run was trained on. Several GPUs: ``accelerate launch -m neuroimagen.train STAGE ...``: the
-EEG stages and the classifier give each process its share of every batch (``batch_size`` is per process; see
-:class:`~neuroimagen.training.common.EpochLoop` and docs/TRAINING.md), and only the main process writes and prints.
+EEG stages, the classifier and ``unet`` give each process its share of every batch (``batch_size`` is per process;
+see :class:`~neuroimagen.training.common.EpochLoop` and docs/TRAINING.md), and only the main process writes and
+prints; ``vae``, ``decoder`` and ``refine`` do not share yet (run them in one process). ``--mixed-precision`` (or the
+config's top-level ``"mixed_precision"``) sets the stages' autocast.
 """
 
 from __future__ import annotations

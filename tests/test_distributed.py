@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -136,3 +137,42 @@ def test_mixed_precision_bf16_autocasts_on_a_cpu_and_fp16_falls_back_to_float32_
     assert all(torch.equal(w["no"][k], w["fp16"][k]) for k in w["no"])
     diff = max(float((w["bf16"][k] - w["no"][k]).abs().max()) for k in w["no"] if w["no"][k].is_floating_point())
     assert diff > 1e-4 and all(torch.isfinite(v).all() for v in w["bf16"].values())
+
+
+def test_two_processes_share_the_unet_steps_and_follow_one_process_with_the_doubled_batch(
+        tmp_path, stimuli_dir, sim_files, monkeypatch):
+    """The step-counted ``unet``: every process draws each step's global batch alike and trains on its own block of
+    it, so 2 processes x 2 latents take the steps of 1 process x 4 on the same draws (DDP averages the blocks'
+    gradients: the global batch's gradient; the UNet has group norms, no batch norm, so only float rounding is left).
+    The test allows 1e-4 relative on the losses and 1e-3 (L2) on the EMA weights."""
+    from neuroimagen.train import main
+    from neuroimagen.training.common import RECORD_BATCHES
+
+    config = json.loads(CONFIG.read_text())
+    config["unet"]["batch_size"] = 4
+    (tmp_path / "one.json").write_text(json.dumps(config))
+    config["unet"]["batch_size"] = 2  # per process
+    (tmp_path / "two.json").write_text(json.dumps(config))
+    data, splits = sim_files
+    one, two = tmp_path / "one", tmp_path / "two"
+    common = ["--data", str(data), "--splits", str(splits), "--stimuli", str(stimuli_dir)]
+    assert main(["vae", "--config", str(tmp_path / "one.json"), "--out", str(one), *common]) == 0
+    shutil.copytree(one / "vae", two / "vae")  # the same VAE (its latents) for both runs
+    monkeypatch.setenv(RECORD_BATCHES, str(tmp_path / "rec1"))
+    assert main(["unet", "--config", str(tmp_path / "one.json"), "--out", str(one), *common]) == 0
+    stdout = _train("unet", tmp_path / "two.json", two, sim_files, stimuli_dir, tmp_path / "rec2", processes=2)
+    metrics = _one_set_of_files(stdout, two, "unet")
+
+    steps = {k: [json.loads(line)["batches"][0] for line in (tmp_path / f).read_text().splitlines()]
+             for k, f in (("one", "rec1/unet-rank0.jsonl"), ("r0", "rec2/unet-rank0.jsonl"),
+                          ("r1", "rec2/unet-rank1.jsonl"))}
+    assert len(steps["one"]) == len(steps["r0"]) == len(steps["r1"]) == 4
+    for b, b0, b1 in zip(steps["one"], steps["r0"], steps["r1"]):
+        assert len(b0) == len(b1) == 2 and b0 + b1 == b  # each process its block of the one-process batch
+    ref = json.loads((one / "unet" / "metrics.json").read_text())
+    for h1, h2 in zip(ref["history"], metrics["history"], strict=True):
+        assert h2["loss"] == pytest.approx(h1["loss"], rel=1e-4)
+    w1, w2 = (load_file(run / "unet" / "diffusion_pytorch_model.safetensors") for run in (one, two))
+    num = sum(float((w1[k].float() - w2[k].float()).square().sum()) for k in w1)
+    den = sum(float(w1[k].float().square().sum()) for k in w1)
+    assert (num / den) ** 0.5 < 1e-3

@@ -245,6 +245,23 @@ def descend(acc, opt, loss: torch.Tensor) -> None:
 RECORD_BATCHES = "NEUROIMAGEN_RECORD_BATCHES"  # a folder: each process appends its batches' indices there (tests)
 
 
+def record_batches(stage: str, rank: int, batches, **fields) -> None:
+    """When the environment variable ``NEUROIMAGEN_RECORD_BATCHES`` names a folder, append one line
+    ``{**fields, "batches": [...]}`` to ``<folder>/<stage>-rank<rank>.jsonl``: what process ``rank`` trained on."""
+    folder = os.environ.get(RECORD_BATCHES)
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with open(Path(folder) / f"{stage}-rank{rank}.jsonl", "a") as f:
+            f.write(json.dumps({**fields, "batches": [np.asarray(b).tolist() for b in batches]}) + "\n")
+
+
+def process_share(acc, per_process: int) -> slice:
+    """This process's rows of a global batch of ``per_process`` x N items that every process drew alike (the same
+    seed, the same draws): the ``rank``-th block of ``per_process`` (one process: all of them)."""
+    rank = acc.process_index if acc is not None else 0
+    return slice(rank * per_process, (rank + 1) * per_process)
+
+
 class EpochLoop:
     """The epochs of a stage that keeps its best epoch: resume, early stopping, save-best, history, resume points.
 
@@ -315,11 +332,7 @@ class EpochLoop:
         When the environment variable ``NEUROIMAGEN_RECORD_BATCHES`` names a folder, the epoch's indices are
         appended to ``<folder>/<stage>-rank<process>.jsonl`` first (one line per epoch): what each process trained on.
         """
-        folder = os.environ.get(RECORD_BATCHES)
-        if folder:
-            Path(folder).mkdir(parents=True, exist_ok=True)
-            with open(Path(folder) / f"{self.stage}-rank{self.rank}.jsonl", "a") as f:
-                f.write(json.dumps({"epoch": self.epoch, "batches": [np.asarray(b).tolist() for b in batches]}) + "\n")
+        record_batches(self.stage, self.rank, batches, epoch=self.epoch)
         return progress(batches, desc=f"{self.stage} epoch {self.epoch + 1}", leave=False)
 
     def shuffled(self, n: int, batch_size: int, generator: torch.Generator, drop_last: bool = False):

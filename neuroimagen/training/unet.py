@@ -7,7 +7,9 @@ cross-attending to the L x 384 MiniLM states of a caption: the label caption or 
 (half each), replaced by the empty caption 10 % of the time so classifier-free guidance works. Latents
 are encoded once (posterior mean and std, sampled each step). An EMA of the weights is what gets saved
 (``<out>/unet/``, rewritten at every save point, so the latest is always usable) and ``resume.pt`` lets a
-stopped run continue (``--resume``); ``max_steps`` can be raised and the run resumed.
+stopped run continue (``--resume``); ``max_steps`` can be raised and the run resumed. Several processes
+(``accelerate launch``): each step's global batch is ``batch_size`` x N, every process drawing it alike and
+training on its own block (``batch_size`` is per process), so a step is one step on the global batch.
 """
 
 from __future__ import annotations
@@ -28,7 +30,15 @@ from safetensors.torch import load_file, save_file
 from ..data.captions import CaptionEncoder
 from ..data.stimuli import load_stimulus_metadata, render_stimuli
 from ..models.diffusion import build_scheduler, build_unet, load_autoencoder
-from .common import caption_states, logger, make_accelerator, progress, training_stage
+from .common import (
+    caption_states,
+    logger,
+    make_accelerator,
+    process_share,
+    progress,
+    record_batches,
+    training_stage,
+)
 from .config import Paths
 from .denoising import (
     caption_condition,
@@ -84,7 +94,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     if cfg.fresh_per_class and paths.captions is not None:
         raise ValueError("unet: fresh_per_class draws new stimuli, which have no captions in the captions file "
                          f"{paths.captions}; train on the stimulus set (fresh_per_class 0) with a captions file.")
-    acc = make_accelerator(cfg.seed, stage="unet")
+    acc = make_accelerator(cfg.seed)
     out = paths.stage_dir("unet")
     init_unet = _warm_start(cfg.init_from, paths) if cfg.init_from and not resume else None
     vae = load_autoencoder(paths.stage_dir("vae")).eval()  # only its encoder is used: either class will do
@@ -106,19 +116,25 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     t0, c0 = time.perf_counter(), time.process_time()
     bar = progress(total=cfg.max_steps, initial=step, desc="unet")
     running = []
+    share = process_share(acc, cfg.batch_size)  # N processes: each takes its block of a global batch N x batch_size
     while step < cfg.max_steps:
         unet.train()
-        idx = torch.randint(len(lat_mean), (cfg.batch_size,), generator=gen)
+        # Every process draws the whole global batch alike (the generators stay in step) and trains on its share;
+        # DDP averages the shares' gradients: the step one process would take on the global batch.
+        idx = torch.randint(len(lat_mean), (cfg.batch_size * acc.num_processes,), generator=gen)
         z = sample_latents(lat_mean, lat_std, idx, sf, gen)
         cond = caption_condition(classes[idx], detailed_states[idx], label_states, empty, cfg, gen)
         noise = torch.randn(z.shape, generator=gen)
         t = torch.randint(0, cfg.num_train_timesteps, (len(idx),), generator=gen)
         noisy = noised(alphas, t, z, noise)
-        pred = unet(noisy.to(acc.device), t.to(acc.device), cond.to(acc.device)).sample
-        loss = diffusion_loss(pred, z, noise, t, alphas, cfg.prediction_type, cfg.snr_gamma)
+        record_batches("unet", acc.process_index, [idx[share]], step=step)
+        pred = unet(noisy[share].to(acc.device), t[share].to(acc.device), cond[share].to(acc.device)).sample
+        loss = diffusion_loss(pred, z[share], noise[share], t[share], alphas, cfg.prediction_type, cfg.snr_gamma)
         step = unet_step(acc, unet, loss, opt, lr_sched, ema, step, cfg.ema_decay)
-        running.append(loss.item())
+        running.append(float(acc.reduce(loss.detach(), "mean")) if acc.num_processes > 1 else loss.item())
         bar.update(1)
+        if not acc.is_main_process:
+            continue  # the main process logs and writes
         if step % 50 == 0:
             bar.set_postfix(loss=f"{np.mean(running[-50:]):.4f}")
         if step % cfg.save_every == 0 or step == cfg.max_steps:
