@@ -110,18 +110,8 @@ def split_concepts(n_train: int, n_test: int, seed: int = 0) -> tuple[list[Emoji
     return train, test
 
 
-def embed_names(names: list[str]) -> np.ndarray:
-    """MiniLM embeddings of texts as the zero-shot protocol uses them: all-MiniLM-L6-v2 token states (padded to
-    32 tokens), mean-pooled and L2-normalised (:func:`neuroimagen.data.captions.pool`), (n, 384) float64."""
-    from .captions import CaptionEncoder, pool
-
-    if not names:
-        return np.zeros((0, 384))
-    return pool(CaptionEncoder()(list(names))).numpy().astype(np.float64)
-
-
 def catalogue_embeddings() -> tuple[list[str], np.ndarray]:
-    """Names and :func:`embed_names` embeddings of every concept of :func:`emoji_concepts`, computed once (about
+    """Names and :func:`~neuroimagen.data.captions.embed_names` embeddings of every concept of :func:`emoji_concepts`, computed once (about
     20 s on one core) and kept in the user cache (float16)."""
     names = [c.name for c in emoji_concepts()]
     path = user_cache_dir() / CATALOGUE_CACHE
@@ -129,6 +119,8 @@ def catalogue_embeddings() -> tuple[list[str], np.ndarray]:
         with np.load(path) as f:
             if f["names"].tolist() == names:
                 return names, f["embeddings"].astype(np.float64)
+    from .captions import embed_names  # torch and transformers: only when the cache is missing
+
     emb = embed_names(names)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -260,7 +252,7 @@ def simulate_things(out, preset: str = "things-realistic", subjects="1-2", train
                "train_reps": train_reps, "test_concepts": test_concepts, "test_reps": test_reps, "size": size,
                "channels": list(THINGS_CHANNELS), "cap": THINGS_CAP, "sfreq": THINGS_SFREQ,
                "concept_code": "EEGSimulator.concept_code of the MiniLM embedding of the concept name "
-                               "(neuroimagen.data.things_sim.embed_names)",
+                               "(neuroimagen.data.captions.embed_names)",
                "whitening": "MVNN (epochs) per subject, training split only",
                "seconds": round(time.perf_counter() - t0, 1)}
     (out / "simulation.json").write_text(json.dumps(summary, indent=1))
