@@ -45,6 +45,7 @@ def test_simulated_files_have_the_official_layout(sim_dir):
             assert ds.image_path(i, sim_dir).is_file()
     meta = json.loads((sim_dir / "simulation.json").read_text())
     assert meta["preset"] == "demo" and meta["test_reps"] == 4 and meta["subjects"] == [1, 2]
+    assert meta["preset_values"]["ventral_uv"] == 5.0  # the demo preset's, recorded with the data
 
 
 def test_whitened_and_baseline_corrected(sim_dir):

@@ -35,7 +35,7 @@ import json
 import re
 import time
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -247,7 +247,8 @@ def simulate_things(out, preset: str = "things-realistic", subjects="1-2", train
         _save_eeg(out / f"sub-{s:02d}" / "preprocessed_eeg_training.npy", np.einsum("cd,nrdt->nrct", w, tr))
         _save_eeg(out / f"sub-{s:02d}" / "preprocessed_eeg_test.npy", np.einsum("cd,nrdt->nrct", w, te))
         log(f"subject {s}: {tr.shape[0] * tr.shape[1]} training and {te.shape[0] * te.shape[1]} test trials")
-    summary = {"out": str(out), "preset": preset, "seed": seed, "subjects": numbers,
+    summary = {"out": str(out), "preset": preset, "preset_values": asdict(sim.preset), "seed": seed,
+               "subjects": numbers,
                "train_concepts": train_concepts, "images_per_concept": images_per_concept,
                "train_reps": train_reps, "test_concepts": test_concepts, "test_reps": test_reps, "size": size,
                "channels": list(THINGS_CHANNELS), "cap": THINGS_CAP, "sfreq": THINGS_SFREQ,
