@@ -115,7 +115,7 @@ class Handlers:
 
     def __init__(self, pipe, examples_dir=None, stimuli_dir=None, cap_metrics=None):
         self.pipe = pipe
-        self.trials = Trials(examples_dir, stimuli_dir)
+        self.trials = Trials(examples_dir, stimuli_dir, pipe.eeg_preprocess_kwargs)  # uploads onto the model's channels
         self.cap_metrics = CAP_METRICS if cap_metrics is None else cap_metrics
         self.tabs = SelectedTabs()
         # The one handler that runs the pipeline (the button's, the API's and the ablation box's run): on a ZeroGPU

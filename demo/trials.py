@@ -137,9 +137,12 @@ def trial_key(source: str, example: str | None, files, sim_class: str, sim_image
 
 class Trials:
     """Reads the trial the widgets describe: the shipped examples, uploads and the simulator (recent example
-    and simulated trials are kept: ~0.5 MB each)."""
+    and simulated trials are kept: ~0.5 MB each), each brought into the model's space: ``space``, the pipeline's
+    ``eeg_preprocess_kwargs`` (default: the 128 actiCAP channels at 1 kHz)."""
 
-    def __init__(self, examples_dir: str | Path | None = None, stimuli_dir: str | Path | None = None):
+    def __init__(self, examples_dir: str | Path | None = None, stimuli_dir: str | Path | None = None,
+                 space: dict | None = None):
+        self.space = dict(space or {})  # preprocess() arguments: the model's channels, rate and window
         self.examples_dir = Path(EXAMPLES_DIR if examples_dir is None else examples_dir)
         self.stimuli_dir = Path(STIMULI_DIR if stimuli_dir is None else stimuli_dir)
         self.examples = {e.name: e for e in load_examples(self.examples_dir)} if self.examples_dir.is_dir() else {}
@@ -164,7 +167,7 @@ class Trials:
         ex = self.examples[name]
         raw = read_trial(ex.file)
         stim = PIL.Image.open(ex.stimulus).convert("RGB") if ex.stimulus is not None else None
-        return LoadedTrial(name=f"example {name}", raw=raw, model=preprocess(raw), stimulus=stim)
+        return LoadedTrial(name=f"example {name}", raw=raw, model=preprocess(raw, **self.space), stimulus=stim)
 
     def example(self, name: str) -> LoadedTrial:
         if not name:
@@ -194,7 +197,7 @@ class Trials:
             raw.label = int(known["label"])
         stimulus = self.known_stimulus(getattr(raw, "stimulus", None), known)
         return LoadedTrial(name=f"upload {main.name}{window_name(raw, event, index + 1, average)}", raw=raw,
-                           model=preprocess(raw), stimulus=stimulus)
+                           model=preprocess(raw, **self.space), stimulus=stimulus)
 
     def upload_events(self, files) -> dict[str, np.ndarray]:
         """The events of the uploaded recording (``read_events``): description -> onsets in seconds."""
@@ -239,7 +242,7 @@ class Trials:
         raw = EEGTrial(data=volts, sfreq=SFREQ, ch_names=list(model_ch_names()), subject=subject, label=class_index,
                        stimulus=pixels)
         return LoadedTrial(name=f"simulated {CLASS_NAMES[class_index]} #{number}, subject {subject}, {preset} noise",
-                           raw=raw, model=preprocess(raw), stimulus=image)
+                           raw=raw, model=preprocess(raw, **self.space), stimulus=image)
 
     def simulated(self, sim_class: str, sim_image, sim_subject, sim_noise: str) -> LoadedTrial:
         check_option("sim_noise", sim_noise, NOISE_PRESETS)

@@ -11,6 +11,9 @@
     # the paper's protocol on real images: ACC by an ImageNet classifier (50-way top-1 against the classifier's
     # class of the seen image), IS by Inception v3 (a torchvision state dict), SSIM at 512 x 512
     python -m neuroimagen.evaluate ... --imagenet-classifier google/vit-base-patch16-224 --inception inception_v3.pth
+    # the field's reconstruction metrics (MindEye's suite, as ATM): only the networks given are used
+    python -m neuroimagen.evaluate ... --recon-metrics alexnet=alexnet.pth inception=inception_v3.pth \\
+        clip=openai/clip-vit-large-patch14 effnet=efficientnet_b1.pth swav=swav_resnet50.pth
     # an index of several reports
     python -m neuroimagen.evaluate --index reports/demo reports/realistic --out reports
 
@@ -23,6 +26,9 @@ Writes into ``--out``: ``metrics.json`` (every number), ``report.md`` (tables, p
    and our semantic readout and encoder probe (:mod:`neuroimagen.evaluation.baselines`).
    With ``--imagenet-classifier``, also by the paper's own protocol on real images
    (:mod:`neuroimagen.evaluation.paper_metrics`): the report says which protocol produced each number.
+   With ``--recon-metrics NAME=ID_OR_PATH ...``, also the field's suite (PixCorr, SSIM, 2-way identification with
+   AlexNet, Inception, CLIP; EffNet-B and SwAV distances; :mod:`neuroimagen.evaluation.recon_metrics`), each
+   number beside the network that produced it.
 3. **Block design** (with ``--drift-data``): LDA with and without block drift, by image vs held-out blocks.
 
 Nothing here assumes the simulated data: class names come from the data file's ``labels``, stimuli are
@@ -44,7 +50,7 @@ from pathlib import Path
 from ._logging import logger, verbose
 from .evaluation.ablation import DEFAULT_ROW, EXTRA_ROWS, FULL, ROWS, run_reconstruction_eval
 from .evaluation.baselines import DECIM, block_design_effect, run_baselines
-from .evaluation.provenance import part_weights, same_weights, weights_digest
+from .evaluation.provenance import network_digest, part_weights, same_weights, weights_digest
 from .evaluation.report import rerender_report, write_report
 
 PARTS = ("reconstruction", "baselines", "block")
@@ -75,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inception", default=None, metavar="PATH_OR_ID", help="Inception v3 for the paper's IS: a state "
                    "dict file of torchvision's inception_v3 (.pth/.safetensors), or a transformers classifier id or "
                    "folder (needs --imagenet-classifier)")
+    p.add_argument("--recon-metrics", nargs="+", action="extend", default=None, metavar="NAME=ID_OR_PATH",
+                   help="the field's reconstruction metrics (MindEye's suite, as ATM): PixCorr and SSIM, and 2-way "
+                   "identification / feature distances with each network given, NAME among alexnet (AlexNet(2), "
+                   "AlexNet(5)), inception, clip, effnet, swav; ID_OR_PATH a state-dict file or folder of torchvision's "
+                   "architecture, a torchvision weights name (DEFAULT, IMAGENET1K_V1), for clip a transformers hub id "
+                   "or folder; 'none' alone: PixCorr and SSIM only")
+    p.add_argument("--recon-pix-size", type=int, default=425, help="side of the field's PixCorr and SSIM "
+                   "(default: 425, MindEye's)")
     p.add_argument("--paper-n-way", type=int, default=50, help="N of the paper's N-way top-1 (default: 50)")
     p.add_argument("--paper-trials", type=int, default=None, help="draws of the N - 1 other classes per "
                    "reconstruction, as BrainVis (50) (default: the exact expectation over the draws)")
@@ -233,6 +247,20 @@ def _paper_metrics(args: argparse.Namespace):
                         seed=args.seed)
 
 
+def _recon_metrics(args: argparse.Namespace):
+    """The field's reconstruction metrics with the networks of ``--recon-metrics``, or None."""
+    if not args.recon_metrics:
+        return None
+    from .evaluation.recon_metrics import ReconMetrics, load_feature_net, parse_network_args
+
+    try:
+        specs = {} if args.recon_metrics == ["none"] else parse_network_args(args.recon_metrics)
+    except ValueError as err:
+        raise SystemExit(f"--recon-metrics: {err}") from err
+    return ReconMetrics({name: load_feature_net(name, src, args.device) for name, src in specs.items()},
+                        pix_size=args.recon_pix_size)
+
+
 @verbose
 def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     """Run the parts the arguments ask for and write the report; return the metrics (progress lines: the
@@ -284,6 +312,10 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> dict:
         for key in ("imagenet_classifier", "inception"):  # the paper's protocol: local folders are digested
             if getattr(args, key) and Path(getattr(args, key)).is_dir():
                 metrics["weights"][key] = weights_digest(getattr(args, key)).get(".", "")
+        for item in args.recon_metrics or []:  # the field's suite: local networks are digested
+            name, _, src = item.partition("=")
+            if src and Path(src.strip()).exists():
+                metrics["weights"][f"recon_{name.strip()}"] = network_digest(src.strip())
     measured_on = {}  # part -> the digests of the weights it runs
     arrays = None
 
@@ -301,7 +333,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> dict:
             pipe, load_classifier(clf_dir, args.device), args.data, args.splits, args.stimuli, rows=_rows(args.rows),
             limit=args.limit, seed=args.seed, samples_per_trial=args.samples_per_trial, batch_size=args.batch_size,
             num_inference_steps=args.steps, strength=args.strength, guidance_scale=args.guidance, paper=paper,
-            robust_classifier=None if robust_dir is None else load_classifier(robust_dir, args.device))
+            robust_classifier=None if robust_dir is None else load_classifier(robust_dir, args.device),
+            recon=_recon_metrics(args))
         metrics["reconstruction"] = rec
         measured_on["reconstruction"] = metrics["weights"]
         if args.limit and rec["setup"]["n_trials"] < rec["setup"]["n_test_trials"]:

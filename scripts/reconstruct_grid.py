@@ -8,7 +8,7 @@ starts from: the pipeline's ``start_images``), reconstruction, for the first tri
 split (``--split val``: the validation split, to compare checkpoints without the test trials), every trial,
 in bands of 20 columns separated by a white line. Accuracy is the evaluation classifier's
 (``<checkpoint>/eval_classifier``) 40-way top-1 on the
-reconstructions; SSIM is skimage's on 64 x 64 RGB against the stimulus (``ssim_saliency``: of the start images). Two ceilings are printed beside
+reconstructions (``robust_classifier``: the same three by ``<checkpoint>/eval_classifier_robust``, when there is one); SSIM is skimage's on 64 x 64 RGB against the stimulus (``ssim_saliency``: of the start images). Two ceilings are printed beside
 them: the classifier's accuracy on the stimuli themselves, and on the stimuli after a round trip through
 the pipeline's VAE (encode, decode: no diffusion can be recognised better than its decoder lets it).
 ``--round-trip-out`` saves those round trips as a grid of the same layout, for the blind naming test.
@@ -76,7 +76,16 @@ def main() -> None:
     if args.unet:
         from diffusers import UNet2DConditionModel
 
+        from neuroimagen.training.denoising import trained_scheduler
+
         pipe.unet = UNet2DConditionModel.from_pretrained(args.unet)
+        # The scheduler the UNet was trained with (what it predicts): its run's metrics.json, next to the weights
+        # or two levels up for a snapshot (runs/NAME/unet/snapshots/stepN).
+        run = next((d for d in (Path(args.unet), *Path(args.unet).parents[:2]) if (d / "metrics.json").is_file()), None)
+        if run is None:
+            sys.exit(f"--unet {args.unet}: no metrics.json of its unet run there or two levels up, so what the UNet "
+                     "predicts (epsilon or v) is unknown")
+        pipe.scheduler = trained_scheduler(run)
     if args.saliency:
         from neuroimagen.models import SaliencyGenerator
 
@@ -89,6 +98,8 @@ def main() -> None:
         pipe.scheduler = SCHEDULERS[args.scheduler].from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     clf = ImageClassifier.from_pretrained(Path(args.checkpoint) / "eval_classifier").eval()
+    robust_dir = Path(args.checkpoint) / "eval_classifier_robust"
+    robust = ImageClassifier.from_pretrained(robust_dir).eval() if robust_dir.is_dir() else None
     ds = load_eeg_imagenet(args.data, args.splits, args.split, stimuli_dir=args.stimuli)
     eeg, labels, images, _ = ds.arrays()
     pick = np.concatenate([np.flatnonzero(labels == c)[:args.per_class] for c in np.unique(labels)])
@@ -109,6 +120,10 @@ def main() -> None:
         stim_logits = clf(stim_x)
         round_trip = pipe.vae.decode(pipe.vae.encode(stim_x).latent_dist.mode()).sample.clamp(-1, 1)
         round_trip_logits = clf(round_trip)
+        if robust is not None:
+            robust_acc = {name: round(float((robust(x).argmax(1).numpy() == labels[pick]).mean()), 4) for name, x in (
+                ("reconstruction_class_acc", torch.from_numpy(rec).permute(0, 3, 1, 2).float() * 2 - 1),
+                ("stimulus_class_acc", stim_x), ("vae_round_trip_class_acc", round_trip))}
     y = labels[pick]
     stim_f = stim / 255.0
     res = {
@@ -121,6 +136,7 @@ def main() -> None:
                                                     for a, b in zip(rec, stim_f)])), 4),
         "ssim_saliency": round(float(np.mean([structural_similarity(a, b, channel_axis=2, data_range=1.0)
                                               for a, b in zip(sal, stim_f)])), 4),
+        "robust_classifier": robust_acc if robust is not None else None,
         "settings": {"steps": args.steps, "strength": args.strength, "guidance": args.guidance,
                      "caption_source": args.caption_source, "scheduler": type(pipe.scheduler).__name__,
                      "unet": args.unet or f"{args.checkpoint}/unet",

@@ -175,12 +175,13 @@ def test_torchvision_inception_state_dict_with_random_weights(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ end to end
-def test_evaluate_with_the_papers_protocol(tmp_path, tiny_imagenet_classifier):
+def tiny_evaluation_setup(tmp_path) -> tuple:
+    """A stimulus set, a 2-subject synthetic data file and a tiny pipeline with an evaluation classifier under
+    ``tmp_path``: (data, splits) paths, for ``python -m neuroimagen.evaluate --parts reconstruction``."""
     from test_evaluation import N_CLASSES, _synthetic
     from tiny_pipeline import make_tiny_pipeline
 
     from neuroimagen.data.stimuli import load_stimulus_metadata, make_stimulus_set
-    from neuroimagen.evaluate import main
     from neuroimagen.models import ImageClassifier
 
     make_stimulus_set(tmp_path / "stimuli", per_class=4, seed=0)
@@ -190,6 +191,13 @@ def test_evaluate_with_the_papers_protocol(tmp_path, tiny_imagenet_classifier):
     with torch.random.fork_rng():
         torch.manual_seed(0)
         ImageClassifier(n_outputs=N_CLASSES, base_channels=4).save_pretrained(tmp_path / "pipe" / "eval_classifier")
+    return data, splits
+
+
+def test_evaluate_with_the_papers_protocol(tmp_path, tiny_imagenet_classifier):
+    from neuroimagen.evaluate import main
+
+    data, splits = tiny_evaluation_setup(tmp_path)
     out = tmp_path / "report"
     inception = _tiny_vit(tmp_path / "inception", seed=1)  # an Inception-shaped stand-in: 1,000 ImageNet outputs
     argv = ["--checkpoint", str(tmp_path / "pipe"), "--data", str(data), "--splits", str(splits),

@@ -1,4 +1,5 @@
-"""Where a recording's channels sit, whatever the cap, and how the model's 128 channels are made from them.
+"""Where a recording's channels sit, whatever the cap, and how the model's channels (the 128 actiCAP channels, or a
+model's own montage) are made from them.
 
 A file's channels are placed, in this order of trust:
 
@@ -131,14 +132,13 @@ def _by_names(names: list[str]) -> tuple[str, dict[int, np.ndarray]]:
         if "vref" in names and "cz" in low:
             low["vref"] = low["cz"]
         return f"EGI names ({net})", {i: low[x] for i, x in enumerate(names) if x in low}
-    known = _lower(_model_positions())
-    for template in TEMPLATES_1005:
-        known = {**_lower(_montage_positions(template)), **known}  # earlier sources win
+    known = _known_1005()
     rows = {i: known.get(x) for i, x in enumerate(names)}
     return "10-05 names", {i: p for i, p in rows.items() if p is not None}
 
 
-def place_channels(ch_names: list[str], positions: np.ndarray | None = None) -> ChannelPlacement:
+def place_channels(ch_names: list[str], positions: np.ndarray | None = None,
+                   model: tuple[str, ...] | list[str] | None = None) -> ChannelPlacement:
     """Place a file's channels: its own positions first, else their names in the scheme they follow.
 
     Parameters
@@ -146,6 +146,8 @@ def place_channels(ch_names: list[str], positions: np.ndarray | None = None) -> 
     ch_names : list of str
     positions : ndarray, shape (n_chans, 3) | None
         Head-frame positions in metres from the file (NaN or all-zero rows: not known).
+    model : sequence of str | None
+        The model's channels, found under their own names (default: the 128 actiCAP channels).
     """
     names = [norm_name(x) for x in ch_names]
     pos = np.full((len(names), 3), np.nan)
@@ -159,7 +161,7 @@ def place_channels(ch_names: list[str], positions: np.ndarray | None = None) -> 
     for j, p in by_name.items():
         pos[unknown_rows[j]] = p
     parts = (["file positions"] if known.any() else []) + ([scheme] if by_name else [])
-    model = {norm_name(m): m for m in model_ch_names()}
+    model = {norm_name(m): m for m in (model_ch_names() if model is None else model)}
     same: dict[str, int] = {}
     if _by_names(names)[0] == "10-05 names":  # a model channel under its own name is that electrode
         for i, x in enumerate(names):
@@ -178,6 +180,26 @@ def model_origin() -> np.ndarray:
     return np.asarray(origin, float)
 
 
+@lru_cache(maxsize=1)
+def _known_1005() -> dict[str, np.ndarray]:
+    """Normalised 10-05 name -> head position: the model montage's, then EasyCap M1's, then fsaverage's."""
+    known = _lower(_model_positions())
+    for template in TEMPLATES_1005:
+        known = {**_lower(_montage_positions(template)), **known}  # earlier sources win
+    return known
+
+
+def channel_positions(names) -> np.ndarray:
+    """Head-frame positions (n, 3) of channels by their 10-05 names, as :func:`place_channels` reads names (the
+    model montage's positions first): where a model of any montage has its channels."""
+    known = _known_1005()
+    unknown = [n for n in names if norm_name(n) not in known]
+    if unknown:
+        raise ValueError(f"No position is known for the channels {unknown[:8]}: a model's channels need 10-05 names "
+                         f"(e.g. 'O1', 'POz') to interpolate them from a recording.")
+    return np.array([known[norm_name(n)] for n in names])
+
+
 def interpolation_weights(positions: np.ndarray, targets: tuple[str, ...]) -> np.ndarray:
     """Spherical-spline weights from channels at ``positions`` to the model channels ``targets``.
 
@@ -185,15 +207,14 @@ def interpolation_weights(positions: np.ndarray, targets: tuple[str, ...]) -> np
     ----------
     positions : ndarray, shape (n_from, 3)
     targets : tuple of str
-        Model channel names.
+        Model channel names (10-05 names: :func:`channel_positions`).
 
     Returns
     -------
     weights : ndarray, shape (len(targets), n_from)
         Read-only; cached, because the spline matrix costs 0.1-1.5 s and uploads from one cap repeat.
     """
-    model = _model_positions()
-    return spline_weights(positions, np.array([model[t] for t in targets]))
+    return spline_weights(positions, channel_positions(targets))
 
 
 def spline_weights(pos_from: np.ndarray, pos_to: np.ndarray) -> np.ndarray:

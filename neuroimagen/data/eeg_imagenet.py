@@ -16,6 +16,14 @@ A splits file over all subjects (``block_splits_by_image_all.pth``, the simulato
 there one subject is selected by filtering the same indices by the trial's ``subject``.
 ``load_eeg_imagenet(split_indexing="auto")`` tells the two apart. Both files are read with
 ``torch.load(..., weights_only=True)``: nothing in them can run code.
+
+Data of another montage or rate (e.g. THINGS-EEG2's 17 channels at 100 Hz) use the same layout with four optional
+keys, which the published files lack (their defaults describe them): ``ch_names`` (one 10-05 name per EEG row;
+default the 128 actiCAP channels), ``sfreq`` (Hz; default 1000), ``tmin`` (seconds from stimulus onset to each
+trial's first sample; default 0) and ``window`` (``[start, stop]``: the samples of each trial the models see;
+default the reference loaders' 20:460 and their 450 <= L <= 600 filter; with a window, a trial is kept when it
+holds ``stop`` samples). Models trained on such a file record its channels, rate and window
+(:func:`eeg_space`), and uploads are mapped onto those channels.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from torch.utils.data import Dataset
 from .._check import check_option, validate_type
 from .classes import SYNSETS, class_by_synset
 from .io import unpickling_reason
-from .montage import CROP
+from .montage import CROP, SFREQ, model_ch_names
 from .preprocessing import standardize
 
 MIN_LEN, MAX_LEN = 450, 600
@@ -66,15 +74,18 @@ def _safe_load(path: str | Path, what: str):
 
 
 class EEGImageNetDataset(Dataset):
-    """Trials of an EEG-ImageNet-format file, cropped to samples 20:460 and standardized.
+    """Trials of an EEG-ImageNet-format file, cropped to their window (samples 20:460) and standardized.
 
-    Items are dicts: ``eeg`` float32 tensor (n_chans, 440), ``label``, ``image``, ``subject`` (ints) and,
-    with a stimulus folder, ``stimulus`` float tensor (3, H, W) in [-1, 1].
+    Items are dicts: ``eeg`` float32 tensor (n_chans, 440: the window's length), ``label``, ``image``, ``subject``
+    (ints) and, with a stimulus folder, ``stimulus`` float tensor (3, H, W) in [-1, 1]. ``space``: the file's
+    channels, rate and window (:func:`eeg_space`).
     """
 
     def __init__(self, trials: list[dict], indices: np.ndarray, labels: list[str], images: list[str],
-                 stimuli_dir: str | Path | None = None, split_indexing: str = "file"):
+                 stimuli_dir: str | Path | None = None, split_indexing: str = "file", space: dict | None = None):
         self._trials = trials
+        self.space = dict(DEFAULT_SPACE if space is None else space)  # ch_names, sfreq, tmin, window (eeg_space)
+        self.window = tuple(self.space["window"])
         self.indices = np.asarray(indices, dtype=int)  # into the file's ``dataset``
         self.split_indexing = split_indexing  # what the splits file's indices counted (load_eeg_imagenet)
         self.labels = list(labels)
@@ -96,7 +107,7 @@ class EEGImageNetDataset(Dataset):
         return len(self.indices)
 
     def _eeg(self, trial: dict) -> np.ndarray:
-        return standardize(_crop(trial["eeg"])).astype(np.float32)
+        return standardize(_crop(trial["eeg"], window=self.window)).astype(np.float32)
 
     def stimulus(self, image: int) -> torch.Tensor:
         """The stimulus image ``images[image]`` as a float tensor (3, H, W) in [-1, 1]."""
@@ -144,23 +155,23 @@ class EEGImageNetDataset(Dataset):
         labels, images, subjects : ndarray, shape (n,), int
         """
         trials = [self._trials[int(k)] for k in self.indices]
-        n_times = CROP[1] - CROP[0]
+        n_times = self.window[1] - self.window[0]
         if not trials:
             return np.zeros((0, 0, n_times), np.float32), *(np.zeros(0, int),) * 3
         eeg = np.empty((len(trials), int(trials[0]["eeg"].shape[0]), n_times), np.float32)
         for k, t in enumerate(trials):
-            _crop(t["eeg"], out=eeg[k])
+            _crop(t["eeg"], out=eeg[k], window=self.window)
         for k in range(0, len(eeg), chunk):
             _standardize_inplace(eeg[k:k + chunk])
         meta = np.array([(int(t["label"]), int(t["image"]), int(t["subject"])) for t in trials], dtype=int)
         return eeg, meta[:, 0], meta[:, 1], meta[:, 2]
 
 
-def _crop(eeg: torch.Tensor, out: np.ndarray | None = None) -> np.ndarray:
-    """Samples 20:460 as float32 (n_chans, 440); a segment of 450-459 samples (kept by the reference filter)
-    is padded at the end with its last value, so every trial has the models' 440 samples."""
-    n = CROP[1] - CROP[0]
-    src = eeg[:, CROP[0]:CROP[1]]
+def _crop(eeg: torch.Tensor, out: np.ndarray | None = None, window: tuple[int, int] = CROP) -> np.ndarray:
+    """Samples ``window`` (20:460) as float32 (n_chans, 440); a segment of 450-459 samples (kept by the reference
+    filter) is padded at the end with its last value, so every trial has the models' 440 samples."""
+    n = window[1] - window[0]
+    src = eeg[:, window[0]:window[1]]
     src = src.float() if src.dtype == torch.bfloat16 else src  # numpy has no bfloat16
     if out is None:
         out = np.empty((src.shape[0], n), np.float32)
@@ -230,6 +241,7 @@ def load_eeg_imagenet(data_path: str | Path, splits_path: str | Path | None = No
                          f"and 'images', got {found}.")
     trials = obj["dataset"]
     lengths, subjects, n_chans = _check_trials(trials, name)
+    space = _space_of(obj, n_chans, name)
     present, counts = np.unique(subjects, return_counts=True)
     if subject is not None and int(subject) not in present:
         raise ValueError(f"No subject {subject} in {name!r}: it has subjects {present.tolist()}.")
@@ -251,9 +263,53 @@ def load_eeg_imagenet(data_path: str | Path, splits_path: str | Path | None = No
     elif subject is not None:
         idx = idx[subjects[idx] == int(subject)]
 
-    # 3. The reference filter on L
-    idx = idx[(lengths[idx] >= MIN_LEN) & (lengths[idx] <= MAX_LEN)]
-    return EEGImageNetDataset(trials, idx, obj["labels"], obj["images"], stimuli_dir, split_indexing=indexing)
+    # 3. The reference filter on L (a file with its own window: trials that hold the window)
+    if "window" in obj:
+        idx = idx[lengths[idx] >= space["window"][1]]
+    else:
+        idx = idx[(lengths[idx] >= MIN_LEN) & (lengths[idx] <= MAX_LEN)]
+    return EEGImageNetDataset(trials, idx, obj["labels"], obj["images"], stimuli_dir, split_indexing=indexing,
+                              space=space)
+
+
+DEFAULT_SPACE = {"ch_names": None, "sfreq": SFREQ, "tmin": 0.0, "window": CROP}  # the published files' (None: unnamed)
+
+
+def _space_of(obj: dict, n_chans: int, name: str) -> dict:
+    """The file's ``ch_names``, ``sfreq``, ``tmin`` and ``window`` (defaults: the published files'), checked."""
+    names = obj.get("ch_names")
+    if names is None:  # the published layout; unnamed rows of another count stay unnamed (ch_names None)
+        names = list(model_ch_names())
+        if n_chans and n_chans != len(names):
+            names = None
+    names = None if names is None else [str(n) for n in names]
+    if names is not None and n_chans and len(names) != n_chans:
+        raise ValueError(f"{name!r}: 'ch_names' has {len(names)} names for {n_chans} EEG channels.")
+    sfreq, tmin = float(obj.get("sfreq", SFREQ)), float(obj.get("tmin", 0.0))
+    window = tuple(int(v) for v in obj.get("window", CROP))
+    if not (sfreq > 0 and np.isfinite(sfreq) and np.isfinite(tmin)):
+        raise ValueError(f"{name!r}: expected a positive 'sfreq' (Hz) and a finite 'tmin' (s), got {sfreq!r} and "
+                         f"{tmin!r}.")
+    if len(window) != 2 or not 0 <= window[0] < window[1]:
+        raise ValueError(f"{name!r}: 'window' must be [start, stop] samples with 0 <= start < stop, got "
+                         f"{obj.get('window')!r}.")
+    return {"ch_names": names, "sfreq": sfreq, "tmin": tmin, "window": window}
+
+
+def eeg_space(data_path: str | Path) -> dict:
+    """What a model trained on the data file ``data_path`` records of its input: ``ch_names``, ``sfreq`` and
+    ``tmin`` (seconds from stimulus onset to the first sample the model sees), as model config keyword arguments.
+
+    The published files (no ``ch_names``/``sfreq``/``tmin``/``window`` keys) give the 128 actiCAP channels at
+    1000 Hz from 20 ms, the models' defaults.
+    """
+    name = Path(data_path).name
+    obj = _safe_load(data_path, "EEG-ImageNet data")
+    trials = obj.get("dataset") if isinstance(obj, dict) else None
+    n_chans = int(trials[0]["eeg"].shape[0]) if trials else 0
+    space = _space_of(obj, n_chans, name)
+    return {"ch_names": space["ch_names"], "sfreq": space["sfreq"],
+            "tmin": round(space["tmin"] + space["window"][0] / space["sfreq"], 9)}
 
 
 def _load_split_part(splits_path: str | Path, split: str, split_index: int) -> dict:
@@ -324,7 +380,8 @@ def _check_trials(trials, name: str) -> tuple[np.ndarray, np.ndarray, int]:
 
 
 def save_eeg_imagenet(path: str | Path, eeg_list, images_idx, labels_idx, subjects, labels=SYNSETS,
-                      images=None) -> Path:
+                      images=None, *, ch_names=None, sfreq: float | None = None, tmin: float | None = None,
+                      window: tuple[int, int] | None = None) -> Path:
     """Write trials in the EEG-ImageNet format (readable by the reference loaders and :func:`load_eeg_imagenet`).
 
     Parameters
@@ -338,6 +395,10 @@ def save_eeg_imagenet(path: str | Path, eeg_list, images_idx, labels_idx, subjec
         Synset ids (default: the 40 EEG-ImageNet classes, in order).
     images : list of str | None
         Image names (``synset_number``); default ``image_{k}``.
+    ch_names, sfreq, tmin, window
+        Another montage or rate than the published files' (see the module docstring): the channels' 10-05 names,
+        Hz, seconds from stimulus onset to each trial's first sample, and the samples the models see. Written
+        only when given.
 
     Returns
     -------
@@ -360,7 +421,13 @@ def save_eeg_imagenet(path: str | Path, eeg_list, images_idx, labels_idx, subjec
             raise ValueError(f"Trial {k} points to image {int(i)} and label {int(lb)}, but there are "
                              f"{len(images)} images and {len(labels)} labels.")
         dataset.append({"eeg": eeg, "image": int(i), "label": int(lb), "subject": int(s)})
-    torch.save({"dataset": dataset, "labels": labels, "images": images}, path)
+    extra = {k: v for k, v in (("ch_names", None if ch_names is None else [str(n) for n in ch_names]),
+                               ("sfreq", None if sfreq is None else float(sfreq)),
+                               ("tmin", None if tmin is None else float(tmin)),
+                               ("window", None if window is None else [int(v) for v in window])) if v is not None}
+    obj = {"dataset": dataset, "labels": labels, "images": images, **extra}
+    _space_of(obj, int(dataset[0]["eeg"].shape[0]) if dataset else 0, Path(path).name)  # refuse before writing
+    torch.save(obj, path)
     return Path(path)
 
 

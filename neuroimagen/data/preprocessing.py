@@ -141,13 +141,15 @@ def preprocess(trial, ch_names: tuple[str, ...] | list[str] | None = None, sfreq
         From :func:`neuroimagen.data.read_trial`; data shape (n_chans, n_times), its first sample at
         ``trial.tmin`` seconds from stimulus onset (0: onset at sample 0; -0.2: an epoch with a baseline).
     ch_names : list of str | None
-        The model's channels (default: the 128 actiCAP channels of ``brainproducts-RNP-BA-128``).
+        The model's channels, 10-05 names (default: the 128 actiCAP channels of ``brainproducts-RNP-BA-128``); a
+        model of another montage: its own (``pipe.eeg_preprocess_kwargs``).
     sfreq : float
         The model's rate in Hz.
     l_freq, h_freq : float | None
         Band-pass edges in Hz (None: no high-pass / low-pass).
     crop : tuple of int
-        Samples (at ``sfreq``) the models see, from stimulus onset.
+        Samples (at ``sfreq``) the models see, counted from stimulus onset (negative: before it; a pipeline's
+        own: ``pipe.eeg_preprocess_kwargs``).
     min_channels : int | None
         Fewest channels with a position and a signal; fewer is refused (default ``MIN_CHANNELS``, measured:
         see its comment).
@@ -218,9 +220,9 @@ def _check_preprocess_inputs(trial, ch_names, sfreq: float, min_channels: int | 
     validate_type("trial", trial, EEGTrial)
     check_range("sfreq", sfreq, 0, None, low_inclusive=False)
     check_range("min_channels", MIN_CHANNELS if min_channels is None else min_channels, 1)
-    if not (len(crop) == 2 and 0 <= crop[0] < crop[1]):
-        raise ValueError(f"Invalid value for the 'crop' parameter: expected (start, stop) samples with "
-                         f"0 <= start < stop, got {crop!r}.")
+    if not (len(crop) == 2 and crop[0] < crop[1]):
+        raise ValueError(f"Invalid value for the 'crop' parameter: expected (start, stop) samples from stimulus onset "
+                         f"with start < stop (start < 0: before onset), got {crop!r}.")
     model = tuple(model_ch_names() if ch_names is None else ch_names)
     data = np.asarray(trial.data)
     if data.ndim != 2:
@@ -255,7 +257,7 @@ def _select_channels(trial, model: tuple[str, ...], min_channels: int) -> _Chann
     long trial at a high rate costs about one copy of what is used."""
     data = np.asarray(trial.data)
     file_names = [str(n) for n in trial.ch_names]
-    placement = place_channels(file_names, getattr(trial, "positions", None))
+    placement = place_channels(file_names, getattr(trial, "positions", None), model)
     rows, seen = [], set()
     for i in np.flatnonzero(placement.placed):  # the first of channels that share a name
         if norm_name(file_names[i]) not in seen:

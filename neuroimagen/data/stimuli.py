@@ -240,6 +240,24 @@ def make_stimulus_set(out: str | Path, size: int = 64, per_class: int = 50, seed
     return records
 
 
+def render_stimuli(per_class: int, size: int = 64, seed: int = 1) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Draw ``per_class`` stimuli of every class in memory, as :func:`make_stimulus_set` draws them with ``seed``
+    (pass another seed than the stimulus set's, 0 by default, and none of them is in the set).
+
+    Returns ``(images, classes, captions)``: uint8 (n, size, size, 3), the class index of each and its detailed
+    caption, class by class. Training the diffusion model on such fresh draws (the ``unet`` stage's
+    ``fresh_per_class``) keeps the data set's images, and its held-out test images, out of it."""
+    images, classes, captions = [], [], []
+    for cls in CLASSES:
+        for k in range(per_class):
+            img, p = numbered_stimulus(cls.index, k + 1, size=size, seed=seed)
+            images.append(np.asarray(img))
+            classes.append(cls.index)
+            captions.append(detailed_caption(cls.name, p["scale"], p["cx"], p["cy"], p["rotation"], p["flipped"],
+                                             p["background"]))
+    return np.stack(images), np.asarray(classes), captions
+
+
 def load_stimulus_metadata(stimuli_dir: str | Path) -> list[StimulusInfo]:
     """Read ``metadata.json`` of a stimulus folder made by :func:`make_stimulus_set`."""
     path = Path(stimuli_dir) / "metadata.json"

@@ -231,14 +231,14 @@ def shuffled_reference(images: np.ndarray, stimuli: np.ndarray, labels: np.ndarr
 
 def _pick_test_trials(ds, limit: int | None, rng: np.random.Generator) -> tuple:
     """The trials of the test set ``ds`` that :func:`select_trials` picks: their EEG (a tensor), labels, subjects,
-    trial ids in the data file and stimuli (a list of (H, W, 3) arrays in [0, 1])."""
+    trial ids in the data file, stimuli (a list of (H, W, 3) arrays in [0, 1]) and the stimuli's image indices."""
     eeg_all, labels_all, images_all, subjects_all = ds.arrays()
     pick = select_trials(labels_all, limit, rng)
     eeg = torch.from_numpy(eeg_all[pick])
     del eeg_all
     # A list: real photos differ in size (to_eval_images brings them to one).
     stim = [(ds.stimulus(int(i)).permute(1, 2, 0).numpy() + 1) / 2 for i in images_all[pick]]
-    return eeg, labels_all[pick], subjects_all[pick], ds.indices[pick], stim
+    return eeg, labels_all[pick], subjects_all[pick], ds.indices[pick], stim, images_all[pick]
 
 
 def _probs_of(classifier, images: np.ndarray) -> np.ndarray:
@@ -268,7 +268,7 @@ def run_reconstruction_eval(pipe, classifier, data: str | Path, splits: str | Pa
                             rows: dict[str, tuple] | None = None, limit: int | None = None, seed: int = 0,
                             samples_per_trial: int = 3, batch_size: int = 16, num_inference_steps: int = 25,
                             strength: float = 0.75, guidance_scale: float = 5.0, n_figure_trials: int = 8,
-                            paper=None, robust_classifier=None) -> tuple[dict, dict]:
+                            paper=None, robust_classifier=None, recon=None) -> tuple[dict, dict]:
     """Reconstruct test trials under every ablation row and score them.
 
     With ``robust_classifier`` (an :class:`~neuroimagen.models.ImageClassifier` trained to be robust to blur, noise
@@ -277,7 +277,9 @@ def run_reconstruction_eval(pipe, classifier, data: str | Path, splits: str | Pa
 
     With ``paper``, a :class:`~neuroimagen.evaluation.paper_metrics.PaperMetrics`, every row (and the full model
     per subject) is scored by the paper's protocol on real images too: its key ``"paper"``, the protocol in
-    ``results["paper_protocol"]``. Decorated with :func:`~neuroimagen._logging.verbose`: ``verbose=False`` hides
+    ``results["paper_protocol"]``. With ``recon``, a :class:`~neuroimagen.evaluation.recon_metrics.ReconMetrics`,
+    likewise by the field's suite (PixCorr, SSIM, 2-way identification, feature distances): key ``"recon"``, the
+    networks in ``results["recon_protocol"]``. Decorated with :func:`~neuroimagen._logging.verbose`: ``verbose=False`` hides
     the per-row progress lines.
 
     Returns
@@ -304,7 +306,7 @@ def run_reconstruction_eval(pipe, classifier, data: str | Path, splits: str | Pa
     # 1. The test trials, their stimuli and the evaluation classifier's view of the stimuli
     ds = load_eeg_imagenet(data, splits, split="test", stimuli_dir=stimuli_dir)
     n_test = len(ds)
-    eeg, labels, subjects, trial_ids, stim = _pick_test_trials(ds, limit, rng)
+    eeg, labels, subjects, trial_ids, stim, image_ids = _pick_test_trials(ds, limit, rng)
     stimuli = to_eval_images(stim)
     n_classes = len(ds.labels)
     stim_probs = classify_images(classifier, stimuli)
@@ -324,6 +326,8 @@ def run_reconstruction_eval(pipe, classifier, data: str | Path, splits: str | Pa
     if paper is not None:
         gt = paper.set_stimuli(stim)
         logger.info(f"the ImageNet classifier puts the seen images in {len(np.unique(gt))} of its classes")
+    if recon is not None:
+        recon.set_stimuli(stim, image_ids)
     call = {"num_inference_steps": num_inference_steps, "strength": strength, "guidance_scale": guidance_scale}
     order = class_order_for(pipe, ds.labels)  # the readout's columns in the file's label order
 
@@ -341,10 +345,11 @@ def run_reconstruction_eval(pipe, classifier, data: str | Path, splits: str | Pa
     arrays: dict = {"stimuli": stimuli, "labels": labels, "subjects": subjects, "class_names": ds.class_names,
                     "stimuli_full": list(stim[:n_figure_trials]), "images": {}, "pred": {}}
     for row, (mode, source, *layout) in rows.items():
-        on_batch = None
-        if paper is not None:
-            paper.new_row(row, samples_per_trial)
-            on_batch = lambda sl, k, imgs, row=row: paper.add(row, sl, k, imgs)  # noqa: E731
+        scorers = [s for s in (paper, recon) if s is not None]  # each scores the full-size images batch by batch
+        for scorer in scorers:
+            scorer.new_row(row, samples_per_trial)
+        on_batch = None if not scorers else (
+            lambda sl, k, imgs, row=row, scorers=scorers: [scorer.add(row, sl, k, imgs) for scorer in scorers])
         rec = reconstruct(pipe, eeg, trial_ids, mode, source, samples_per_trial, seed, batch_size,
                           keep_full=n_figure_trials if row == FULL else 0, on_batch=on_batch, **call,
                           **({"layout_weight": layout[0]} if layout else {}))
@@ -356,6 +361,8 @@ def run_reconstruction_eval(pipe, classifier, data: str | Path, splits: str | Pa
                                                           robust_pred)
         if paper is not None:
             results["rows"][row]["paper"] = paper.result(row)
+        if recon is not None:
+            results["rows"][row]["recon"] = recon.result(row)
         results["timing"][row] = {"seconds": rec["seconds"], "seconds_per_image": round(rec["seconds"] / (n * k), 3)}
         arrays["images"][row] = rec["images"]
         arrays["pred"][row] = probs.argmax(-1)
@@ -369,6 +376,9 @@ def run_reconstruction_eval(pipe, classifier, data: str | Path, splits: str | Pa
             logger.info(f"{row}, the paper's protocol: ACC {pm['acc']:.3f} ({paper.n_way}-way top-1, ImageNet "
                         f"classifier), IS {pm.get('is', float('nan')):.2f}, SSIM {pm['ssim']['mean']:.3f} at "
                         f"{paper.ssim_size} px")
+        if recon is not None:
+            logger.info(f"{row}, the field's suite: " + ", ".join(
+                f"{k} {v['mean'] if isinstance(v, dict) else v:.3f}" for k, v in m["recon"].items() if k in recon.metrics))
 
     # 3. The full model per subject, per class; references
     results["per_subject"] = {
@@ -378,6 +388,10 @@ def run_reconstruction_eval(pipe, classifier, data: str | Path, splits: str | Pa
         for s in np.unique(subjects):
             results["per_subject"][int(s)]["paper"] = paper.result(FULL, subjects == s)
         results["paper_protocol"] = paper.protocol()
+    if recon is not None:
+        for s in np.unique(subjects):
+            results["per_subject"][int(s)]["recon"] = recon.result(FULL, subjects == s)
+        results["recon_protocol"] = recon.protocol()
     kf = full_probs.shape[1]
     results["per_class_acc"] = per_class_accuracy(full_probs.argmax(-1).ravel(), np.repeat(labels, kf),
                                                   n_classes).tolist()

@@ -113,24 +113,16 @@ class TorchvisionInceptionV3:
     """
 
     def __init__(self, path: str | Path, device: str = "cpu"):
-        import torch
-
         try:
             from torchvision.models import inception_v3
         except ImportError as err:
             raise ImportError("An Inception v3 state dict needs torchvision (pip install torchvision, the release "
                               "that matches your torch), or pass --inception a transformers classifier id or "
                               "folder instead.") from err
-        path = Path(path)
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+        from .recon_metrics import load_state_dict_file
 
-            state = load_file(path)
-        else:
-            state = torch.load(path, weights_only=True, map_location="cpu")
-        if not isinstance(state, dict):
-            raise ValueError(f"{path} holds a {type(state).__name__}: expected a state dict of torchvision's "
-                             f"inception_v3.")
+        path = Path(path)
+        state = load_state_dict_file(path)
         model = inception_v3(weights=None, aux_logits=any(k.startswith("AuxLogits.") for k in state),
                              transform_input=True, init_weights=False)
         try:

@@ -52,6 +52,15 @@ def weights_digest(folder: str | Path) -> dict[str, str]:
     return out
 
 
+def network_digest(path: str | Path) -> str:
+    """Digest of an evaluation network given by path: its file (any format), or a folder's own weights files."""
+    path = Path(path)
+    if path.is_file():
+        return _digest([path])
+    files = sorted(f for f in path.iterdir() if f.suffix in (".safetensors", ".pth", ".pt", ".bin", ".tar"))
+    return _digest(files) if files else ""
+
+
 # Components that change no image, caption or class of the pipeline's output and no earlier score: a whole-pipeline
 # measurement stays valid when one of them is added (the decoding check only adds fields to the output; a second,
 # robust evaluation classifier adds its own scores beside the first one's, which it leaves as they were).

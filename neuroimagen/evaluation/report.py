@@ -415,6 +415,10 @@ def report_markdown(metrics: dict, figures: Sequence[str]) -> str:
             from .paper_metrics import paper_markdown
 
             md.append(paper_markdown(rec))
+        if "recon_protocol" in rec:
+            from .recon_metrics import recon_markdown
+
+            md.append(recon_markdown(rec))
     if base is not None:
         md.append(baselines_markdown({metrics.get("preset", "data"): base}))
     if block is not None:

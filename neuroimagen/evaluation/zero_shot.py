@@ -92,6 +92,7 @@ class Trials:
     concepts: list[str]
     ch_names: list[str]
     sfreq: float
+    tmin: float = 0.0
 
 
 def load_trials(data_dir, subjects: list[int], split: str, average: bool, metadata=None) -> Trials:
@@ -110,7 +111,7 @@ def load_trials(data_dir, subjects: list[int], split: str, average: bool, metada
                              f"{p.n_chans} channels at {p.sfreq} Hz vs {first.n_chans} at {first.sfreq} Hz.")
     eeg = np.concatenate([p.eeg for p in parts]).astype(np.float32)
     concepts = [c for p in parts for c in p.concept_names for _ in range(p.n_repetitions)]
-    return Trials(eeg, concepts, list(first.ch_names), first.sfreq)
+    return Trials(eeg, concepts, list(first.ch_names), first.sfreq, first.tmin)
 
 
 _EMBEDDINGS: dict[str, np.ndarray] = {}
@@ -153,15 +154,18 @@ def infonce(z: torch.Tensor, t: torch.Tensor, concept: torch.Tensor, logit_scale
 
 
 def train_encoder(x: np.ndarray, concept_ids: np.ndarray, targets: np.ndarray, ch_names: list[str], sfreq: float,
-                  cfg: ZeroShotConfig, log=None):
+                  cfg: ZeroShotConfig, log=None, tmin: float = 0.0):
     """Train an :class:`~neuroimagen.models.EEGEncoder` from whitened trials ``x`` (n, C, T) with InfoNCE to
-    ``targets[concept_ids]`` (targets: (n_concepts, D), unit norm). Returns the encoder (eval mode)."""
+    ``targets[concept_ids]`` (targets: (n_concepts, D), unit norm). The encoder records the data's channels,
+    rate and first sample's time ``tmin``. Returns the encoder (eval mode)."""
     from neuroimagen.models import EEGEncoder
+    from neuroimagen.models.eeg_encoder import input_pool_for
 
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     enc = EEGEncoder(n_chans=x.shape[1], n_times=x.shape[2], sfreq=float(sfreq), ch_names=list(ch_names),
-                     arch="conv", embed_dim=targets.shape[1], pool=1, dropout=cfg.dropout)
+                     arch="conv", embed_dim=targets.shape[1], pool=input_pool_for(sfreq), dropout=cfg.dropout,
+                     tmin=float(tmin))
     logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / cfg.temperature)))
     opt = torch.optim.AdamW([*enc.parameters(), logit_scale], lr=cfg.lr, weight_decay=cfg.weight_decay)
     xt, ct, tt = torch.from_numpy(x), torch.from_numpy(concept_ids), torch.from_numpy(targets).float()
@@ -213,7 +217,7 @@ def zero_shot(train: Trials, test: Trials, cfg: ZeroShotConfig, shuffle_labels: 
         ids = np.random.default_rng(cfg.seed).permutation(len(names))[ids]
     whitener = Whitener.fit(train.eeg)  # training trials only
     enc = train_encoder(whitener.transform(train.eeg), ids.astype(np.int64), concept_embeddings(names),
-                        train.ch_names, train.sfreq, cfg, log)
+                        train.ch_names, train.sfreq, cfg, log, train.tmin)
     test_names = sorted(set(test.concepts))
     out = identify(enc, whitener.transform(test.eeg), concept_embeddings(test_names),
                    np.searchsorted(test_names, test.concepts))
@@ -250,7 +254,7 @@ def run_protocol(data_dir, subjects: list[int], modes=("intra", "loso"), cfg: Ze
 
 def _concat(parts: list[Trials]) -> Trials:
     return Trials(np.concatenate([p.eeg for p in parts]), [c for p in parts for c in p.concepts],
-                  parts[0].ch_names, parts[0].sfreq)
+                  parts[0].ch_names, parts[0].sfreq, parts[0].tmin)
 
 
 # ----------------------------------------------------------------------------------------------- report

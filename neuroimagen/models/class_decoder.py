@@ -25,7 +25,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from .eeg_encoder import ConvTrunk, check_eeg_input
+from .eeg_encoder import ConvTrunk, check_eeg_input, input_pool_for
 
 
 class ClassDecoder(ModelMixin, ConfigMixin):
@@ -33,7 +33,7 @@ class ClassDecoder(ModelMixin, ConfigMixin):
 
     Parameters
     ----------
-    n_chans, n_times, sfreq, ch_names
+    n_chans, n_times, sfreq, ch_names, tmin
         The EEG contract (as :class:`~neuroimagen.models.EEGEncoder`).
     labels : list of str
         The classes (synsets), in the caption bank's order: output column ``c`` is ``labels[c]``.
@@ -45,7 +45,7 @@ class ClassDecoder(ModelMixin, ConfigMixin):
 
     @register_to_config
     def __init__(self, n_chans: int = 128, n_times: int = 440, sfreq: float = 1000.0, ch_names: list[str] | None = None,
-                 labels: list[str] = (), readout_weight: float = 0.0, dropout: float = 0.25):
+                 labels: list[str] = (), readout_weight: float = 0.0, dropout: float = 0.25, tmin: float = 0.02):
         super().__init__()
         from .._check import check_range
 
@@ -54,7 +54,7 @@ class ClassDecoder(ModelMixin, ConfigMixin):
             raise ValueError("ClassDecoder needs its class labels (synsets, in the caption bank's order), got none.")
         if ch_names is not None and len(ch_names) != n_chans:
             raise ValueError(f"ch_names has {len(ch_names)} names but n_chans is {n_chans}.")
-        self.trunk = ConvTrunk(n_chans, n_times, dropout=dropout)
+        self.trunk = ConvTrunk(n_chans, n_times, dropout=dropout, input_pool=input_pool_for(sfreq))
         self.final_layer = nn.Linear(self.trunk.n_features, len(labels))
 
     @property

@@ -61,6 +61,14 @@ class ConvTrunk(nn.Module):
         return self.net(self.input_pool(x))
 
 
+TRUNK_RATE = 250.0  # Hz the trunks average the EEG down to first (1 kHz: 4 samples; 100 Hz: none)
+
+
+def input_pool_for(sfreq: float) -> int:
+    """Samples averaged before a trunk at ``sfreq`` Hz, so it runs at about :data:`TRUNK_RATE` (4 at 1 kHz)."""
+    return max(1, round(float(sfreq) / TRUNK_RATE))
+
+
 def check_eeg_input(x: torch.Tensor, n_chans: int, n_times: int, name: str) -> None:
     """Raise a ``ValueError`` that says what was expected unless ``x`` is (batch, n_chans, n_times)."""
     if x.ndim != 3 or tuple(x.shape[1:]) != (n_chans, n_times):
@@ -78,7 +86,8 @@ class EEGEncoder(ModelMixin, ConfigMixin):
     Parameters
     ----------
     n_chans, n_times : int
-        The input contract (128 actiCAP channels, 440 samples = 20-460 ms at 1 kHz).
+        The input contract (128 actiCAP channels, 440 samples = 20-460 ms at 1 kHz; a model trained on another
+        data set records that set's channels and rate: ``training.eeg_data.eeg_space``).
     sfreq : float
         Sampling rate the model expects, in Hz.
     ch_names : list of str | None
@@ -93,12 +102,16 @@ class EEGEncoder(ModelMixin, ConfigMixin):
         Average pooling of time before the network (1 kHz is far above the evoked responses' band).
     dropout : float
         Dropout of the conv trunk (``arch="conv"``).
+    tmin : float
+        Seconds from stimulus onset to the first of the ``n_times`` samples (0.02: EEG-ImageNet's 20-460 ms;
+        negative: the window starts before onset, as THINGS-EEG2's -0.2 s). With ``ch_names`` and ``sfreq`` it
+        tells :func:`~neuroimagen.data.preprocess` how to bring a recording into this model's space.
     """
 
     @register_to_config
     def __init__(self, n_chans: int = 128, n_times: int = 440, sfreq: float = 1000.0, ch_names: list[str] | None = None,
                  arch: str = "conv", embed_dim: int = 128, hidden_size: int = 128, pool: int = 4,
-                 dropout: float = 0.25):
+                 dropout: float = 0.25, tmin: float = 0.02):
         super().__init__()
         check_option("arch", arch, ("lstm", "conv"))
         if ch_names is not None and len(ch_names) != n_chans:

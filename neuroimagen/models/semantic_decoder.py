@@ -17,7 +17,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from .._check import check_option
-from .eeg_encoder import ConvTrunk, check_eeg_input
+from .eeg_encoder import ConvTrunk, check_eeg_input, input_pool_for
 
 
 class SemanticDecoder(ModelMixin, ConfigMixin):
@@ -25,7 +25,7 @@ class SemanticDecoder(ModelMixin, ConfigMixin):
 
     Parameters
     ----------
-    n_chans, n_times, sfreq, ch_names
+    n_chans, n_times, sfreq, ch_names, tmin
         The EEG contract (as :class:`~neuroimagen.models.EEGEncoder`).
     seq_len, hidden_dim : int
         The text encoder's padded length and width (32 x 384 for MiniLM; 77 x 768 for SD 1.5's CLIP).
@@ -47,12 +47,12 @@ class SemanticDecoder(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, n_chans: int = 128, n_times: int = 440, sfreq: float = 1000.0, ch_names: list[str] | None = None,
                  seq_len: int = 32, hidden_dim: int = 384, targets: tuple[str, ...] = ("label", "detailed"),
-                 rank: int = 64, hidden: int = 256, dropout: float = 0.25):
+                 rank: int = 64, hidden: int = 256, dropout: float = 0.25, tmin: float = 0.02):
         super().__init__()
         for t in targets:
             check_option("targets", t, ("label", "detailed"))
         n_t = len(targets)
-        self.trunk = ConvTrunk(n_chans, n_times, dropout=dropout)
+        self.trunk = ConvTrunk(n_chans, n_times, dropout=dropout, input_pool=input_pool_for(sfreq))
         self.head = nn.Sequential(nn.Linear(self.trunk.n_features, hidden), nn.ELU(), nn.Dropout(dropout))
         self.final_layer = nn.Linear(hidden, n_t * rank)
         self.mean = nn.Parameter(torch.zeros(n_t, seq_len * hidden_dim))

@@ -224,6 +224,27 @@ class NeuroImagenPipeline(DiffusionPipeline):
         return int(self.eeg_encoder.config.n_chans), int(self.eeg_encoder.config.n_times)
 
     @property
+    def eeg_tmin(self) -> float:
+        """Seconds from stimulus onset to the first sample the models see (0.02 before the config recorded it)."""
+        return float(getattr(self.eeg_encoder.config, "tmin", 0.02))
+
+    @property
+    def eeg_preprocess_kwargs(self) -> dict:
+        """:func:`~neuroimagen.data.preprocess` arguments that bring a recording into this model's space: its own
+        channels (a model of any montage), rate and window, e.g. ``preprocess(trial, **pipe.eeg_preprocess_kwargs)``."""
+        from ..data.montage import model_ch_names
+
+        n_chans, n_times = self.eeg_shape
+        names = self.eeg_ch_names
+        if names is None:
+            if n_chans != len(model_ch_names()):
+                raise ValueError(f"This model's EEG encoder names none of its {n_chans} channels: recordings cannot be "
+                                 f"mapped onto them (retrain it on a data file with 'ch_names').")
+            names = list(model_ch_names())
+        start = round(self.eeg_tmin * self.eeg_sfreq)
+        return {"ch_names": list(names), "sfreq": self.eeg_sfreq, "crop": (start, start + n_times)}
+
+    @property
     def uses_text_encoder(self) -> bool:
         """True when the condition goes through the diffusion model's own text encoder: full mode with a text
         encoder that does not match the semantic decoder's (:meth:`text_encoder_mismatch`)."""

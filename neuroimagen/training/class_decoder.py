@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.montage import model_ch_names
+from ..data.eeg_imagenet import eeg_space
 from ..models import CaptionBank, ClassDecoder, SemanticDecoder
 from ..models.class_decoder import combine
 from .augment import CapAugment
@@ -76,9 +76,10 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict | None:
     out = paths.stage_dir("class_decoder")
     with acc.main_process_first():  # the main process writes the caches, the others read them
         tr, va = load_split(paths, "train"), load_split(paths, "val")
-        augment = CapAugment(cfg.cap_augment, seed=cfg.seed, cache_dir=paths.out)
+        space = eeg_space(paths.data)  # the data's channels, rate and window: the model records them
+        augment = CapAugment(cfg.cap_augment, seed=cfg.seed, cache_dir=paths.out, ch_names=space["ch_names"])
     labels = list(torch.load(paths.data, weights_only=True, mmap=True)["labels"])
-    model = ClassDecoder(n_chans=tr["eeg"].shape[1], n_times=tr["eeg"].shape[2], ch_names=list(model_ch_names()),
+    model = ClassDecoder(n_chans=tr["eeg"].shape[1], n_times=tr["eeg"].shape[2], **space,
                          labels=labels, dropout=cfg.dropout)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loop = EpochLoop("class_decoder", out, cfg.epochs, cfg.patience, resume, acc)

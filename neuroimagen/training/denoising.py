@@ -20,7 +20,8 @@ def trained_scheduler(unet_dir: str | Path):
     defaults when there is none)."""
     f = Path(unet_dir) / "metrics.json"
     config = json.loads(f.read_text()).get("config", {}) if f.is_file() else {}
-    return build_scheduler(**{k: config[k] for k in ("num_train_timesteps", "beta_schedule") if k in config})
+    return build_scheduler(**{k: config[k] for k in ("num_train_timesteps", "beta_schedule", "prediction_type")
+                               if k in config})
 
 
 def sample_latents(mean: torch.Tensor, std: torch.Tensor, idx: torch.Tensor, scale: float,
@@ -34,6 +35,29 @@ def noised(alphas_cumprod: torch.Tensor, t: torch.Tensor, z: torch.Tensor, noise
     a = alphas_cumprod[t].sqrt()[:, None, None, None]
     s = (1 - alphas_cumprod[t]).sqrt()[:, None, None, None]
     return a * z + s * noise
+
+
+def diffusion_loss(pred: torch.Tensor, z: torch.Tensor, noise: torch.Tensor, t: torch.Tensor,
+                   alphas_cumprod: torch.Tensor, prediction_type: str = "epsilon", snr_gamma: float = 0.0) -> torch.Tensor:
+    """The denoising loss of a batch: mean squared error to the noise (``"epsilon"``) or to
+    ``v = sqrt(alpha_bar) noise - sqrt(1 - alpha_bar) z`` (``"v_prediction"``), each sample weighted by min-SNR-gamma
+    (Hang et al. 2023: ``min(SNR, gamma) / SNR`` for the noise, ``/ (SNR + 1)`` for v) when ``snr_gamma`` > 0.
+
+    ``pred`` is the UNet's output for the noised ``z`` at timesteps ``t`` (same shape as ``z`` and ``noise``)."""
+    ab = alphas_cumprod.to(pred.device)[t][:, None, None, None]
+    noise, z = noise.to(pred.device), z.to(pred.device)
+    if prediction_type == "epsilon":
+        target = noise
+    elif prediction_type == "v_prediction":
+        target = ab.sqrt() * noise - (1 - ab).sqrt() * z
+    else:
+        raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}.")
+    err = (pred.float() - target).pow(2).mean((1, 2, 3))
+    if snr_gamma <= 0:
+        return err.mean()
+    snr = (ab / (1 - ab)).flatten()
+    weight = snr.clamp(max=snr_gamma) / (snr + 1 if prediction_type == "v_prediction" else snr)
+    return (weight * err).mean()
 
 
 def caption_condition(classes: torch.Tensor, detailed: torch.Tensor, label_states: torch.Tensor,

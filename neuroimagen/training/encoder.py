@@ -24,8 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.montage import model_ch_names
+from ..data.eeg_imagenet import eeg_space
 from ..models import EEGEncoder
+from ..models.eeg_encoder import input_pool_for
 from .augment import CapAugment
 from .common import EpochLoop, descend, make_accelerator, training_stage, write_metrics
 from .config import Paths
@@ -61,10 +62,12 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict | None:
     out = paths.stage_dir("encoder")
     with acc.main_process_first():  # the main process writes the caches, the others read them
         tr, va = load_split(paths, "train"), load_split(paths, "val")
-        augment = CapAugment(cfg.cap_augment, seed=cfg.seed, cache_dir=paths.out)
+        space = eeg_space(paths.data)  # the data's channels, rate and window: the model records them
+        augment = CapAugment(cfg.cap_augment, seed=cfg.seed, cache_dir=paths.out, ch_names=space["ch_names"])
     thumbs = stimulus_thumbnails(paths.stimuli)
-    model = EEGEncoder(n_chans=tr["eeg"].shape[1], n_times=tr["eeg"].shape[2], ch_names=list(model_ch_names()),
-                       arch=cfg.arch, embed_dim=cfg.embed_dim, hidden_size=cfg.hidden_size, dropout=cfg.dropout)
+    model = EEGEncoder(n_chans=tr["eeg"].shape[1], n_times=tr["eeg"].shape[2], **space,
+                       arch=cfg.arch, embed_dim=cfg.embed_dim, hidden_size=cfg.hidden_size, dropout=cfg.dropout,
+                       pool=input_pool_for(space["sfreq"]))
     aux = torch.nn.Linear(cfg.embed_dim, thumbs.shape[1])  # training-only read-out of the stimulus thumbnail
     opt = torch.optim.AdamW([*model.parameters(), *aux.parameters()], lr=cfg.lr, weight_decay=cfg.weight_decay)
     loop = EpochLoop("encoder", out, cfg.epochs, cfg.patience, resume, acc)

@@ -137,6 +137,9 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     vae = load_autoencoder(dirs["vae"]).eval().requires_grad_(False)
     sf = vae.config.scaling_factor
     sched = DDIMScheduler.from_pretrained(dirs["scheduler"]) if "scheduler" in dirs else trained_scheduler(dirs["unet"])
+    if sched.config.prediction_type != "epsilon":
+        raise ValueError(f"refine trains a UNet that predicts the noise (prediction_type 'epsilon'), but the UNet of "
+                         f"{dirs['unet']} predicts {sched.config.prediction_type!r}.")
     alphas = sched.alphas_cumprod
 
     img_mean, img_std = encode_latents(vae, stimulus_images(paths.stimuli))

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.captions import pool
-from ..data.montage import model_ch_names
+from ..data.eeg_imagenet import eeg_space
 from ..data.stimuli import load_stimulus_metadata
 from ..models import CaptionBank, SemanticDecoder
 from .augment import CapAugment
@@ -96,10 +96,11 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict | None:
     with acc.main_process_first():  # the main process writes the caches, the others read them
         caps = caption_states(paths.stimuli, paths.out, cfg.text_encoder, captions=paths.captions)
         tr, va = load_split(paths, "train"), load_split(paths, "val")
-        augment = CapAugment(cfg.cap_augment, seed=cfg.seed, cache_dir=paths.out)
+        space = eeg_space(paths.data)  # the data's channels, rate and window: the model records them
+        augment = CapAugment(cfg.cap_augment, seed=cfg.seed, cache_dir=paths.out, ch_names=space["ch_names"])
     records = load_stimulus_metadata(paths.stimuli)
     caps["detailed_classes"] = np.array([r.class_index for r in records])
-    model = SemanticDecoder(n_chans=tr["eeg"].shape[1], n_times=tr["eeg"].shape[2], ch_names=list(model_ch_names()),
+    model = SemanticDecoder(n_chans=tr["eeg"].shape[1], n_times=tr["eeg"].shape[2], **space,
                             seq_len=caps["label"].shape[1], hidden_dim=caps["label"].shape[2], rank=cfg.rank,
                             hidden=cfg.hidden, dropout=cfg.dropout)
     model.init_basis([caps["label"][torch.from_numpy(tr["labels"])], caps["detailed"][torch.from_numpy(tr["stim_index"])]])

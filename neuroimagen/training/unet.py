@@ -21,16 +21,25 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
 from PIL import Image
+from safetensors.torch import load_file, save_file
 
-from ..data.stimuli import load_stimulus_metadata
+from ..data.captions import CaptionEncoder
+from ..data.stimuli import load_stimulus_metadata, render_stimuli
 from ..models.diffusion import build_scheduler, build_unet, load_autoencoder
 from .common import caption_states, logger, make_accelerator, progress, training_stage
 from .config import Paths
-from .denoising import caption_condition, noised, sample_latents, save_point, training_state, unet_step
-from .images import encode_latents, stimulus_images
+from .denoising import (
+    caption_condition,
+    diffusion_loss,
+    noised,
+    sample_latents,
+    save_point,
+    training_state,
+    unet_step,
+)
+from .images import encode_latents, images_to_tensor, stimulus_images
 
 
 @dataclass
@@ -38,6 +47,15 @@ class Config:
     block_out_channels: list[int] = field(default_factory=lambda: [64, 128, 128])  # 6.3 M parameters
     layers_per_block: int = 1  # 2 costs 65 % more per step for little gain at this size
     attention_head_dim: int = 8
+    # Cross-attention per block, down order: the shipped UNet attends at 16 x 16 and 8 x 8; [false, true, true]
+    # attends at 8 x 8 and 4 x 4 only, a third less CPU per step (docs/EXPERIMENTS.md).
+    cross_attention: list[bool] = field(default_factory=lambda: [True, True, False])
+    prediction_type: str = "epsilon"  # or "v_prediction"; the scheduler the stage saves says which
+    snr_gamma: float = 0.0  # min-SNR-gamma loss weighting (Hang et al. 2023; 5 is theirs); 0: plain MSE
+    # Train on this many fresh renders per class (the stimulus renderer with fresh_seed, none of them in the data
+    # set) instead of the stimulus set's images; 0: the stimulus set (as the shipped UNet).
+    fresh_per_class: int = 0
+    fresh_seed: int = 1
     batch_size: int = 32
     lr: float = 3e-4  # AdamW, linear warm-up then constant (open-ended, resumable), then decay_steps
     warmup_steps: int = 200
@@ -53,6 +71,7 @@ class Config:
     save_every: int = 250
     sample_every: int = 1000  # write a grid of text-to-image samples (DDIM, 25 steps) to watch progress
     seed: int = 0
+    snapshot_every: int = 0  # also keep the EMA weights at every this many steps in <out>/snapshots/ (0: never)
     num_threads: int = 0  # torch CPU threads (0: leave torch's default)
     # Warm start: a pipeline folder (e.g. checkpoints/neuroimagen-tiny) or a UNet folder whose weights start
     # this run (its VAE is copied to <out>/vae when that is missing, so the latent space matches). Run folders are
@@ -62,22 +81,24 @@ class Config:
 
 @training_stage
 def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
+    if cfg.fresh_per_class and paths.captions is not None:
+        raise ValueError("unet: fresh_per_class draws new stimuli, which have no captions in the captions file "
+                         f"{paths.captions}; train on the stimulus set (fresh_per_class 0) with a captions file.")
     acc = make_accelerator(cfg.seed, stage="unet")
     out = paths.stage_dir("unet")
     init_unet = _warm_start(cfg.init_from, paths) if cfg.init_from and not resume else None
     vae = load_autoencoder(paths.stage_dir("vae")).eval()  # only its encoder is used: either class will do
     sf = vae.config.scaling_factor
-    lat_mean, lat_std = encode_latents(vae, stimulus_images(paths.stimuli))
     caps = caption_states(paths.stimuli, paths.out, captions=paths.captions)
-    label_states, detailed_states, empty = caps["label"], caps["detailed"], caps["empty"][0]
-    classes = torch.tensor([r.class_index for r in load_stimulus_metadata(paths.stimuli)])
+    label_states, empty = caps["label"], caps["empty"][0]
+    lat_mean, lat_std, classes, detailed_states = training_images(cfg, paths, vae, caps["detailed"])
 
     unet = build_unet(cfg.block_out_channels, cfg.layers_per_block, cfg.attention_head_dim,
                       sample_size=lat_mean.shape[-1], latent_channels=lat_mean.shape[1],
-                      cross_attention_dim=label_states.shape[-1])
+                      cross_attention_dim=label_states.shape[-1], cross_attention=cfg.cross_attention)
     if init_unet is not None:
         unet.load_state_dict(init_unet.state_dict())
-    sched = build_scheduler(cfg.num_train_timesteps, cfg.beta_schedule)
+    sched = build_scheduler(cfg.num_train_timesteps, cfg.beta_schedule, cfg.prediction_type)
     ema, opt, lr_sched, step, history, before = training_state(unet, cfg, out / "resume.pt", resume)
     unet, opt = acc.prepare(unet, opt)
     gen = torch.Generator().manual_seed(cfg.seed * 100003 + step)
@@ -94,7 +115,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
         t = torch.randint(0, cfg.num_train_timesteps, (len(idx),), generator=gen)
         noisy = noised(alphas, t, z, noise)
         pred = unet(noisy.to(acc.device), t.to(acc.device), cond.to(acc.device)).sample
-        loss = F.mse_loss(pred, noise.to(acc.device))
+        loss = diffusion_loss(pred, z, noise, t, alphas, cfg.prediction_type, cfg.snr_gamma)
         step = unet_step(acc, unet, loss, opt, lr_sched, ema, step, cfg.ema_decay)
         running.append(loss.item())
         bar.update(1)
@@ -102,14 +123,36 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
             bar.set_postfix(loss=f"{np.mean(running[-50:]):.4f}")
         if step % cfg.save_every == 0 or step == cfg.max_steps:
             history.append({"step": step, "loss": round(float(np.mean(running[-cfg.save_every:])), 5),
-                            "lr": float(f"{opt.param_groups[0]['lr']:.3g}"), "wall_s": round(time.perf_counter() - t0, 1)})
+                            "lr": float(f"{opt.param_groups[0]['lr']:.3g}"), "wall_s": round(time.perf_counter() - t0, 1),
+                            "cpu_s": round(before[0] + time.process_time() - c0, 1)})
             logger.info("unet %s", history[-1])
             save_point(out, ema, acc.unwrap_model(unet), opt, lr_sched, step, history, before, (c0, t0),
                        {"stage": "unet", "config": asdict(cfg)})
+        if cfg.snapshot_every and step % cfg.snapshot_every == 0:
+            ema.save_pretrained(out / "snapshots" / f"step{step:06d}")
         if step % cfg.sample_every == 0:
             save_sample_grid(ema, vae, sched, label_states, empty, out / f"samples_step{step:06d}.png", cfg.seed)
     bar.close()
     return {"steps": step, "final_loss": history[-1]["loss"] if history else None}
+
+
+def training_images(cfg: Config, paths: Paths, vae, stimulus_captions: torch.Tensor):
+    """What the UNet learns to draw: ``(latent means, latent stds, classes, detailed caption states)`` of the
+    stimulus set (``stimulus_captions`` are its detailed captions' states), or of ``cfg.fresh_per_class`` fresh
+    renders per class, whose caption states are computed once and cached in the run folder."""
+    if not cfg.fresh_per_class:
+        classes = torch.tensor([r.class_index for r in load_stimulus_metadata(paths.stimuli)])
+        return *encode_latents(vae, stimulus_images(paths.stimuli)), classes, stimulus_captions
+    size = stimulus_images(paths.stimuli).shape[-1]
+    images, classes, captions = render_stimuli(cfg.fresh_per_class, size=size, seed=cfg.fresh_seed)
+    cache = Path(paths.out) / f"fresh_captions_{cfg.fresh_per_class}_{cfg.fresh_seed}_{size}.safetensors"
+    if cache.is_file():
+        states = load_file(cache)["detailed"]
+    else:
+        states = CaptionEncoder()(captions)
+        save_file({"detailed": states.contiguous()}, cache)
+    logger.info("unet: %d fresh renders (seed %d) instead of the stimulus set", len(images), cfg.fresh_seed)
+    return *encode_latents(vae, images_to_tensor(images)), torch.as_tensor(classes), states
 
 
 def _warm_start(init_from: str, paths: Paths):
