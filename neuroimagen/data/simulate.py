@@ -85,7 +85,7 @@ PRESETS = {
                         line_uv=3.0, blink_prob=0.1, blink_uv=100.0, trial_jitter=0.4),
     # THINGS-EEG2 scale: the realistic noise with a weaker concept code, calibrated so that the zero-shot
     # protocol (neuroimagen.evaluation.zero_shot) lands near the published numbers (docs/things-eeg2.md).
-    "things-realistic": Preset(early_uv=3.0, ventral_uv=4.0, background_uv=15.0, alpha_uv=10.0, sensor_uv=2.0,
+    "things-realistic": Preset(early_uv=3.0, ventral_uv=4.5, background_uv=15.0, alpha_uv=10.0, sensor_uv=2.0,
                                line_uv=3.0, blink_prob=0.1, blink_uv=100.0, trial_jitter=0.4),
 }
 
