@@ -1,4 +1,4 @@
-"""Data command line: ``python -m neuroimagen.data {stimuli,simulate,captions} --help``."""
+"""Data command line: ``python -m neuroimagen.data {stimuli,simulate,simulate-things,captions} --help``."""
 
 from __future__ import annotations
 
@@ -22,6 +22,11 @@ def main(argv: list[str] | None = None) -> int:
 
     add_simulate_arguments(sub.add_parser("simulate", help="simulate EEG-ImageNet-format EEG for a stimulus set"))
 
+    from .things_sim import add_simulate_things_arguments
+
+    add_simulate_things_arguments(sub.add_parser("simulate-things", help="simulate a THINGS-EEG2-layout data set "
+                                                 "(17 channels, 100 Hz, a zero-shot split of OpenMoji concepts)"))
+
     from .image_captions import add_captions_arguments
 
     add_captions_arguments(sub.add_parser("captions", help="caption a folder of images with BLIP (the paper's "
@@ -39,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
                               max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, device=args.device,
                               log=print)
         print(f"wrote {len(caps)} captions to {args.out} in {time.perf_counter() - t0:.1f} s")
+    elif args.command == "simulate-things":
+        from .things_sim import run_simulate_things_cli
+
+        print(run_simulate_things_cli(args))
+        print(f"simulated in {time.perf_counter() - t0:.1f} s")
     else:
         run_simulate_cli(args)
         print(f"simulated in {time.perf_counter() - t0:.1f} s")

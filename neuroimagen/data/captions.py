@@ -140,3 +140,12 @@ class CaptionEncoder:
 def pool(states: torch.Tensor) -> torch.Tensor:
     """Mean over the token axis then L2-normalise: (..., L, D) -> (..., D); the readout's similarity space."""
     return torch.nn.functional.normalize(states.float().mean(dim=-2), dim=-1)
+
+
+def embed_names(names: list[str]) -> np.ndarray:
+    """One vector per short text (a concept name): all-MiniLM-L6-v2 token states padded to ``MAX_LENGTH``, mean-pooled
+    and L2-normalised (:func:`pool`), (n, 384) float64. The zero-shot protocol's embedding space and the simulated
+    THINGS-EEG2 concept code's input."""
+    if not names:
+        return np.zeros((0, HIDDEN_DIM))
+    return pool(CaptionEncoder()(list(names))).numpy().astype(np.float64)

@@ -83,6 +83,10 @@ PRESETS = {
     # Single-trial SNR of visual evoked potentials as published (about -10 to -20 dB per channel).
     "realistic": Preset(early_uv=3.0, ventral_uv=2.5, background_uv=15.0, alpha_uv=10.0, sensor_uv=2.0,
                         line_uv=3.0, blink_prob=0.1, blink_uv=100.0, trial_jitter=0.4),
+    # THINGS-EEG2 scale: the realistic noise with a weaker concept code, calibrated so that the zero-shot
+    # protocol (neuroimagen.evaluation.zero_shot) lands near the published numbers (docs/things-eeg2.md).
+    "things-realistic": Preset(early_uv=3.0, ventral_uv=4.5, background_uv=15.0, alpha_uv=10.0, sensor_uv=2.0,
+                               line_uv=3.0, blink_prob=0.1, blink_uv=100.0, trial_jitter=0.4),
 }
 
 
@@ -274,6 +278,7 @@ class EEGSimulator:
         proj = rng.standard_normal((emb.shape[1], n_ventral * 3))
         code = emb @ proj
         self.class_code = (code / code.std(axis=0, keepdims=True)).reshape(len(CLASSES), n_ventral, 3)
+        self.code_projection = proj  # (384, n_ventral * 3): how any text embedding becomes a ventral code
         self.early_mix = rng.normal(1.0, 0.3, (n_early, 3))  # how luminance / colour drive each cell's dipole
         self.frontal = np.exp(-((np.array([self.info["chs"][i]["loc"][:3] for i in range(self.n_chans)])
                                  - [0.0, 0.09, 0.02]) ** 2).sum(axis=1) / (2 * 0.035 ** 2))
@@ -304,16 +309,45 @@ class EEGSimulator:
                 self._nn + r.normal(0.0, 0.25, self._nn.shape))
         return self._subjects[number]
 
+    def concept_code(self, embeddings: np.ndarray, reference: np.ndarray) -> np.ndarray:
+        """The ventral code of any concept from its MiniLM text embedding, as :attr:`class_code` is made for the
+        40 classes: the embedding centred on the ``reference`` population of concepts' mean, through the same
+        fixed random projection, scaled by the reference codes' spread.
+
+        Parameters
+        ----------
+        embeddings : ndarray, shape (n, 384)
+            Pooled MiniLM embeddings of the concepts to code (e.g. of their names).
+        reference : ndarray, shape (m, 384)
+            The population of concepts the code is centred and scaled on (fixed, so that a concept's code
+            depends on its own embedding only, not on which other concepts are simulated with it).
+
+        Returns
+        -------
+        codes : ndarray, shape (n, n_ventral, 3)
+            Pass as ``codes=`` to :meth:`simulate`.
+        """
+        embeddings, reference = np.asarray(embeddings, np.float64), np.asarray(reference, np.float64)
+        dim = self.code_projection.shape[0]
+        for name, a in (("embeddings", embeddings), ("reference", reference)):
+            if a.ndim != 2 or a.shape[1] != dim:
+                raise ValueError(f"{name} must be text embeddings of shape (n, {dim}), got {a.shape}.")
+        center = reference.mean(axis=0)
+        scale = ((reference - center) @ self.code_projection).std(axis=0, keepdims=True)
+        code = (embeddings - center) @ self.code_projection / scale
+        return code.reshape(len(embeddings), *self.class_code.shape[1:])
+
     # ------------------------------------------------------------------------------------------
     def simulate(self, images: np.ndarray, class_indices, subjects, rng: np.random.Generator, raw: bool = False,
-                 blocks=None, n_samples: int = N_SAMPLES) -> np.ndarray:
+                 blocks=None, n_samples: int = N_SAMPLES, tmin: float = 0.0, codes=None) -> np.ndarray:
         """Simulate one trial per image.
 
         Parameters
         ----------
         images : ndarray, shape (n, H, W, 3), uint8
             The stimuli seen.
-        class_indices : array-like of int, shape (n,)
+        class_indices : array-like of int, shape (n,) | None
+            The 40 classes' codes (:attr:`class_code`); None when ``codes`` are given.
         subjects : array-like of int, shape (n,)
             1-based subject numbers, any >= 1 (see :meth:`subject`).
         rng : np.random.Generator
@@ -324,17 +358,23 @@ class EEGSimulator:
         blocks : array-like of int, shape (n,) | None
             Recording block of each trial; with ``block_drift`` trials of one block share a drift.
         n_samples : int
-            Samples from stimulus onset at 1 kHz.
+            Samples at 1 kHz from ``tmin``.
+        tmin : float
+            Time of the first sample relative to stimulus onset, in seconds (negative: a pre-stimulus
+            baseline, as THINGS-EEG2's epochs from -0.2 s).
+        codes : ndarray, shape (n, n_ventral, 3) | None
+            Each trial's ventral code (e.g. :meth:`concept_code` of concepts outside the 40 classes), in place
+            of ``class_indices``.
 
         Returns
         -------
         eeg : ndarray, shape (n, n_chans, n_samples), float32
             Channels of ``self.info`` (the cap's names and order).
         """
-        images, cls, subj = self._check_trials(images, class_indices, subjects)
+        images, codes, subj = self._check_trials(images, class_indices, subjects, codes)
         p = self.preset
         n_tot = n_samples + 2 * PAD
-        t = (np.arange(n_tot) - PAD) / SFREQ
+        t = (np.arange(n_tot) - PAD) / SFREQ + tmin
         feats = stimulus_features(images)  # (n, 9, 3)
         glob = global_features(images)  # (n, 3)
         out = np.empty((len(images), self.n_chans, n_samples), dtype=np.float32)
@@ -344,7 +384,7 @@ class EEGSimulator:
             topo = subject.topography * subject.gains
             lat = subject.latency_shift + rng.normal(0.0, 0.004)
             jit = 1.0 + p.trial_jitter * rng.standard_normal()
-            src = self._evoked_sources(feats[i], glob[i], cls[i], lat, jit, t)
+            src = self._evoked_sources(feats[i], glob[i], codes[i], lat, jit, t)
             # Alpha: 8-12 Hz, random phase and amplitude, posterior.
             f_alpha = rng.uniform(8.0, 12.0)
             src[self._sl["alpha"]] = (p.alpha_uv * uv * rng.uniform(0.3, 1.5, (2, 1))
@@ -376,32 +416,46 @@ class EEGSimulator:
         -------
         evoked : ndarray, shape (n, n_chans, n_samples), float64
         """
-        images, cls, subj = self._check_trials(images, class_indices, subjects)
+        images, codes, subj = self._check_trials(images, class_indices, subjects)
         t = np.arange(n_samples) / SFREQ
         feats, glob = stimulus_features(images), global_features(images)
         out = np.empty((len(images), self.n_chans, n_samples))
         for i in range(len(images)):
             subject = self.subject(subj[i])
-            src = self._evoked_sources(feats[i], glob[i], cls[i], subject.latency_shift, 1.0, t)
+            src = self._evoked_sources(feats[i], glob[i], codes[i], subject.latency_shift, 1.0, t)
             out[i] = (subject.topography * subject.gains) @ src
         return out
 
-    def _check_trials(self, images, class_indices, subjects) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _check_trials(self, images, class_indices, subjects, codes=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Images, each trial's ventral code (n, n_ventral, 3) and subject numbers, checked."""
         images = np.asarray(images)
         if images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"images must have shape (n, H, W, 3), got {images.shape}.")
-        cls = np.asarray(class_indices, dtype=int)
         subj = np.asarray(subjects, dtype=int)
-        if len(cls) != len(images) or len(subj) != len(images):
-            raise ValueError(f"Got {len(images)} images, {len(cls)} class indices and {len(subj)} subjects: "
+        if (class_indices is None) == (codes is None):
+            raise ValueError("Give either class_indices (the 40 classes) or codes (any concept's ventral code), "
+                             "not both or neither.")
+        if codes is not None:
+            codes = np.asarray(codes, dtype=np.float64)
+            if codes.shape != (len(images), *self.class_code.shape[1:]):
+                raise ValueError(f"codes must have shape (n_trials={len(images)}, {self.class_code.shape[1]}, "
+                                 f"{self.class_code.shape[2]}), got {codes.shape}.")
+            n_cls, cls = len(codes), None
+        else:
+            cls = np.asarray(class_indices, dtype=int)
+            n_cls = len(cls)
+        if n_cls != len(images) or len(subj) != len(images):
+            raise ValueError(f"Got {len(images)} images, {n_cls} class indices and {len(subj)} subjects: "
                              f"expected one of each per trial.")
         if subj.min(initial=1) < 1:
             raise ValueError(f"Subject numbers start at 1, got {sorted(set(subj.tolist()))}.")
-        if cls.min(initial=0) < 0 or cls.max(initial=0) >= len(CLASSES):
-            raise ValueError(f"class_indices must be in 0..{len(CLASSES) - 1}, got {sorted(set(cls.tolist()))}.")
-        return images, cls, subj
+        if cls is not None:
+            if cls.min(initial=0) < 0 or cls.max(initial=0) >= len(CLASSES):
+                raise ValueError(f"class_indices must be in 0..{len(CLASSES) - 1}, got {sorted(set(cls.tolist()))}.")
+            codes = self.class_code[cls]
+        return images, codes, subj
 
-    def _evoked_sources(self, feats: np.ndarray, glob: np.ndarray, cls: int, lat: float, jit: float,
+    def _evoked_sources(self, feats: np.ndarray, glob: np.ndarray, code: np.ndarray, lat: float, jit: float,
                         t: np.ndarray) -> np.ndarray:
         """Source time courses (n_sources, n_times) of one trial's evoked parts; the other sources are zero."""
         p, uv = self.preset, 1e-6
@@ -413,7 +467,7 @@ class EEGSimulator:
         # Ventral: class-coded oscillatory components at N170 / P2 / P300 latencies.
         w = np.stack([_wave(t, 0.170 + lat, 0.030, 8.0), _wave(t, 0.250 + lat, 0.040, 6.0),
                       _wave(t, 0.350 + lat, 0.050, 5.0)])
-        src[self._sl["ventral"]] = p.ventral_uv * uv * jit * (self.class_code[cls] @ w)
+        src[self._sl["ventral"]] = p.ventral_uv * uv * jit * (code @ w)
         return src
 
     def _drift(self, block: int, subject: int, t: np.ndarray) -> np.ndarray:

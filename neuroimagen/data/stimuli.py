@@ -148,7 +148,12 @@ def detailed_caption(class_name: str, scale: float, cx: float, cy: float, rotati
 def draw_stimulus(class_index: int, rng: np.random.Generator, size: int = 64) -> tuple[Image.Image, dict]:
     """Draw one random stimulus of class ``class_index``; return the RGB image and its drawing parameters."""
     cls = CLASSES[class_index]
-    emoji = cls.emoji[int(rng.integers(len(cls.emoji)))]
+    return draw_emoji(cls.emoji[int(rng.integers(len(cls.emoji)))], rng, size)
+
+
+def draw_emoji(emoji: str, rng: np.random.Generator, size: int = 64) -> tuple[Image.Image, dict]:
+    """Draw one emoji (an OpenMoji file stem) at a random scale, position, rotation, flip and background; return
+    the RGB image and its drawing parameters (the draws of :func:`draw_stimulus` after its choice of emoji)."""
     scale = float(rng.uniform(*SCALE_RANGE))
     rotation = float(rng.uniform(-MAX_ROTATION, MAX_ROTATION))
     flipped = bool(rng.random() < 0.5)
