@@ -67,7 +67,7 @@ def _stage_configs() -> dict:
 
     raw = json.loads(CONFIG.read_text())
     return {"encoder": encoder.Config(**raw["encoder"]), "saliency": saliency.Config(**raw["saliency"]),
-            "semantic": semantic.Config(**{k: v for k, v in raw["semantic"].items() if k != "text_encoder"})}
+            "semantic": semantic.Config(**raw["semantic"])}  # its text encoder is not loaded: 77 x 768 states
 
 
 def encoder_step(cfg) -> dict:
