@@ -254,3 +254,20 @@ def test_a_real_folder_needs_a_captions_file_for_its_detailed_captions(real_fold
     with pytest.raises(ValueError, match=r"has no metadata.json, so its detailed captions must come from a captions "
                                          r"file: 'python -m neuroimagen.data captions --images .*images --captioner"):
         caption_states(root, tmp_path / "cache", data=data)
+
+
+def test_an_images_entry_never_reads_outside_the_image_folder(tmp_path):
+    """A data file's ``images`` entries are image names: one that names another folder (``../secret``) is refused
+    even when that file exists, rather than read."""
+    from PIL import Image
+
+    from neuroimagen.data.image_folder import find_image
+
+    root = tmp_path / "images"
+    (root / "n02951358").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(root / "n02951358" / "n02951358_31190.JPEG")
+    Image.new("RGB", (8, 8)).save(tmp_path / "secret.png")
+    assert find_image(root, "n02951358_31190") == root / "n02951358" / "n02951358_31190.JPEG"
+    for bad in ("../secret", str(tmp_path / "secret"), "n02951358/../../secret", "..\\secret", ".secret"):
+        with pytest.raises(ValueError, match="plain image name"):
+            find_image(root, bad)

@@ -36,7 +36,11 @@ def _synset_prefix(name: str) -> str | None:
 def find_image(root: str | Path, name: str) -> Path | None:
     """The file of the image called ``name`` (an ``images`` entry) in ``root``: ``root/<name><ext>``, else
     ``root/<synset>/<name><ext>`` (ImageNet's per-synset folders), ``ext`` one of :data:`STIMULUS_EXTENSIONS`
-    in that order; None when there is none."""
+    in that order; None when there is none. A name that is not a plain file name (a path separator, ``..``) is
+    refused: a data file's entries never make us read outside ``root``."""
+    if not name or name != PurePosixPath(name).name or "\\" in name or name.startswith("."):
+        raise ValueError(f"An 'images' entry must be a plain image name such as 'n02951358_31190', but got {name!r}: "
+                         f"entries are looked up as files in {root} and may not name other folders.")
     root = Path(root)
     folders = [root]
     synset = _synset_prefix(name)
