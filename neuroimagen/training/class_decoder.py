@@ -18,13 +18,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.eeg_imagenet import eeg_space
 from ..models import CaptionBank, ClassDecoder, SemanticDecoder
 from ..models.class_decoder import combine
-from .augment import CapAugment
 from .common import EpochLoop, descend, make_accelerator, training_stage, write_metrics
 from .config import Paths
-from .eeg_data import embed_all, latency_ms, load_split, to_tensor
+from .eeg_data import eeg_stage_inputs, embed_all, latency_ms, load_split, to_tensor
 
 
 @dataclass
@@ -74,10 +72,7 @@ def choose_weight(logp: torch.Tensor, readout: torch.Tensor | None, labels: np.n
 def train(cfg: Config, paths: Paths, resume: bool = False) -> dict | None:
     acc = make_accelerator(cfg.seed)
     out = paths.stage_dir("class_decoder")
-    with acc.main_process_first():  # the main process writes the caches, the others read them
-        tr, va = load_split(paths, "train"), load_split(paths, "val")
-        space = eeg_space(paths.data)  # the data's channels, rate and window: the model records them
-        augment = CapAugment(cfg.cap_augment, seed=cfg.seed, cache_dir=paths.out, ch_names=space["ch_names"])
+    tr, va, space, augment = eeg_stage_inputs(paths, acc, cfg.cap_augment, cfg.seed)
     labels = list(torch.load(paths.data, weights_only=True, mmap=True)["labels"])
     model = ClassDecoder(n_chans=tr["eeg"].shape[1], n_times=tr["eeg"].shape[2], **space,
                          labels=labels, dropout=cfg.dropout)

@@ -10,9 +10,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.eeg_imagenet import load_eeg_imagenet
+from ..data.eeg_imagenet import eeg_space, load_eeg_imagenet
 from ..data.stimuli import load_stimulus_metadata
+from .augment import CapAugment
 from .config import Paths
+
+
+def eeg_stage_inputs(paths: Paths, acc, cap_augment: float, seed: int):
+    """What an EEG stage starts from: the train and val splits (:func:`load_split`), the data's channels, rate and
+    window (``eeg_space``: the model records them) and the stage's :class:`~.augment.CapAugment` on those channels.
+    Loaded with the main process first: it writes the caches, the others read them."""
+    with acc.main_process_first():
+        tr, va = load_split(paths, "train"), load_split(paths, "val")
+        space = eeg_space(paths.data)
+        augment = CapAugment(cap_augment, seed=seed, cache_dir=paths.out, ch_names=space["ch_names"])
+    return tr, va, space, augment
 
 
 def load_split(paths: Paths, split: str) -> dict[str, np.ndarray]:

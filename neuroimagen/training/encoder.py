@@ -24,13 +24,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.eeg_imagenet import eeg_space
 from ..models import EEGEncoder
 from ..models.eeg_encoder import input_pool_for
-from .augment import CapAugment
 from .common import EpochLoop, descend, make_accelerator, training_stage, write_metrics
 from .config import Paths
-from .eeg_data import balanced_batches, centroid_accuracy, embed_all, latency_ms, load_split, to_tensor
+from .eeg_data import (
+    balanced_batches,
+    centroid_accuracy,
+    eeg_stage_inputs,
+    embed_all,
+    latency_ms,
+    load_split,
+    to_tensor,
+)
 from .images import stimulus_thumbnails
 from .losses import triplet_loss
 
@@ -60,10 +66,7 @@ class Config:
 def train(cfg: Config, paths: Paths, resume: bool = False) -> dict | None:
     acc = make_accelerator(cfg.seed)
     out = paths.stage_dir("encoder")
-    with acc.main_process_first():  # the main process writes the caches, the others read them
-        tr, va = load_split(paths, "train"), load_split(paths, "val")
-        space = eeg_space(paths.data)  # the data's channels, rate and window: the model records them
-        augment = CapAugment(cfg.cap_augment, seed=cfg.seed, cache_dir=paths.out, ch_names=space["ch_names"])
+    tr, va, space, augment = eeg_stage_inputs(paths, acc, cfg.cap_augment, cfg.seed)
     thumbs = stimulus_thumbnails(paths.stimuli, data=paths.data)
     model = EEGEncoder(n_chans=tr["eeg"].shape[1], n_times=tr["eeg"].shape[2], **space,
                        arch=cfg.arch, embed_dim=cfg.embed_dim, hidden_size=cfg.hidden_size, dropout=cfg.dropout,

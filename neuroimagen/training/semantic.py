@@ -28,10 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from ..data.captions import pool
-from ..data.eeg_imagenet import eeg_space
 from ..data.stimuli import load_stimulus_metadata
 from ..models import CaptionBank, SemanticDecoder
-from .augment import CapAugment
 from .common import (
     EpochLoop,
     caption_states,
@@ -41,7 +39,7 @@ from .common import (
     write_metrics,
 )
 from .config import Paths
-from .eeg_data import embed_all, latency_ms, load_split, to_tensor
+from .eeg_data import eeg_stage_inputs, embed_all, latency_ms, load_split, to_tensor
 
 
 @dataclass
@@ -95,9 +93,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict | None:
     out = paths.stage_dir("semantic")
     with acc.main_process_first():  # the main process writes the caches, the others read them
         caps = caption_states(paths.stimuli, paths.out, cfg.text_encoder, captions=paths.captions, data=paths.data)
-        tr, va = load_split(paths, "train"), load_split(paths, "val")
-        space = eeg_space(paths.data)  # the data's channels, rate and window: the model records them
-        augment = CapAugment(cfg.cap_augment, seed=cfg.seed, cache_dir=paths.out, ch_names=space["ch_names"])
+    tr, va, space, augment = eeg_stage_inputs(paths, acc, cfg.cap_augment, cfg.seed)
     records = load_stimulus_metadata(paths.stimuli, paths.data)
     caps["detailed_classes"] = np.array([r.class_index for r in records])
     model = SemanticDecoder(n_chans=tr["eeg"].shape[1], n_times=tr["eeg"].shape[2], **space,
