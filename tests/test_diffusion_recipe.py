@@ -115,3 +115,11 @@ def test_a_v_prediction_run_on_fresh_renders_saves_its_scheduler_and_snapshots(t
     captions.write_text("{}")
     with pytest.raises(ValueError, match="fresh_per_class 0"):
         unet.train(cfg, replace(paths, captions=captions))
+
+
+def test_no_warm_up_is_a_constant_learning_rate_from_the_first_step():
+    from neuroimagen.training import unet
+    from neuroimagen.training.denoising import lr_factor
+
+    cfg = replace(unet.Config(), warmup_steps=0, max_steps=100, decay_steps=0)
+    assert [lr_factor(s, cfg) for s in (0, 1, 50)] == [1.0, 1.0, 1.0]

@@ -268,6 +268,20 @@ def test_an_images_entry_never_reads_outside_the_image_folder(tmp_path):
     Image.new("RGB", (8, 8)).save(root / "n02951358" / "n02951358_31190.JPEG")
     Image.new("RGB", (8, 8)).save(tmp_path / "secret.png")
     assert find_image(root, "n02951358_31190") == root / "n02951358" / "n02951358_31190.JPEG"
-    for bad in ("../secret", str(tmp_path / "secret"), "n02951358/../../secret", "..\\secret", ".secret"):
+    for bad in ("../secret", str(tmp_path / "secret"), "n02951358/../../secret", "..\\secret", ".secret", "C:secret"):
         with pytest.raises(ValueError, match="plain image name"):
             find_image(root, bad)
+
+
+def test_a_trial_pointing_past_the_files_images_is_refused(tmp_path):
+    """A negative or too large image / label index would silently pick another image (Python's negative indexing)
+    or fail with a bare IndexError: it is refused with what the file holds."""
+    from neuroimagen.data.classes import SYNSETS
+    from neuroimagen.data.image_folder import image_folder_records
+
+    for image, label in ((-1, 0), (2, 0), (0, 40)):
+        data = tmp_path / f"bad_{image}_{label}.pth"
+        torch.save({"dataset": [{"eeg": torch.zeros(128, 500), "image": image, "label": label, "subject": 1}],
+                    "labels": list(SYNSETS), "images": [f"{SYNSETS[0]}_1", f"{SYNSETS[0]}_2"]}, data)
+        with pytest.raises(ValueError, match="indices from 0"):
+            image_folder_records(tmp_path, data)

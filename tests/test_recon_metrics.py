@@ -283,3 +283,21 @@ def test_evaluate_with_the_fields_metrics(tmp_path, tiny_architectures):
     assert (out / "report.md").read_text() == report
     with pytest.raises(SystemExit, match="--recon-metrics: Invalid value for the 'network name'"):
         main([*argv[:argv.index("--recon-metrics")], "--recon-metrics", "vgg=x.pth"])
+
+
+def test_a_blank_reconstruction_scores_zero_pixcorr_and_does_not_break_the_row():
+    """A constant image (a collapsed model's black square) has PixCorr 0, not NaN, and the row's result is computed:
+    only a trial that was never added is reported as missing."""
+    rng = np.random.default_rng(0)
+    seen = rng.random((4, 16, 16, 3))
+    recons = seen.copy()
+    recons[2] = 0.0
+    assert list(pixcorr(recons, seen, size=16)) == pytest.approx([1, 1, 0, 1])
+    metrics = rm.ReconMetrics(pix_size=16)
+    metrics.set_stimuli(list(seen))
+    metrics.new_row("r", samples_per_trial=1)
+    metrics.add("r", slice(0, 3), 0, recons[:3])
+    with pytest.raises(ValueError, match="missing reconstructions"):
+        metrics.result("r")
+    metrics.add("r", [3], 0, recons[3:])
+    assert metrics.result("r")["pixcorr"]["mean"] == pytest.approx(0.75)

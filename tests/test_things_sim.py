@@ -162,3 +162,20 @@ def test_a_split_that_shares_concepts_is_refused(sim_dir):
     train = load_trials(sim_dir, [1], "training", True)
     with pytest.raises(ValueError, match="Not a zero-shot split"):
         zero_shot(train, train, ZeroShotConfig(epochs=1))
+
+
+def test_identification_counts_ties_against_the_true_concept_and_refuses_nan():
+    """An encoder that says the same thing for every trial identifies nothing (ties are not wins), and a NaN in the
+    data is an error rather than a perfect score."""
+    import torch
+
+    from neuroimagen.evaluation.zero_shot import identify
+
+    candidates = np.eye(10)
+    x = np.zeros((10, 17, 100), np.float32)
+    constant = identify(lambda t: torch.ones(len(t), 10), x, candidates, np.arange(10))
+    assert constant["top1"] == 0.0 and constant["top5"] == 0.0
+    perfect = identify(lambda t: torch.eye(10)[: len(t)], x, candidates, np.arange(10))
+    assert perfect["top1"] == 100.0
+    with pytest.raises(ValueError, match="non-finite"):
+        identify(lambda t: torch.full((len(t), 10), float("nan")), x, candidates, np.arange(10))

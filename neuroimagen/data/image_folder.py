@@ -38,7 +38,7 @@ def find_image(root: str | Path, name: str) -> Path | None:
     ``root/<synset>/<name><ext>`` (ImageNet's per-synset folders), ``ext`` one of :data:`STIMULUS_EXTENSIONS`
     in that order; None when there is none. A name that is not a plain file name (a path separator, ``..``) is
     refused: a data file's entries never make us read outside ``root``."""
-    if not name or name != PurePosixPath(name).name or "\\" in name or name.startswith("."):
+    if not name or name != PurePosixPath(name).name or "\\" in name or ":" in name or name.startswith("."):
         raise ValueError(f"An 'images' entry must be a plain image name such as 'n02951358_31190', but got {name!r}: "
                          f"entries are looked up as files in {root} and may not name other folders.")
     root = Path(root)
@@ -82,6 +82,9 @@ def _data_index(data: str | Path) -> tuple[list[str], list[str], dict[int, int]]
     shown: dict[int, int] = {}
     for k, t in enumerate(obj["dataset"]):
         image, label = int(t["image"]), int(t["label"])
+        if not (0 <= image < len(obj["images"]) and 0 <= label < len(obj["labels"])):
+            raise ValueError(f"{name!r}: trial {k} shows image {image} of class {label}, but the file has "
+                             f"{len(obj['images'])} images and {len(obj['labels'])} labels (indices from 0).")
         if shown.setdefault(image, label) != label:
             raise ValueError(f"{name!r}: image {obj['images'][image]!r} is shown with labels {shown[image]} and "
                              f"{label} (trial {k}): an image has one class.")

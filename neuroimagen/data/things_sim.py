@@ -126,13 +126,13 @@ def catalogue_embeddings() -> tuple[list[str], np.ndarray]:
                 return names, f["embeddings"].astype(np.float64)
     from .captions import embed_names  # torch and transformers: only when the cache is missing
 
-    emb = embed_names(names)
+    emb = embed_names(names).astype(np.float16)  # the cache's precision: the same seed gives the same data either way
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, names=np.array(names), embeddings=emb.astype(np.float16))
+        np.savez(path, names=np.array(names), embeddings=emb)
     except OSError:  # a read-only home: computed again next time
         pass
-    return names, emb
+    return names, emb.astype(np.float64)
 
 
 # ----------------------------------------------------------------------------------------------- images

@@ -173,11 +173,14 @@ def to_tensor(images, size: int):
 
 
 def pixcorr(recons, images, size: int = PIX_SIZE) -> np.ndarray:
-    """PixCorr per pair, shape (n,): Pearson r of all RGB pixels at ``size`` x ``size`` (MindEye: 425)."""
+    """PixCorr per pair, shape (n,): Pearson r of all RGB pixels at ``size`` x ``size`` (MindEye: 425). A constant
+    image (a blank reconstruction) has no correlation to speak of and scores 0, where ``np.corrcoef`` would give
+    NaN and make the whole mean NaN."""
     rec, gt = to_tensor(recons, size), to_tensor(images, size)
     if rec.shape != gt.shape:
         raise ValueError(f"Got {len(rec)} reconstructions for {len(gt)} seen images: they must pair one to one.")
-    return 1 - correlation_distance(rec.flatten(1).numpy(), gt.flatten(1).numpy())
+    r = 1 - correlation_distance(rec.flatten(1).numpy(), gt.flatten(1).numpy())
+    return np.nan_to_num(r, nan=0.0)
 
 
 def ssim_gray(recons, images, size: int = PIX_SIZE) -> np.ndarray:
@@ -430,6 +433,7 @@ class ReconMetrics:
         self._gt: dict[str, np.ndarray] = {}
         self._ids: np.ndarray | None = None
         self._rows: dict[str, dict[str, np.ndarray]] = {}
+        self._added: dict[str, np.ndarray] = {}  # which (trial, sample) of a row add() has scored
 
     @property
     def metrics(self) -> list[str]:
@@ -450,6 +454,7 @@ class ReconMetrics:
             raise RuntimeError("Call set_stimuli() before new_row(): the metrics compare with the seen images.")
         n, k = len(self._stimuli), int(samples_per_trial)
         self._rows[row] = {"pixcorr": np.full((n, k), np.nan), "ssim": np.full((n, k), np.nan)}
+        self._added[row] = np.zeros((n, k), bool)
         for m, f in self._gt.items():
             self._rows[row][m] = np.full((n, k, f.shape[1]), np.nan, np.float32)
 
@@ -464,6 +469,7 @@ class ReconMetrics:
         r, seen = self._rows[row], [self._stimuli[i] for i in idx]
         r["pixcorr"][idx, sample] = pixcorr(images, seen, self.pix_size)
         r["ssim"][idx, sample] = ssim_gray(images, seen, self.pix_size)
+        self._added[row][idx, sample] = True
         for net in self.networks.values():
             for m, f in net(images).items():
                 r[m][idx, sample] = f
@@ -477,7 +483,7 @@ class ReconMetrics:
         """
         r = self._rows[row]
         sel = np.ones(len(self._stimuli), bool) if mask is None else np.asarray(mask, bool)
-        if np.isnan(r["pixcorr"][sel]).any():
+        if not self._added[row][sel].all():
             raise ValueError(f"Row {row!r} is missing reconstructions: add() every trial and sample first.")
         n, k = r["pixcorr"][sel].shape
         out = {"pixcorr": mean_sem(r["pixcorr"][sel].mean(1)), "ssim": mean_sem(r["ssim"][sel].mean(1)),

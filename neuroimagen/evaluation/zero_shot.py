@@ -43,7 +43,9 @@ import numpy as np
 import torch
 
 EMBEDDING_SPACE = ("MiniLM text embedding of the concept name: all-MiniLM-L6-v2 token states (32 tokens, "
-                   "padded), mean-pooled and L2-normalised (neuroimagen.data.captions.embed_names)")
+                   "padded), mean-pooled over all 32 positions, padding included (not the sentence-transformers "
+                   "embedding, which averages the real tokens only), L2-normalised "
+                   "(neuroimagen.data.captions.embed_names)")
 # Published 200-way zero-shot identification on THINGS-EEG2 (test trials averaged over 80 repetitions),
 # intra-subject means over the 10 subjects, CLIP image-feature space (as cited in issue 24 / PAPER.md).
 PUBLISHED = {"NICE": {"top1": 15.6, "top5": 42.8}, "MUSE": {"top1": 19.3, "top5": 48.8},
@@ -194,7 +196,11 @@ def identify(enc, x: np.ndarray, candidates: np.ndarray, true_index: np.ndarray)
     similarity; ``true_index``: each trial's row of ``candidates``."""
     z = enc(torch.from_numpy(x)).numpy()
     sims = z @ candidates.T
-    rank = (sims > sims[np.arange(len(x)), true_index][:, None]).sum(axis=1)  # 0 = the true one is the best
+    if not np.isfinite(sims).all():
+        raise ValueError("The encoder gave non-finite similarities (NaN or inf): the EEG or the trained encoder is "
+                         "broken (e.g. a NaN in the data file); no identification can be scored.")
+    # 0 = the true one is the best; a tie counts against it (a constant encoder scores chance, not 100 %)
+    rank = (sims >= sims[np.arange(len(x)), true_index][:, None]).sum(axis=1) - 1
     return {"top1": round(100 * float((rank < 1).mean()), 2), "top5": round(100 * float((rank < 5).mean()), 2),
             "n_way": int(len(candidates)), "n_test": int(len(x))}
 
@@ -219,6 +225,10 @@ def zero_shot(train: Trials, test: Trials, cfg: ZeroShotConfig, shuffle_labels: 
     enc = train_encoder(whitener.transform(train.eeg), ids.astype(np.int64), concept_embeddings(names),
                         train.ch_names, train.sfreq, cfg, log, train.tmin)
     test_names = sorted(set(test.concepts))
+    if len(test_names) != len(test.eeg):
+        raise ValueError(f"{len(test.eeg)} test images but {len(test_names)} distinct test concepts: the protocol "
+                         "identifies each test image among the test concepts, one image per concept (THINGS-EEG2: "
+                         "200 of each).")
     out = identify(enc, whitener.transform(test.eeg), concept_embeddings(test_names),
                    np.searchsorted(test_names, test.concepts))
     out.update(n_train_trials=int(len(train.eeg)), n_train_concepts=len(names))

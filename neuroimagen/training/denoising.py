@@ -75,7 +75,7 @@ def lr_factor(step: int, cfg) -> float:
     """The learning rate's multiplier at ``step``: linear warm-up (``cfg.warmup_steps``), constant, then
     (``cfg.decay_steps``) a cosine to zero at ``cfg.max_steps``. Computed from the config, so a resumed run may
     change ``max_steps``."""
-    factor = min(1.0, (step + 1) / cfg.warmup_steps)
+    factor = 1.0 if cfg.warmup_steps <= 0 else min(1.0, (step + 1) / cfg.warmup_steps)
     start = cfg.max_steps - cfg.decay_steps
     if cfg.decay_steps > 0 and step >= start:
         factor *= 0.5 * (1 + math.cos(math.pi * min(1.0, (step - start) / cfg.decay_steps)))

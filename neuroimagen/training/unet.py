@@ -101,7 +101,8 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     sf = vae.config.scaling_factor
     caps = caption_states(paths.stimuli, paths.out, captions=paths.captions)
     label_states, empty = caps["label"], caps["empty"][0]
-    lat_mean, lat_std, classes, detailed_states = training_images(cfg, paths, vae, caps["detailed"])
+    with acc.main_process_first():  # the main process writes the fresh renders' caption cache, the others read it
+        lat_mean, lat_std, classes, detailed_states = training_images(cfg, paths, vae, caps["detailed"])
 
     unet = build_unet(cfg.block_out_channels, cfg.layers_per_block, cfg.attention_head_dim,
                       sample_size=lat_mean.shape[-1], latent_channels=lat_mean.shape[1],
