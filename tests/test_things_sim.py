@@ -179,3 +179,19 @@ def test_identification_counts_ties_against_the_true_concept_and_refuses_nan():
     assert perfect["top1"] == 100.0
     with pytest.raises(ValueError, match="non-finite"):
         identify(lambda t: torch.full((len(t), 10), float("nan")), x, candidates, np.arange(10))
+
+
+def test_training_the_zero_shot_encoder_leaves_torchs_global_generator_alone():
+    """The encoder is seeded from its config inside a forked generator: a caller's random stream is not reset."""
+    import torch
+
+    from neuroimagen.evaluation.zero_shot import ZeroShotConfig, train_encoder
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 17, 100)).astype(np.float32)
+    targets = np.eye(4, 16, dtype=np.float32)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train_encoder(x, np.arange(8) % 4, targets, [f"C{i}" for i in range(17)], 100.0, ZeroShotConfig(epochs=1))
+    assert torch.equal(torch.rand(3), expected)

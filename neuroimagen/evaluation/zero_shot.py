@@ -160,10 +160,15 @@ def train_encoder(x: np.ndarray, concept_ids: np.ndarray, targets: np.ndarray, c
     """Train an :class:`~neuroimagen.models.EEGEncoder` from whitened trials ``x`` (n, C, T) with InfoNCE to
     ``targets[concept_ids]`` (targets: (n_concepts, D), unit norm). The encoder records the data's channels,
     rate and first sample's time ``tmin``. Returns the encoder (eval mode)."""
+    with torch.random.fork_rng():  # weight init and dropout draw from torch's global generator: keep it local
+        torch.manual_seed(cfg.seed)
+        return _train_encoder(x, concept_ids, targets, ch_names, sfreq, cfg, log, tmin)
+
+
+def _train_encoder(x, concept_ids, targets, ch_names, sfreq, cfg: ZeroShotConfig, log, tmin: float):
     from neuroimagen.models import EEGEncoder
     from neuroimagen.models.eeg_encoder import input_pool_for
 
-    torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     enc = EEGEncoder(n_chans=x.shape[1], n_times=x.shape[2], sfreq=float(sfreq), ch_names=list(ch_names),
                      arch="conv", embed_dim=targets.shape[1], pool=input_pool_for(sfreq), dropout=cfg.dropout,
