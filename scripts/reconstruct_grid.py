@@ -115,14 +115,15 @@ def main() -> None:
         top.append(out.class_probs.argmax(1))
     rec, sal, top = np.concatenate(recs), np.concatenate(sals), np.concatenate(top)
     with torch.no_grad():
-        logits = clf(torch.from_numpy(rec).permute(0, 3, 1, 2).float() * 2 - 1)
+        rec_x = torch.from_numpy(rec).permute(0, 3, 1, 2).float() * 2 - 1
+        logits = clf(rec_x)
         stim_x = torch.from_numpy(stim).permute(0, 3, 1, 2).float() / 127.5 - 1
         stim_logits = clf(stim_x)
         round_trip = pipe.vae.decode(pipe.vae.encode(stim_x).latent_dist.mode()).sample.clamp(-1, 1)
         round_trip_logits = clf(round_trip)
         if robust is not None:
             robust_acc = {name: round(float((robust(x).argmax(1).numpy() == labels[pick]).mean()), 4) for name, x in (
-                ("reconstruction_class_acc", torch.from_numpy(rec).permute(0, 3, 1, 2).float() * 2 - 1),
+                ("reconstruction_class_acc", rec_x),
                 ("stimulus_class_acc", stim_x), ("vae_round_trip_class_acc", round_trip))}
     y = labels[pick]
     stim_f = stim / 255.0

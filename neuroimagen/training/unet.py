@@ -160,7 +160,9 @@ def training_images(cfg: Config, paths: Paths, vae, stimulus_captions: torch.Ten
     if not cfg.fresh_per_class:
         classes = torch.tensor([r.class_index for r in load_stimulus_metadata(paths.stimuli)])
         return *encode_latents(vae, stimulus_images(paths.stimuli)), classes, stimulus_captions
-    size = stimulus_images(paths.stimuli).shape[-1]
+    first = load_stimulus_metadata(paths.stimuli)[0]
+    with Image.open(Path(paths.stimuli) / first.file) as img:  # the renders' side: the stimulus set's
+        size = img.size[0]
     images, classes, captions = render_stimuli(cfg.fresh_per_class, size=size, seed=cfg.fresh_seed)
     cache = Path(paths.out) / f"fresh_captions_{cfg.fresh_per_class}_{cfg.fresh_seed}_{size}.safetensors"
     if cache.is_file():
