@@ -24,7 +24,7 @@ CAP_METRICS = ROOT / "reports" / "caps" / "demo" / "metrics.json"
 
 # ---- the reconstruction: the pipeline's defaults, and the bounds of the app's sliders
 _CALL = inspect.signature(NeuroImagenPipeline.__call__).parameters
-STRENGTH: float = _CALL["strength"].default  # 0.75
+STRENGTH: float = _CALL["strength"].default  # 0.5
 GUIDANCE_SCALE: float = _CALL["guidance_scale"].default  # 5.0
 NUM_INFERENCE_STEPS: int = _CALL["num_inference_steps"].default  # 25
 MAX_STEPS = 50  # the steps slider's maximum: the API refuses more

@@ -2,7 +2,7 @@
 
 Per-stage latency (read, preprocess, encoder, saliency, semantic, readout (the decoded class: the caption readout
 and the class decoder when the checkpoint has one), layout when the checkpoint has a layout prior, diffusion,
-decode), end to end at the defaults (25 steps, strength 0.75, guidance 5), load
+decode), end to end at the pipeline's defaults (25 steps, strength 0.5, guidance 5), load
 time and peak resident memory; medians over ``--repeats`` runs after one warm-up, of the wall time and of this
 process's CPU time (all threads). Prints JSON (``--out`` also writes it, e.g. ``reports/bench/threads1.json``),
 with the machine's CPU count and load average around the run (other work on the machine slows every number) and
@@ -28,6 +28,7 @@ import torch
 
 from .data import preprocess, read_trial
 from .evaluation.provenance import weights_digest
+from .pipelines.pipeline_neuroimagen import DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS, DEFAULT_STRENGTH
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "neuroimagen-tiny"
 DEFAULT_EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -102,9 +103,9 @@ def run(checkpoint: str | Path = DEFAULT_CHECKPOINT, trial: str | Path | None = 
         emb = pipe.caption_bank.label_states(torch.tensor([0]))
         neg = pipe.caption_bank.empty_states(1)
         ms["diffusion"] = _median_ms(lambda: stage(
-            image=init, prompt_embeds=emb, negative_prompt_embeds=neg, strength=0.75, num_inference_steps=25,
-            guidance_scale=5.0, generator=torch.Generator().manual_seed(0), output_type="pt"), max(3, repeats // 2),
-            "diffusion")
+            image=init, prompt_embeds=emb, negative_prompt_embeds=neg, strength=DEFAULT_STRENGTH,
+            num_inference_steps=DEFAULT_STEPS, guidance_scale=DEFAULT_GUIDANCE_SCALE,
+            generator=torch.Generator().manual_seed(0), output_type="pt"), max(3, repeats // 2), "diffusion")
         lat = torch.randn(1, pipe.unet.config.in_channels, pipe.unet.config.sample_size, pipe.unet.config.sample_size)
         ms["decode"] = _median_ms(lambda: pipe.vae.decode(lat), repeats, "decode")
 

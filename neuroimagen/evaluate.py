@@ -53,6 +53,7 @@ from .evaluation.ablation import DEFAULT_ROW, EXTRA_ROWS, FULL, ROWS, run_recons
 from .evaluation.baselines import DECIM, block_design_effect, run_baselines
 from .evaluation.provenance import network_digest, part_weights, same_weights, weights_digest
 from .evaluation.report import rerender_report, write_report
+from .pipelines.pipeline_neuroimagen import DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS, DEFAULT_STRENGTH
 
 PARTS = ("reconstruction", "baselines", "block")
 
@@ -96,13 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "reconstruction, as BrainVis (50) (default: the exact expectation over the draws)")
     p.add_argument("--paper-ssim-size", type=int, default=512, help="side at which the paper's SSIM is computed "
                    "(default: 512, Stable Diffusion v1.5's output)")
-    p.add_argument("--steps", type=int, default=25, help="num_inference_steps (default: 25)")
-    p.add_argument("--strength", type=float, default=0.75, help="img2img strength (default: 0.75)")
-    p.add_argument("--guidance", type=float, default=5.0, help="guidance_scale (default: 5.0)")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"num_inference_steps (default: {DEFAULT_STEPS})")
+    p.add_argument("--strength", type=float, default=DEFAULT_STRENGTH,
+                   help=f"img2img strength (default: {DEFAULT_STRENGTH}, the pipeline's)")
+    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE_SCALE,
+                   help=f"guidance_scale (default: {DEFAULT_GUIDANCE_SCALE})")
     p.add_argument("--batch-size", type=int, default=16, help="trials per pipeline call (default: 16)")
     p.add_argument("--rows", default="all", help="ablation rows: 'paper' (the five of Table 3), 'all' (plus the "
                    "snapped-label rows L* only and L* + I, the pipeline's default, and with a layout prior the default "
-                   "without it), or a comma list of row names (default: all)")
+                   "without it and I only with its template), or a comma list of row names (default: all)")
     p.add_argument("--sd-model", default=None, help="Stable Diffusion hub id or folder for the last stage")
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma list among {', '.join(PARTS)} (default: all "
                    "that the arguments allow)")

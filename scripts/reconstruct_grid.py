@@ -30,7 +30,12 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler
 
-    from neuroimagen.pipelines.pipeline_neuroimagen import CAPTION_SOURCES
+    from neuroimagen.pipelines.pipeline_neuroimagen import (
+        CAPTION_SOURCES,
+        DEFAULT_GUIDANCE_SCALE,
+        DEFAULT_STEPS,
+        DEFAULT_STRENGTH,
+    )
 
     SCHEDULERS = {"ddim": DDIMScheduler, "dpm-solver++": DPMSolverMultistepScheduler,
                   "euler-ancestral": EulerAncestralDiscreteScheduler}
@@ -41,9 +46,9 @@ def main() -> None:
     p.add_argument("--splits", default="data/sim_demo_splits.pth")
     p.add_argument("--stimuli", default="data/stimuli")
     p.add_argument("--per-class", type=int, default=2)
-    p.add_argument("--steps", type=int, default=25)
-    p.add_argument("--strength", type=float, default=0.75)
-    p.add_argument("--guidance", type=float, default=5.0)
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    p.add_argument("--strength", type=float, default=DEFAULT_STRENGTH)
+    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE_SCALE)
     p.add_argument("--caption-source", default="label", choices=CAPTION_SOURCES,
                    help="the pipeline's caption_source (default: label, the pipeline's and the app's default)")
     p.add_argument("--scheduler", default=None, choices=sorted(SCHEDULERS),

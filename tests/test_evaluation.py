@@ -199,7 +199,7 @@ def test_evaluate_end_to_end(tiny_setup):
     m = json.loads((out / "metrics.json").read_text())
     rec = m["reconstruction"]
     # the paper's five rows, then the snapped-label rows: L* + I is what the pipeline's default call makes
-    assert list(rec["rows"]) == ["I only", "L only", "B only", "B + I", "L + I", "L* only", "L* + I"]
+    assert list(rec["rows"]) == ["I only", "L only", "B only", "B + I", "L + I", "L* only", "L* + I"]  # no prior here
     assert rec["setup"]["rows"]["L* + I"] == {"mode": "both", "caption_source": "label"}
     assert "| L* + I (pipeline default) |" in (out / "report.md").read_text()
     assert rec["setup"]["n_trials"] == 6 and rec["setup"]["samples_per_trial"] == 2
@@ -253,20 +253,26 @@ def test_the_layout_prior_gets_its_own_ablation_row(tiny_setup):
 
     s = tiny_setup
     clf = load_classifier(s["root"] / "pipe" / "eval_classifier")
-    rows = {r: spec for r, spec in {**ROWS, **EXTRA_ROWS}.items() if r in ("L + I", "L* + I", "L* + I, no layout prior")}
+    rows = {r: spec for r, spec in {**ROWS, **EXTRA_ROWS}.items()
+            if r in ("I only", "L + I", "L* + I", "L* + I, no layout prior", "I only + template")}
     kw = dict(limit=4, samples_per_trial=1, num_inference_steps=2, batch_size=4, verbose=False)
     with_prior, _ = run_reconstruction_eval(make_tiny_pipeline(seed=0, layout_prior=True), clf, *s["data"],
                                             s["root"] / "stimuli", rows=rows, **kw)
-    assert list(with_prior["rows"]) == ["L + I", "L* + I", "L* + I, no layout prior"]
+    assert list(with_prior["rows"]) == ["I only", "L + I", "L* + I", "L* + I, no layout prior", "I only + template"]
     assert with_prior["setup"]["rows"]["L* + I, no layout prior"]["layout_weight"] == 0.0
+    assert with_prior["setup"]["rows"]["I only"]["layout_weight"] == 0.0  # the paper's I: the saliency map alone
     a, b = with_prior["rows"]["L* + I"], with_prior["rows"]["L* + I, no layout prior"]
     assert a["ssim"]["mean"] != b["ssim"]["mean"]  # the template changed the images
+    i, i_template = with_prior["rows"]["I only"], with_prior["rows"]["I only + template"]
+    assert i["ssim"]["mean"] != i_template["ssim"]["mean"]
     report = reconstruction_markdown(with_prior)
     assert "`mode=both`, `label`, `layout_weight=0`" in report and "layout prior's templates drawn in" in report
+    assert "| I only | `mode=saliency_only`, `layout_weight=0` |" in report
     plain, _ = run_reconstruction_eval(make_tiny_pipeline(seed=0), clf, *s["data"], s["root"] / "stimuli",
                                        rows=rows, **kw)
-    assert list(plain["rows"]) == ["L + I", "L* + I"]
+    assert list(plain["rows"]) == ["I only", "L + I", "L* + I"]  # the others would repeat these without a prior
     assert plain["rows"]["L* + I"]["ssim"] == b["ssim"]  # weight 0 is the pipeline without a prior
+    assert plain["rows"]["I only"]["ssim"] == i["ssim"]
 
 
 def test_the_baselines_score_the_class_the_pipeline_decodes(tiny_setup):

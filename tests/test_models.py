@@ -258,3 +258,62 @@ def test_layout_prior_refuses_bad_fitting_data():
         fit_layout_prior(prior, images, bgs, boxes, labels[:19], torch.zeros(20, 2), eeg_window_means(eeg))
     with pytest.raises(ValueError, match="needs at least 260 samples per trial, got 200"):
         eeg_window_means(eeg[..., :200])
+
+
+def _rendered(emojis: list[str], n: int, seed: int = 0):
+    """n stimuli drawn by the stimulus renderer, cycling through ``emojis`` (one class), with their drawing."""
+    from neuroimagen.data.stimuli import draw_emoji
+
+    rng = np.random.default_rng(seed)
+    ims, params = zip(*(draw_emoji(emojis[i % len(emojis)], rng) for i in range(n)))
+    x = torch.from_numpy(np.stack([np.asarray(im) for im in ims])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    p = lambda k, dt=torch.float32: torch.tensor([q[k] for q in params], dtype=dt)  # noqa: E731
+    return (x, torch.stack([p("cx"), p("cy"), p("scale")], 1), torch.tensor([q["background_rgb"] for q in params]).float()
+            / 127.5 - 1, p("rotation"), p("flipped", torch.bool), torch.tensor([emojis.index(q["emoji"]) for q in params]))
+
+
+def _upright(emoji: str, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The emoji drawn upright and unmirrored, size x size: colour in [-1, 1] and where it is opaque."""
+    from neuroimagen.data.stimuli import render_emoji
+
+    a = np.asarray(render_emoji(emoji, size).convert("RGBA")).astype(np.float32)
+    return torch.from_numpy(a[..., :3]).permute(2, 0, 1) / 127.5 - 1, torch.from_numpy(a[..., 3] > 200)
+
+
+def test_aligned_templates_draw_the_majority_emoji_upright_and_sharp():
+    """Rotated and mirrored renders of a class, undone with the renderer's own angles, average to the emoji itself;
+    a mean aligned on the box alone blurs it, and with two emoji in a class the most common one is drawn."""
+    from neuroimagen.models.layout_prior import WINDOWS, LayoutPrior, fit_layout_prior
+
+    def fit(emojis, aligned):
+        x, boxes, bgs, rot, flip, groups = _rendered(emojis, 60)
+        assert flip.any() and (~flip).any() and rot.abs().max() > 20
+        k = dict(rotation=rot, flipped=flip, groups=groups) if aligned else {}
+        return fit_layout_prior(LayoutPrior(num_classes=1, template_size=32, feature_dim=2, n_channels=1), x, bgs,
+                                boxes, torch.zeros(60, dtype=torch.long), torch.zeros(60, 2),
+                                torch.zeros(60, len(WINDOWS)), **k).templates[0]
+
+    horse, face = "1F40E", "1F434"  # the horse, and the horse face: two emoji of one class
+    aligned, blurred = fit([horse, horse, face], True), fit([horse, horse, face], False)
+    face_first = fit([face, face, horse], True)  # now the face is the most common
+    err = lambda t, emoji: (t - _upright(emoji, 32)[0]).abs().mean(0)[_upright(emoji, 32)[1]].mean().item()  # noqa: E731
+    assert err(aligned, horse) < 0.25, err(aligned, horse)
+    assert err(blurred, horse) > 1.5 * err(aligned, horse), (err(blurred, horse), err(aligned, horse))
+    assert err(face_first, face) < 0.25 and err(face_first, horse) > 2 * err(face_first, face)
+
+
+def test_layout_prior_flat_background_keeps_only_the_maps_colour():
+    from neuroimagen.models.layout_prior import LayoutPrior
+
+    prior = LayoutPrior(num_classes=1, template_size=8, feature_dim=2, n_channels=1, background="flat")
+    prior.templates.fill_(1.0)
+    prior.coverage[:, :, 2:6, 2:6] = 1.0
+    noisy = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 0.4 - 0.2
+    noisy[1] += 0.5
+    drawn = prior.composite(noisy, torch.zeros(2, dtype=torch.long), torch.tensor([[0.5, 0.5, 0.5]] * 2), 1.0)
+    assert drawn[:, :, 15, 15].min() == 1.0  # the template, at the box's centre
+    corner = drawn[:, :, :4, :4]
+    assert (corner - corner[:, :, :1, :1]).abs().max() < 1e-6  # flat outside the template ...
+    torch.testing.assert_close(corner[:, :, 0, 0], noisy[:, :, :4, :4].mean((2, 3)), atol=0.05, rtol=0)  # ... its colour
+    with pytest.raises(ValueError, match="background must be 'saliency' or 'flat', got 'noise'"):
+        LayoutPrior(background="noise")

@@ -244,6 +244,24 @@ def test_debug_layout_stage(debug_run):
     prior = LayoutPrior.from_pretrained(out / "layout")
     assert prior.config.num_classes == 40 and prior.coverage.max() > 0.5
     assert prior.templates.abs().sum((1, 2, 3)).min() > 0  # every class has a template
+    assert m["config"]["template"] == "aligned" and prior.config.background == "flat"  # as configs/tiny.json
+
+
+def test_aligned_templates_need_the_renderers_rotations(tmp_path, stimuli_dir):
+    """A stimulus folder whose metadata has boxes but no rotations (not written by our renderer) is refused by the
+    aligned templates with what is missing and what to use instead; the mean templates still work on it."""
+    from neuroimagen.training.layout import stimulus_boxes, stimulus_orientations
+
+    meta = json.loads((stimuli_dir / "metadata.json").read_text())
+    for r in meta["stimuli"]:
+        r.pop("rotation")
+    (tmp_path / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="needs each stimulus's rotation and emoji .* Use template 'mean'"):
+        stimulus_orientations(tmp_path)
+    boxes, _ = stimulus_boxes(tmp_path)
+    assert boxes.shape == (len(meta["stimuli"]), 3)
+    rotation, flipped, emoji = stimulus_orientations(stimuli_dir)
+    assert rotation.abs().max() > 10 and flipped.any() and len(emoji.unique()) > 40  # several emoji per class
 
 
 def test_debug_classifier_stage(debug_run):

@@ -29,6 +29,7 @@ import torch
 
 from .._logging import logger, verbose
 from ..data.eeg_imagenet import load_eeg_imagenet
+from ..pipelines.pipeline_neuroimagen import DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS, DEFAULT_STRENGTH
 from .baselines import class_order_for
 from .metrics import (
     EVAL_SIZE,
@@ -42,21 +43,25 @@ from .metrics import (
     to_eval_images,
 )
 
-# Row -> (mode, caption_source), in the paper's Table 3 order; FULL is the paper's full model.
-ROWS: dict[str, tuple[str, str]] = {
-    "I only": ("saliency_only", "predicted"),
+# Row -> (mode, caption_source[, layout_weight]), in the paper's Table 3 order; FULL is the paper's full model.
+# "I only" is the saliency map alone, as in the paper: without the layout prior, whose template is the decoded
+# class (semantic information, the L side's) drawn as pixels; "I only + template" below adds it back.
+ROWS: dict[str, tuple] = {
+    "I only": ("saliency_only", "predicted", 0.0),
     "L only": ("caption_only", "predicted"),
     "B only": ("caption_only", "detailed"),
     "B + I": ("both", "detailed"),
     "L + I": ("both", "predicted"),
 }
-# Beyond the paper: the label caption snapped to the caption bank's exact states of the decoded class, and
-# (mode, caption_source, layout_weight) rows: the default call without the layout prior (the generator's map alone).
-# A row with a layout_weight runs only on a pipeline with a layout prior (without one it would repeat the default).
+# Beyond the paper: the label caption snapped to the caption bank's exact states of the decoded class, the default
+# call without the layout prior (the generator's map alone), and the saliency row with the prior's template drawn in.
+# On a pipeline without a layout prior every row runs without one, so a row whose call then repeats an earlier
+# row's (same mode and caption source) is skipped.
 EXTRA_ROWS: dict[str, tuple] = {
     "L* only": ("caption_only", "label"),
     "L* + I": ("both", "label"),
     "L* + I, no layout prior": ("both", "label", 0.0),
+    "I only + template": ("saliency_only", "predicted"),
 }
 FULL = "L + I"
 # The row the pipeline's default call makes (caption_source="label"): what the app shows.
@@ -267,8 +272,8 @@ def reference_scores(classifier, full: dict, stimuli: np.ndarray, stim_probs: np
 @verbose
 def run_reconstruction_eval(pipe, classifier, data: str | Path, splits: str | Path, stimuli_dir: str | Path,
                             rows: dict[str, tuple] | None = None, limit: int | None = None, seed: int = 0,
-                            samples_per_trial: int = 3, batch_size: int = 16, num_inference_steps: int = 25,
-                            strength: float = 0.75, guidance_scale: float = 5.0, n_figure_trials: int = 8,
+                            samples_per_trial: int = 3, batch_size: int = 16, num_inference_steps: int = DEFAULT_STEPS,
+                            strength: float = DEFAULT_STRENGTH, guidance_scale: float = DEFAULT_GUIDANCE_SCALE, n_figure_trials: int = 8,
                             paper=None, robust_classifier=None, recon=None) -> tuple[dict, dict]:
     """Reconstruct test trials under every ablation row and score them.
 
@@ -297,10 +302,15 @@ def run_reconstruction_eval(pipe, classifier, data: str | Path, splits: str | Pa
     if FULL not in rows:
         raise ValueError(f"The rows must include the full model {FULL!r}: got {list(rows)}.")
     if getattr(pipe, "layout_prior", None) is None:
-        skipped = [r for r, spec in rows.items() if len(spec) > 2]
+        calls, kept = set(), {}
+        for r, spec in rows.items():
+            if spec[:2] not in calls:
+                calls.add(spec[:2])
+                kept[r] = spec
+        skipped = [r for r in rows if r not in kept]
         if skipped:
-            logger.info(f"Skipping {skipped}: the pipeline has no layout prior, so they would repeat the rows without it.")
-        rows = {r: spec for r, spec in rows.items() if len(spec) == 2}
+            logger.info(f"Skipping {skipped}: the pipeline has no layout prior, so they would repeat other rows.")
+        rows = kept
     rng = np.random.default_rng([seed, 5])
     t0 = time.perf_counter()
 

@@ -38,17 +38,26 @@ def eeg_window_means(eeg: torch.Tensor) -> torch.Tensor:
     return torch.cat([eeg[..., a:a + WINDOW_LEN].mean(-1) for a in WINDOWS], dim=1)
 
 
-def box_grid(boxes: torch.Tensor, size: int, place: bool) -> torch.Tensor:
+def box_grid(boxes: torch.Tensor, size: int, place: bool, rotation: torch.Tensor | None = None,
+             flipped: torch.Tensor | None = None) -> torch.Tensor:
     """Sampling grid for ``F.grid_sample``. boxes (n, 3): centre x, centre y in [0, 1], side as a fraction of the
     image. ``place=False``: crop the box out of an image into a size x size template; ``place=True``: draw a
-    template into a size x size image at the box."""
+    template into a size x size image at the box. ``rotation`` (n,) in degrees and ``flipped`` (n,) bool, crops
+    only: undo the stimulus renderer's mirroring and rotation (PIL's ``rotate``, counter-clockwise on screen,
+    after ``FLIP_LEFT_RIGHT``), so that every crop shows its emoji upright and unmirrored."""
     cx, cy, s = boxes[:, 0] * 2 - 1, boxes[:, 1] * 2 - 1, boxes[:, 2].clamp(min=0.05)
     theta = torch.zeros(len(boxes), 2, 3, dtype=boxes.dtype, device=boxes.device)
     if place:
+        if rotation is not None or flipped is not None:
+            raise ValueError("box_grid: rotation and flipped undo a stimulus's drawing; they apply to crops only.")
         theta[:, 0, 0] = theta[:, 1, 1] = 1 / s
         theta[:, 0, 2], theta[:, 1, 2] = -cx / s, -cy / s
     else:
-        theta[:, 0, 0] = theta[:, 1, 1] = s
+        a = torch.deg2rad(rotation.to(boxes.dtype)) if rotation is not None else torch.zeros_like(s)
+        f = 1 - 2 * flipped.to(boxes.dtype) if flipped is not None else torch.ones_like(s)
+        # template point p -> image point: centre + side * R(-a) @ diag(f, 1) @ p (y points down on screen)
+        theta[:, 0, 0], theta[:, 0, 1] = s * torch.cos(a) * f, s * torch.sin(a)
+        theta[:, 1, 0], theta[:, 1, 1] = -s * torch.sin(a) * f, s * torch.cos(a)
         theta[:, 0, 2], theta[:, 1, 2] = cx, cy
     return F.affine_grid(theta, [len(boxes), 1, size, size], align_corners=False)
 
@@ -67,12 +76,18 @@ class LayoutPrior(ModelMixin, ConfigMixin):
         EEG channels (the window means add ``n_channels * len(WINDOWS)`` inputs).
     default_weight : float
         The pipeline's ``layout_weight`` when the call does not give one.
+    background : str
+        What the template is drawn on: ``"saliency"``, the generator's map as it is; ``"flat"``, the map's mean
+        colour outside the template (the generator's maps hold the background colour and a noisy texture that
+        no stimulus has, which the autoencoder and the UNet turn into shapes of their own).
     """
 
     @register_to_config
     def __init__(self, num_classes: int = 40, template_size: int = 32, feature_dim: int = 128, n_channels: int = 128,
-                 default_weight: float = 1.0):
+                 default_weight: float = 1.0, background: str = "saliency"):
         super().__init__()
+        if background not in ("saliency", "flat"):
+            raise ValueError(f"LayoutPrior: background must be 'saliency' or 'flat', got {background!r}.")
         n_in = feature_dim + n_channels * len(WINDOWS)
         self.register_buffer("templates", torch.zeros(num_classes, 3, template_size, template_size))
         self.register_buffer("coverage", torch.zeros(num_classes, 1, template_size, template_size))
@@ -103,6 +118,10 @@ class LayoutPrior(ModelMixin, ConfigMixin):
         if weight <= 0:
             return saliency
         img, cov = self.render(classes, boxes, saliency.shape[-1])
+        if self.config.background == "flat":  # the map's mean colour where the template does not cover it
+            outside = (1 - cov).clamp(min=0).to(saliency.dtype)
+            colour = (saliency * outside).sum((2, 3), keepdim=True) / outside.sum((2, 3), keepdim=True).clamp(min=1e-3)
+            saliency = colour.expand_as(saliency)
         alpha = (weight * cov).clamp(max=1).to(saliency.dtype)
         return saliency * (1 - alpha) + img.to(saliency.dtype) * alpha
 
@@ -110,18 +129,24 @@ class LayoutPrior(ModelMixin, ConfigMixin):
 @torch.no_grad()
 def fit_layout_prior(prior: LayoutPrior, images: torch.Tensor, backgrounds: torch.Tensor, boxes: torch.Tensor,
                      labels: torch.Tensor, features: torch.Tensor, eeg_inputs: torch.Tensor, ridge: float = 100.0,
-                     threshold: float = 24 / 127.5) -> LayoutPrior:
+                     threshold: float = 24 / 127.5, rotation: torch.Tensor | None = None,
+                     flipped: torch.Tensor | None = None, groups: torch.Tensor | None = None) -> LayoutPrior:
     """Fit ``prior`` in place from training trials and return it.
 
     images (n, 3, H, W) in [-1, 1], the stimuli the trials saw; backgrounds (n, 3) their background colour in
     [-1, 1]; boxes (n, 3) their object box (centre x, centre y, side as a fraction of the image); labels (n,);
     features (n, feature_dim), the EEG encoder's; eeg_inputs (n, n_channels * len(WINDOWS)), ``eeg_window_means``.
     A pixel is object where it differs from the background by more than ``threshold`` (summed over RGB).
+
+    ``rotation`` and ``flipped`` (n,), the stimulus renderer's, align the crops on the emoji's own orientation
+    (:func:`box_grid`), and ``groups`` (n,) int, which emoji each stimulus shows, restricts each class's template
+    to its most common emoji: with both, the template is a sharp drawing of that emoji instead of a blur of
+    every emoji, orientation and mirror image the class was shown in.
     """
     n = len(images)
     for name, t in (("backgrounds", backgrounds), ("boxes", boxes), ("labels", labels), ("features", features),
-                    ("eeg_inputs", eeg_inputs)):
-        if len(t) != n:
+                    ("eeg_inputs", eeg_inputs), ("rotation", rotation), ("flipped", flipped), ("groups", groups)):
+        if t is not None and len(t) != n:
             raise ValueError(f"fit_layout_prior: {name} has {len(t)} rows, the images {n}.")
     size = prior.config.template_size
     mask = ((images - backgrounds[:, :, None, None]).abs().sum(1, keepdim=True) > threshold).float()
@@ -129,7 +154,11 @@ def fit_layout_prior(prior: LayoutPrior, images: torch.Tensor, backgrounds: torc
         idx = torch.nonzero(labels == c).flatten()
         if len(idx) == 0:
             raise ValueError(f"fit_layout_prior: no training trial of class {c}.")
-        grid = box_grid(boxes[idx].float(), size, place=False)
+        if groups is not None:
+            idx = idx[groups[idx] == torch.mode(groups[idx]).values]
+        grid = box_grid(boxes[idx].float(), size, place=False,
+                        rotation=None if rotation is None else rotation[idx].float(),
+                        flipped=None if flipped is None else flipped[idx])
         colour = F.grid_sample(images[idx] * mask[idx], grid, align_corners=False).sum(0)
         cover = F.grid_sample(mask[idx], grid, align_corners=False)
         prior.templates[c] = colour / cover.sum(0).clamp(min=1e-3)

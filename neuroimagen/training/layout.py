@@ -31,6 +31,12 @@ class Config:
     template_size: int = 32  # side of the class templates
     ridge: float = 100.0  # L2 penalty of the box regressor (on standardised inputs; 100 was best of 1, 100, 1000)
     default_weight: float = 1.0  # the pipeline's layout_weight when a call gives none
+    # "mean": each class's template is the mean of its training stimuli aligned on the object's box only (a blur of
+    # every emoji, rotation and mirror image of the class); "aligned": aligned on box, rotation and mirroring, over
+    # the class's most common emoji only (a sharp drawing of that emoji; needs the renderer's rotation and flip)
+    template: str = "mean"
+    # what the template is drawn on: "saliency" (the generator's map) or "flat" (its mean colour outside the template)
+    background: str = "saliency"
     num_threads: int = 0  # torch CPU threads (0: leave torch's default)
 
 
@@ -42,6 +48,21 @@ def stimulus_boxes(stimuli_dir) -> tuple[torch.Tensor, torch.Tensor]:
     return boxes, backgrounds
 
 
+def stimulus_orientations(stimuli_dir) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each stimulus's rotation in degrees (n,), mirroring (n,) and emoji as an integer code (n,), for the
+    ``aligned`` templates; a metadata file without rotations is refused."""
+    records = load_stimulus_metadata(stimuli_dir)
+    rotation = torch.tensor([r.rotation for r in records], dtype=torch.float32)
+    missing = [r.file for r in records if not np.isfinite(r.rotation) or not r.emoji][:3]
+    if missing:
+        raise ValueError(f"layout: template 'aligned' needs each stimulus's rotation and emoji in {stimuli_dir}/"
+                         f"metadata.json (as `python -m neuroimagen.data stimuli` writes); {missing} have none. "
+                         "Use template 'mean'.")
+    codes = {e: i for i, e in enumerate(sorted({r.emoji for r in records}))}
+    return (rotation, torch.tensor([r.flipped for r in records]),
+            torch.tensor([codes[r.emoji] for r in records]))
+
+
 def window_means(eeg: np.ndarray, batch: int = 512) -> torch.Tensor:
     return torch.cat([eeg_window_means(to_tensor(eeg, slice(i, i + batch))) for i in range(0, len(eeg), batch)])
 
@@ -49,17 +70,23 @@ def window_means(eeg: np.ndarray, batch: int = 512) -> torch.Tensor:
 @training_stage
 def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     out = paths.stage_dir("layout")
+    if cfg.template not in ("mean", "aligned"):
+        raise ValueError(f"layout: template must be 'mean' or 'aligned', got {cfg.template!r}.")
     boxes, backgrounds = stimulus_boxes(paths.stimuli)
+    orient = stimulus_orientations(paths.stimuli) if cfg.template == "aligned" else (None, None, None)
     images = stimulus_images(paths.stimuli)
     encoder = EEGEncoder.from_pretrained(paths.stage_dir("encoder")).eval().requires_grad_(False)
     tr = load_split(paths, "train")
     n_classes = int(max(tr["labels"])) + 1
     prior = LayoutPrior(num_classes=n_classes, template_size=cfg.template_size,
                         feature_dim=encoder.config.embed_dim,
-                        n_channels=int(tr["eeg"].shape[1]), default_weight=cfg.default_weight)
+                        n_channels=int(tr["eeg"].shape[1]), default_weight=cfg.default_weight,
+                        background=cfg.background)
     s = torch.from_numpy(tr["stim_index"])
+    rotation, flipped, groups = (None if t is None else t[s] for t in orient)
     fit_layout_prior(prior, images[s], backgrounds[s], boxes[s], torch.from_numpy(np.asarray(tr["labels"])),
-                     embed_all(encoder, tr["eeg"]), window_means(tr["eeg"]), ridge=cfg.ridge)
+                     embed_all(encoder, tr["eeg"]), window_means(tr["eeg"]), ridge=cfg.ridge,
+                     rotation=rotation, flipped=flipped, groups=groups)
     prior.save_pretrained(out)
     metrics = {"stage": "layout", "config": asdict(cfg), "n_train_trials": len(s)}
     for split in ("val", "test"):
