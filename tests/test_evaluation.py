@@ -273,6 +273,13 @@ def test_the_layout_prior_gets_its_own_ablation_row(tiny_setup):
     assert list(plain["rows"]) == ["I only", "L + I", "L* + I"]  # the others would repeat these without a prior
     assert plain["rows"]["L* + I"]["ssim"] == b["ssim"]  # weight 0 is the pipeline without a prior
     assert plain["rows"]["I only"]["ssim"] == i["ssim"]
+    # In any order, and with a prior whose default weight is 0, the rows that show the prior are the ones left out.
+    odd = {r: rows[r] for r in ("I only + template", "L* + I, no layout prior", "L + I", "L* + I", "I only")}
+    off = make_tiny_pipeline(seed=0, layout_prior=True)
+    off.layout_prior.register_to_config(default_weight=0.0)
+    for pipe in (make_tiny_pipeline(seed=0), off):
+        res, _ = run_reconstruction_eval(pipe, clf, *s["data"], s["root"] / "stimuli", rows=odd, **kw)
+        assert list(res["rows"]) == ["L + I", "L* + I", "I only"]
 
 
 def test_the_baselines_score_the_class_the_pipeline_decodes(tiny_setup):

@@ -44,7 +44,7 @@ API_MESSAGES = {
     "table.csv": INVALID_TYPE,
     "trial": INVALID_TYPE,
 }
-FAST = dict(num_inference_steps=2)  # one img2img step at strength 0.75: these tests are about plumbing
+FAST = dict(num_inference_steps=2)  # one img2img step at the default strength: these tests are about plumbing
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -115,15 +115,13 @@ def test_the_evaluation_classifiers_recognise_the_class_in_the_reconstructions(c
         f"(floor {floor}; per seed {recognised.reshape(-1, len(SEEDS)).sum(0).tolist()})")
 
 
-def test_a_shuffled_checkpoint_fails_the_floors(checkpoint, examples, tmp_path):
+def test_a_shuffled_checkpoint_fails_the_floors(checkpoint, examples, tmp_path, monkeypatch):
     """The guard above can fail: with the EEG side's weights shuffled (``scripts/shuffle_checkpoint.py``), the
     decoded class is right for about 1 example in 40, far under DECODED_FLOOR."""
-    import sys
-
     from neuroimagen import NeuroImagenPipeline
     from neuroimagen.data import preprocess, read_trial
 
-    sys.path.insert(0, str(ROOT / "scripts"))
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
     from shuffle_checkpoint import shuffle_checkpoint
 
     shuffled = NeuroImagenPipeline.from_pretrained(shuffle_checkpoint(checkpoint, tmp_path / "shuffled"))

@@ -6,7 +6,7 @@ B = BLIP caption, here the detailed caption):
 =====================  ===================  ==================
 row                    ``mode``             ``caption_source``
 =====================  ===================  ==================
-I only                 ``saliency_only``    (none)
+I only                 ``saliency_only``    (none; ``layout_weight=0``: the generator's map alone)
 L only                 ``caption_only``     ``predicted``
 B only                 ``caption_only``     ``detailed``
 B + I                  ``both``             ``detailed``
@@ -55,14 +55,15 @@ ROWS: dict[str, tuple] = {
 }
 # Beyond the paper: the label caption snapped to the caption bank's exact states of the decoded class, the default
 # call without the layout prior (the generator's map alone), and the saliency row with the prior's template drawn in.
-# On a pipeline without a layout prior every row runs without one, so a row whose call then repeats an earlier
-# row's (same mode and caption source) is skipped.
 EXTRA_ROWS: dict[str, tuple] = {
     "L* only": ("caption_only", "label"),
     "L* + I": ("both", "label"),
     "L* + I, no layout prior": ("both", "label", 0.0),
     "I only + template": ("saliency_only", "predicted"),
 }
+# The rows that show what the layout prior adds: run only when the pipeline draws its template by default (with no
+# prior, or a default weight of 0, they would repeat "L* + I" and "I only").
+PRIOR_ROWS = frozenset({"L* + I, no layout prior", "I only + template"})
 FULL = "L + I"
 # The row the pipeline's default call makes (caption_source="label"): what the app shows.
 DEFAULT_ROW = "L* + I"
@@ -301,16 +302,12 @@ def run_reconstruction_eval(pipe, classifier, data: str | Path, splits: str | Pa
     rows = dict(ROWS if rows is None else rows)
     if FULL not in rows:
         raise ValueError(f"The rows must include the full model {FULL!r}: got {list(rows)}.")
-    if getattr(pipe, "layout_prior", None) is None:
-        calls, kept = set(), {}
-        for r, spec in rows.items():
-            if spec[:2] not in calls:
-                calls.add(spec[:2])
-                kept[r] = spec
-        skipped = [r for r in rows if r not in kept]
+    if getattr(pipe, "layout_prior", None) is None or not pipe.default_layout_weight > 0:
+        skipped = [r for r in rows if r in PRIOR_ROWS]
         if skipped:
-            logger.info(f"Skipping {skipped}: the pipeline has no layout prior, so they would repeat other rows.")
-        rows = kept
+            logger.info(f"Skipping {skipped}: the pipeline draws no layout template by default, so they would "
+                        "repeat other rows.")
+        rows = {r: spec for r, spec in rows.items() if r not in PRIOR_ROWS}
     rng = np.random.default_rng([seed, 5])
     t0 = time.perf_counter()
 

@@ -7,12 +7,15 @@ faint blob, draws a small, malformed object. This module adds what the EEG does 
 
 - a **template per class**: the mean of the class's training stimuli aligned on their object's box
   (centre and size, from the stimulus set's metadata), as a colour image and a coverage (how often each
-  template pixel is object rather than background);
+  template pixel is object rather than background); with the renderer's rotation, mirroring and emoji
+  (``fit_layout_prior``'s ``rotation``, ``flipped``, ``groups``), aligned on those too over the class's most
+  common emoji, a sharp drawing of that emoji;
 - a **box regressor**: ridge regression from the EEG encoder's features and the EEG's mean amplitude in
   11 windows of 20 samples (the early visual responses, 40-260 samples after onset) to the object's centre
   and size;
-- :meth:`composite`: the template of the decoded class, placed in the decoded box, blended into the
-  saliency map with ``weight`` x coverage as opacity.
+- :meth:`composite`: the template of the decoded class, placed in the decoded box, blended with ``weight`` x
+  coverage as opacity into the saliency map (``background="saliency"``) or into the map's mean colour outside
+  the template (``background="flat"``: any weight > 0 replaces the map's texture by that colour).
 
 Stimulus sets without object boxes (the real EEG-ImageNet images) cannot fit it: :func:`fit_layout_prior`
 says so.
@@ -114,13 +117,17 @@ class LayoutPrior(ModelMixin, ConfigMixin):
         return img, cov
 
     def composite(self, saliency: torch.Tensor, classes: torch.Tensor, boxes: torch.Tensor, weight: float) -> torch.Tensor:
-        """Blend the placed templates into ``saliency`` (n, 3, H, W) in [-1, 1], opacity ``weight`` x coverage."""
+        """Blend the placed templates into ``saliency`` (n, 3, H, W) in [-1, 1], opacity ``weight`` x coverage; with
+        ``background="flat"`` into the map's mean colour outside the template (its mean over the whole map when the
+        template covers nearly all of it) instead of the map itself."""
         if weight <= 0:
             return saliency
         img, cov = self.render(classes, boxes, saliency.shape[-1])
         if self.config.background == "flat":  # the map's mean colour where the template does not cover it
             outside = (1 - cov).clamp(min=0).to(saliency.dtype)
-            colour = (saliency * outside).sum((2, 3), keepdim=True) / outside.sum((2, 3), keepdim=True).clamp(min=1e-3)
+            area = outside.sum((2, 3), keepdim=True)
+            colour = torch.where(area > 1, (saliency * outside).sum((2, 3), keepdim=True) / area.clamp(min=1),
+                                 saliency.mean((2, 3), keepdim=True))
             saliency = colour.expand_as(saliency)
         alpha = (weight * cov).clamp(max=1).to(saliency.dtype)
         return saliency * (1 - alpha) + img.to(saliency.dtype) * alpha
@@ -139,8 +146,8 @@ def fit_layout_prior(prior: LayoutPrior, images: torch.Tensor, backgrounds: torc
     A pixel is object where it differs from the background by more than ``threshold`` (summed over RGB).
 
     ``rotation`` and ``flipped`` (n,), the stimulus renderer's, align the crops on the emoji's own orientation
-    (:func:`box_grid`), and ``groups`` (n,) int, which emoji each stimulus shows, restricts each class's template
-    to its most common emoji: with both, the template is a sharp drawing of that emoji instead of a blur of
+    (:func:`box_grid`), and ``groups`` (n,) non-negative int, which emoji each stimulus shows, restricts each class's
+    template to its most common emoji (of equally common ones, the lowest code): with both, the template is a sharp drawing of that emoji instead of a blur of
     every emoji, orientation and mirror image the class was shown in.
     """
     n = len(images)
@@ -154,8 +161,8 @@ def fit_layout_prior(prior: LayoutPrior, images: torch.Tensor, backgrounds: torc
         idx = torch.nonzero(labels == c).flatten()
         if len(idx) == 0:
             raise ValueError(f"fit_layout_prior: no training trial of class {c}.")
-        if groups is not None:
-            idx = idx[groups[idx] == torch.mode(groups[idx]).values]
+        if groups is not None:  # the most common emoji; of equally common ones, the lowest code
+            idx = idx[groups[idx] == torch.bincount(groups[idx]).argmax()]
         grid = box_grid(boxes[idx].float(), size, place=False,
                         rotation=None if rotation is None else rotation[idx].float(),
                         flipped=None if flipped is None else flipped[idx])

@@ -98,8 +98,9 @@ class NeuroImagenPipelineOutput(BaseOutput):
         The decoded pixel-level saliency maps: the saliency generator's own, at its resolution.
     start_images : same type as ``images``
         The maps img2img starts from (before resizing to the diffusion model's size): the saliency maps with the
-        decoded class's object template drawn in by the layout prior, or the saliency maps themselves when no
-        template was drawn (no layout prior, ``layout_weight=0``, ``mode="caption_only"``).
+        decoded class's object template drawn in by the layout prior (on the map's mean colour instead of the map
+        when the prior's ``background`` is ``"flat"``), or the saliency maps themselves when no template was drawn
+        (no layout prior, ``layout_weight=0``, ``mode="caption_only"``).
     captions : list of list of (str, float)
         Top-k label captions with their probabilities (``class_probs``): the first is the decoded class's.
     detailed_captions : list of list of (str, float)
@@ -426,7 +427,8 @@ class NeuroImagenPipeline(DiffusionPipeline):
             Return a :class:`NeuroImagenPipelineOutput` (else a tuple of its fields).
         layout_weight : float | None
             Opacity (times the template's coverage) of the decoded class's object template, drawn into the
-            saliency map at the box decoded from the EEG (``layout_prior``; 0: the generator's map alone). None:
+            saliency map at the box decoded from the EEG (``layout_prior``; 0: the generator's map alone; with the
+            prior's ``background="flat"``, any weight > 0 draws on the map's mean colour instead of the map). None:
             the layout prior's ``default_weight``, or 0 when the pipeline has no layout prior.
 
         Examples:
@@ -562,9 +564,10 @@ class NeuroImagenPipeline(DiffusionPipeline):
         if layout_weight > 0:
             boxes = self.layout_prior.boxes(features.float(), x.float())
             start = self.layout_prior.composite(saliency, top_class.to(device), boxes, layout_weight)
+            flat = getattr(self.layout_prior.config, "background", "saliency") == "flat"
             notes.append(f"Layout prior (weight {layout_weight:g}): the decoded class's object template was drawn into "
-                         f"the start image (the saliency map the diffusion starts from) at the object box decoded "
-                         f"from the EEG.")
+                         f"the start image (the saliency map the diffusion starts from"
+                         f"{', reduced to its mean colour' if flat else ''}) at the object box decoded from the EEG.")
         init = F.interpolate(start, size=(image_size, image_size), mode="bilinear", align_corners=False)
         return saliency, start, (init + 1) / 2
 

@@ -5,7 +5,9 @@
 Needs the ``encoder`` stage (its features are one input of the box regressor) and a stimulus folder whose
 metadata gives each object's box (``cx``, ``cy``, ``scale``) and background colour, as
 ``python -m neuroimagen.data stimuli`` writes; the real EEG-ImageNet images have no such boxes, so the stage
-refuses them. No gradient descent: the templates are means, the regressor is ridge regression (seconds on CPU).
+refuses them. ``"template": "aligned"`` also needs each stimulus's rotation, mirroring and emoji (the renderer
+writes them), and ``"background": "flat"`` makes the prior draw on the saliency map's mean colour (``LayoutPrior``).
+No gradient descent: the templates are means, the regressor is ridge regression (seconds on CPU).
 Writes ``<out>/layout/`` (the component) and ``metrics.json`` with the box regressor's R^2 on the validation and
 test trials.
 """
@@ -52,14 +54,15 @@ def stimulus_orientations(stimuli_dir) -> tuple[torch.Tensor, torch.Tensor, torc
     """Each stimulus's rotation in degrees (n,), mirroring (n,) and emoji as an integer code (n,), for the
     ``aligned`` templates; a metadata file without rotations is refused."""
     records = load_stimulus_metadata(stimuli_dir)
-    rotation = torch.tensor([r.rotation for r in records], dtype=torch.float32)
-    missing = [r.file for r in records if not np.isfinite(r.rotation) or not r.emoji][:3]
+    missing = [r.file for r in records if not isinstance(r.rotation, (int, float)) or not np.isfinite(r.rotation)
+               or not r.emoji][:3]
     if missing:
         raise ValueError(f"layout: template 'aligned' needs each stimulus's rotation and emoji in {stimuli_dir}/"
                          f"metadata.json (as `python -m neuroimagen.data stimuli` writes); {missing} have none. "
                          "Use template 'mean'.")
     codes = {e: i for i, e in enumerate(sorted({r.emoji for r in records}))}
-    return (rotation, torch.tensor([r.flipped for r in records]),
+    rotation = torch.tensor([r.rotation for r in records], dtype=torch.float32)
+    return (rotation, torch.tensor([bool(r.flipped) for r in records]),
             torch.tensor([codes[r.emoji] for r in records]))
 
 
