@@ -52,9 +52,9 @@ from .views import (
 )
 
 N_VIEWS = 7  # a trial load's outputs: source, facts, butterfly, topomap, channels, stimulus, state
-# The paper's ablation, one condition left out: mode, label, layout_weight override (the paper's "saliency map only"
-# is the generator's map without the layout prior, whose template is the decoded class: the caption's side)
-ABLATIONS = (("saliency_only", "saliency map only", 0.0), ("caption_only", "caption only", None))
+# The paper's ablation, one condition left out: mode, label, call overrides (the paper's "saliency map only" is the
+# generator's map without the layout prior, whose template is the decoded class: the caption's side)
+ABLATIONS = (("saliency_only", "saliency map only", {"layout_weight": 0.0}), ("caption_only", "caption only", {}))
 
 
 class SelectedTabs:
@@ -328,10 +328,10 @@ class Handlers:
         if ablation:
             # The paper's ablation: same trial, same seed, one condition left out at a time.
             gallery = []
-            for k, (mode, label, weight) in enumerate(ABLATIONS, start=2):
+            for k, (mode, label, overrides) in enumerate(ABLATIONS, start=2):
                 progress((k - 1) / runs, desc=f"Ablation: {label} (run {k} of {runs})")
                 alt = self.pipe(trial.model, generator=torch.Generator().manual_seed(seed), mode=mode,
-                                **{**kwargs, **({} if weight is None else {"layout_weight": weight})})
+                                **{**kwargs, **overrides})
                 gallery.append((alt.images[0], label))
             gallery.append((out.images[0], "saliency map + caption"))
         probs = {name: float(p) for name, p in zip(CLASS_NAMES, out.class_probs[0])}
