@@ -8,9 +8,12 @@ starts from: the pipeline's ``start_images``), reconstruction, for the first tri
 split (``--split val``: the validation split, to compare checkpoints without the test trials), every trial,
 in bands of 20 columns separated by a white line. Accuracy is the evaluation classifier's
 (``<checkpoint>/eval_classifier``) 40-way top-1 on the
-reconstructions (``robust_classifier``: the same three by ``<checkpoint>/eval_classifier_robust``, when there is one); SSIM is skimage's on 64 x 64 RGB against the stimulus (``ssim_saliency``: of the start images). Two ceilings are printed beside
+reconstructions (``robust_classifier``: the same three by ``<checkpoint>/eval_classifier_robust``, when there is one); SSIM is skimage's on 64 x 64 RGB against the stimulus (``ssim_saliency``: of the start images). Ceilings are printed beside
 them: the classifier's accuracy on the stimuli themselves, and on the stimuli after a round trip through
-the pipeline's VAE (encode, decode: no diffusion can be recognised better than its decoder lets it).
+the pipeline's VAE (encode, decode: no diffusion can be recognised better than its decoder lets it); on the start
+images, and on their round trips (what the reconstruction becomes as the strength goes to 0), with the round trips'
+error (``start_round_trip_l1_255``: mean absolute difference, 0-255). ``--vae`` swaps the autoencoder (with a UNet
+trained on its latents).
 ``--round-trip-out`` saves those round trips as a grid of the same layout, for the blind naming test.
 """
 
@@ -56,6 +59,8 @@ def main() -> None:
     p.add_argument("--unet", default=None,
                    help="swap in this UNet folder (e.g. a training run's runs/NAME/unet, its EMA weights at the last "
                         "save point); it must have been trained on the checkpoint's VAE latents")
+    p.add_argument("--vae", default=None,
+                   help="swap in this autoencoder folder (e.g. runs/NAME/vae); with a UNet trained on its latents (--unet)")
     p.add_argument("--saliency", default=None,
                    help="swap in this saliency generator folder (e.g. a training run's runs/NAME/saliency/generator); "
                         "it must take the checkpoint's EEG encoder's features")
@@ -78,6 +83,10 @@ def main() -> None:
     from neuroimagen.models import ImageClassifier
 
     pipe = NeuroImagenPipeline.from_pretrained(args.checkpoint)
+    if args.vae:
+        from neuroimagen.models.diffusion import load_autoencoder
+
+        pipe.vae = load_autoencoder(args.vae).eval()
     if args.unet:
         from diffusers import UNet2DConditionModel
 
@@ -124,12 +133,21 @@ def main() -> None:
         logits = clf(rec_x)
         stim_x = torch.from_numpy(stim).permute(0, 3, 1, 2).float() / 127.5 - 1
         stim_logits = clf(stim_x)
-        round_trip = pipe.vae.decode(pipe.vae.encode(stim_x).latent_dist.mode()).sample.clamp(-1, 1)
+        def vae_round_trip(x):
+            return pipe.vae.decode(pipe.vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
+
+        round_trip = vae_round_trip(stim_x)
         round_trip_logits = clf(round_trip)
+        # the start images after a round trip: what the reconstruction is as the strength goes to 0
+        start_x = torch.from_numpy(sal).permute(0, 3, 1, 2).float() * 2 - 1
+        start_round_trip = vae_round_trip(start_x)
+        start_error = round(float((start_round_trip - start_x).abs().mean()) * 127.5, 2)
+        start_logits, start_round_trip_logits = clf(start_x), clf(start_round_trip)
         if robust is not None:
             robust_acc = {name: round(float((robust(x).argmax(1).numpy() == labels[pick]).mean()), 4) for name, x in (
                 ("reconstruction_class_acc", rec_x),
-                ("stimulus_class_acc", stim_x), ("vae_round_trip_class_acc", round_trip))}
+                ("stimulus_class_acc", stim_x), ("vae_round_trip_class_acc", round_trip),
+                ("start_class_acc", start_x), ("start_round_trip_class_acc", start_round_trip))}
     y = labels[pick]
     stim_f = stim / 255.0
     res = {
@@ -138,6 +156,9 @@ def main() -> None:
         "stimulus_class_acc": round(float((stim_logits.argmax(1).numpy() == y).mean()), 4),
         "vae_round_trip_class_acc": round(float((round_trip_logits.argmax(1).numpy() == y).mean()), 4),
         "eeg_readout_top1": round(float((top == y).mean()), 4),
+        "start_class_acc": round(float((start_logits.argmax(1).numpy() == y).mean()), 4),
+        "start_round_trip_class_acc": round(float((start_round_trip_logits.argmax(1).numpy() == y).mean()), 4),
+        "start_round_trip_l1_255": start_error,
         "ssim_reconstruction": round(float(np.mean([structural_similarity(a, b, channel_axis=2, data_range=1.0)
                                                     for a, b in zip(rec, stim_f)])), 4),
         "ssim_saliency": round(float(np.mean([structural_similarity(a, b, channel_axis=2, data_range=1.0)
@@ -145,7 +166,7 @@ def main() -> None:
         "robust_classifier": robust_acc if robust is not None else None,
         "settings": {"steps": args.steps, "strength": args.strength, "guidance": args.guidance,
                      "caption_source": args.caption_source, "scheduler": type(pipe.scheduler).__name__,
-                     "unet": args.unet or f"{args.checkpoint}/unet",
+                     "unet": args.unet or f"{args.checkpoint}/unet", "vae": args.vae or f"{args.checkpoint}/vae",
                      "saliency_generator": args.saliency or f"{args.checkpoint}/saliency_generator",
                      "layout_prior": args.layout_prior or (f"{args.checkpoint}/layout_prior"
                                                            if getattr(pipe, "layout_prior", None) is not None else None),

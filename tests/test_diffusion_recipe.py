@@ -88,6 +88,24 @@ def test_fresh_renders_are_new_images_of_each_class_with_their_captions(stimuli_
     assert all(records[first_two[0]].class_name in c for c in captions[:2])
 
 
+def test_renders_on_any_background_keep_the_emoji_and_pose_and_change_only_the_background():
+    from neuroimagen.data.stimuli import BACKGROUNDS, render_stimuli
+
+    named, _, captions = render_stimuli(2, size=64, seed=3)
+    anyc, classes, captions_any = render_stimuli(2, size=64, seed=3, any_background=True)
+    assert anyc.shape == named.shape and list(classes[:3]) == [0, 0, 1]
+    # the same draws (emoji, pose); the captions name no background
+    assert [c + ", on " for c in captions_any] == [c[:c.index(", on ") + 5] for c in captions]
+    corners = anyc[:, 0, 0].astype(int)  # the emoji keeps ~30 % of the frame free: corners show the background
+    palette = np.array([rgb for _, rgb in BACKGROUNDS])
+    off_palette = np.abs(corners[:, None] - palette[None]).sum(-1).min(1) > 30
+    assert off_palette.mean() > 0.8  # colours no stimulus has
+    same_bg = (named == named[:, :1, :1]).all(-1)  # background pixels of the named render
+    changed = (named != anyc).any(-1)
+    # what changed is the background (and the emoji's anti-aliased rim), not the emoji
+    assert (changed & ~same_bg).mean() < 0.1 * changed.mean()
+
+
 def test_a_v_prediction_run_on_fresh_renders_saves_its_scheduler_and_snapshots(tmp_path, stimuli_dir):
     """The recipe end to end at debug size: the scheduler assembled from the run predicts v, the snapshots load, and
     a captions file (which has no captions for fresh renders) is refused with what to do instead."""

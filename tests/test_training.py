@@ -467,6 +467,60 @@ def test_decoder_stage_widens_the_decoder_and_keeps_the_vae_encoder_and_latents(
         decoder.train(cfg, replace(paths, out=str(tmp_path / "elsewhere")))
 
 
+def test_decoder_stage_learns_from_renders_on_any_background_too(tmp_path, stimuli_dir):
+    """``any_background_per_class``: the decoder stage adds renders on random backgrounds to its training images
+    and reports the error on held-out ones, for its own decoder and for the VAE's; the encoder stays the VAE's."""
+    from diffusers import AutoencoderKL
+
+    from neuroimagen.training import decoder, vae
+    from neuroimagen.training.config import load_config
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "debug.json"
+    paths, cfgs = load_config(config, overrides={"stimuli": str(stimuli_dir), "out": str(tmp_path)})
+    vae.train(replace(vae.Config(**cfgs["vae"]), max_steps=2, num_threads=1), paths)
+    cfg = decoder.Config(**{**cfgs["decoder"], "from_vae": True, "any_background_per_class": 1, "max_steps": 2,
+                            "save_every": 1, "num_threads": 1})
+    decoder.train(cfg, paths)
+    m = _metrics(tmp_path, "decoder")
+    assert all(0 < h["any_background_val_l1_255"] < 255 for h in m["history"])
+    assert set(m["val_any_background"]) == {"any_background_val_l1_255", "any_background_val_color_l1_255"}
+    assert m["val_any_background"] != m["vae_decoder_val_any_background"]  # trained: the decoder moved
+    before, tuned = AutoencoderKL.from_pretrained(tmp_path / "vae"), AutoencoderKL.from_pretrained(tmp_path / "decoder")
+    assert all(torch.equal(a, b) for a, b in zip(before.encoder.parameters(), tuned.encoder.parameters()))
+
+
+def test_vae_stage_fine_tunes_a_vae_on_any_background_with_its_architecture(tmp_path, stimuli_dir):
+    """``init_from``: the vae stage continues a saved AutoencoderKL (its architecture, not the entry's channels),
+    encoder too, on the stimuli and renders on random backgrounds, and reports the error on held-out ones."""
+    from diffusers import AutoencoderKL
+
+    from neuroimagen.training import vae
+    from neuroimagen.training.config import load_config
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "debug.json"
+    paths, cfgs = load_config(config, overrides={"stimuli": str(stimuli_dir), "out": str(tmp_path / "a")})
+    base = vae.Config(**{**cfgs["vae"], "max_steps": 2, "num_threads": 1})
+    vae.train(base, paths)
+    source = tmp_path / "a" / "vae"
+    tuned_paths = replace(paths, out=str(tmp_path / "b"))
+    vae.train(replace(base, init_from=str(source), block_out_channels=[16, 16, 16], max_steps=1,
+                      any_background_per_class=1), tuned_paths)
+    before, after = AutoencoderKL.from_pretrained(source), AutoencoderKL.from_pretrained(tmp_path / "b" / "vae")
+    assert list(after.config.block_out_channels) == list(before.config.block_out_channels)
+    moved = [not torch.equal(a, b) for a, b in zip(before.encoder.parameters(), after.encoder.parameters())]
+    assert any(moved)  # the encoder trains too (its latents move: a UNet must follow)
+    drift = max((a - b).abs().max().item() for a, b in zip(before.parameters(), after.parameters()))
+    assert drift < 0.05  # one step from the source, not a new network
+    m = _metrics(tmp_path / "b", "vae")
+    assert 0 < m["val_any_background"]["any_background_val_l1_255"] < 255
+    with pytest.raises(ValueError, match="expected an AutoencoderKL"):
+        from diffusers import AsymmetricAutoencoderKL
+        (tmp_path / "wide").mkdir()
+        AsymmetricAutoencoderKL(down_block_out_channels=(8,), up_block_out_channels=(8,), norm_num_groups=8,
+                                latent_channels=4).save_pretrained(tmp_path / "wide")
+        vae.train(replace(base, init_from=str(tmp_path / "wide")), replace(paths, out=str(tmp_path / "c")))
+
+
 def test_decoder_stage_fine_tunes_the_vae_decoder_adversarially(tmp_path, stimuli_dir):
     """``from_vae`` with ``adversarial_weight``: the decoder stage starts from the VAE's own decoder (an
     AutoencoderKL, encoder and latents bit for bit), trains it against a PatchGAN discriminator, logs the

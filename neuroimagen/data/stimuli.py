@@ -131,7 +131,8 @@ def _position_word(cx: float, cy: float) -> str:
 
 def detailed_caption(class_name: str, scale: float, cx: float, cy: float, rotation: float, flipped: bool,
                      background: str) -> str:
-    """Describe how a stimulus was drawn, in the words a captioning model might use."""
+    """Describe how a stimulus was drawn, in the words a captioning model might use (``background`` "": no
+    background named, as for a render on a random colour)."""
     size = _size_word(scale)
     where = _position_word(cx, cy)
     where = "in the centre" if where == "centre" else (f"at the {where}" if where in ("top", "bottom", "left", "right")
@@ -142,18 +143,25 @@ def detailed_caption(class_name: str, scale: float, cx: float, cy: float, rotati
         parts.append("tilted to the left" if rotation > 0 else "tilted to the right")
     if flipped:
         parts.append("mirrored")
-    return ", ".join(parts) + f", on {article(background)} {background} background"
+    return ", ".join(parts) + (f", on {article(background)} {background} background" if background else "")
 
 
-def draw_stimulus(class_index: int, rng: np.random.Generator, size: int = 64) -> tuple[Image.Image, dict]:
+def draw_stimulus(class_index: int, rng: np.random.Generator, size: int = 64,
+                  any_background: bool = False) -> tuple[Image.Image, dict]:
     """Draw one random stimulus of class ``class_index``; return the RGB image and its drawing parameters."""
     cls = CLASSES[class_index]
-    return draw_emoji(cls.emoji[int(rng.integers(len(cls.emoji)))], rng, size)
+    return draw_emoji(cls.emoji[int(rng.integers(len(cls.emoji)))], rng, size, any_background)
 
 
-def draw_emoji(emoji: str, rng: np.random.Generator, size: int = 64) -> tuple[Image.Image, dict]:
+def draw_emoji(emoji: str, rng: np.random.Generator, size: int = 64,
+               any_background: bool = False) -> tuple[Image.Image, dict]:
     """Draw one emoji (an OpenMoji file stem) at a random scale, position, rotation, flip and background; return
-    the RGB image and its drawing parameters (the draws of :func:`draw_stimulus` after its choice of emoji)."""
+    the RGB image and its drawing parameters (the draws of :func:`draw_stimulus` after its choice of emoji).
+
+    ``any_background``: a uniformly random RGB background instead of one of ``BACKGROUNDS`` (drawn after the same
+    draws, so the emoji, its pose and the named background it replaces are those of the same seed without it;
+    ``background`` keeps that name, ``background_rgb`` is the drawn colour). The autoencoder learns from such
+    images to keep colours that no stimulus has, as the start images' flat backgrounds (the saliency map's mean)."""
     scale = float(rng.uniform(*SCALE_RANGE))
     rotation = float(rng.uniform(-MAX_ROTATION, MAX_ROTATION))
     flipped = bool(rng.random() < 0.5)
@@ -169,6 +177,8 @@ def draw_emoji(emoji: str, rng: np.random.Generator, size: int = 64) -> tuple[Im
     lo, hi = margin, size - margin
     cx_px = float(rng.uniform(lo, hi)) if hi > lo else size / 2
     cy_px = float(rng.uniform(lo, hi)) if hi > lo else size / 2
+    if any_background:  # drawn last: the same seed without it gives the same emoji, pose and named background
+        bg_rgb = tuple(int(v) for v in rng.integers(0, 256, 3))
     canvas = Image.new("RGBA", (size, size), bg_rgb + (255,))
     canvas.alpha_composite(sprite, (round(cx_px - sprite.width / 2), round(cy_px - sprite.height / 2))
                            ) if _fits(sprite, cx_px, cy_px, size) else _paste_clipped(canvas, sprite, cx_px, cy_px)
@@ -245,9 +255,11 @@ def make_stimulus_set(out: str | Path, size: int = 64, per_class: int = 50, seed
     return records
 
 
-def render_stimuli(per_class: int, size: int = 64, seed: int = 1) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def render_stimuli(per_class: int, size: int = 64, seed: int = 1,
+                   any_background: bool = False) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Draw ``per_class`` stimuli of every class in memory, as :func:`make_stimulus_set` draws them with ``seed``
-    (pass another seed than the stimulus set's, 0 by default, and none of them is in the set).
+    (pass another seed than the stimulus set's, 0 by default, and none of them is in the set);
+    ``any_background``: on random RGB backgrounds (:func:`draw_emoji`; the captions name no background).
 
     Returns ``(images, classes, captions)``: uint8 (n, size, size, 3), the class index of each and its detailed
     caption, class by class. Training the diffusion model on such fresh draws (the ``unet`` stage's
@@ -255,11 +267,11 @@ def render_stimuli(per_class: int, size: int = 64, seed: int = 1) -> tuple[np.nd
     images, classes, captions = [], [], []
     for cls in CLASSES:
         for k in range(per_class):
-            img, p = numbered_stimulus(cls.index, k + 1, size=size, seed=seed)
+            img, p = draw_stimulus(cls.index, np.random.default_rng([seed, cls.index, k]), size, any_background)
             images.append(np.asarray(img))
             classes.append(cls.index)
             captions.append(detailed_caption(cls.name, p["scale"], p["cx"], p["cy"], p["rotation"], p["flipped"],
-                                             p["background"]))
+                                             "" if any_background else p["background"]))
     return np.stack(images), np.asarray(classes), captions
 
 

@@ -372,7 +372,8 @@ def model_card(folder: str | Path, reports=(), bench=(), config_path: str | None
                       "component |\n" if (folder / "eval_classifier").is_dir() else ""),
             training=training_section(t, stages), evaluation=evaluation_section(folder, reports, bench, config_path))
     robust_row = ("| eval_classifier_robust | `eval_classifier` fine-tuned with crops, colour, blur, down-up scaling, JPEG "
-                  "and noise (`python -m neuroimagen.train classifier --config configs/robust-classifier.json`; "
+                  "and noise (`python -m neuroimagen.train classifier --config configs/robust-classifier.json`, then "
+                  "`configs/robust-classifier-2.json`; "
                   "`reports/classifier` measures both); the evaluation scores with both; not a pipeline component |\n"
                   if (folder / "eval_classifier_robust").is_dir() else "")
     return CARD.format(

@@ -9,8 +9,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .common import save_resume
-from .images import encode_latents
+from ..data.stimuli import render_stimuli
+from .common import logger, save_resume
+from .images import encode_latents, images_to_tensor
 
 VAL_IMAGES = 128  # stimuli the vae stage holds out (the last ones of a permutation seeded by its seed)
 
@@ -50,6 +51,24 @@ class FrozenEncoder:
         mean, std = self.mean[idx].to(device), self.std[idx].to(device)
         rec = vae.decode(mean + std * torch.randn(mean.shape, generator=generator).to(mean.device)).sample
         return rec, self.x[idx].to(device)
+
+
+def with_any_background(train_x: torch.Tensor, per_class: int, seed: int, stage: str
+                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``train_x`` with ``per_class`` renders per class on random RGB backgrounds added (the stimulus renderer with
+    ``seed``; none of them in the stimulus set), and 4 per class of the next seed held out: colours no stimulus has,
+    as the start images' flat backgrounds (the saliency map's mean colour). ``(train_x, None)`` for 0."""
+    if not per_class:
+        return train_x, None
+    size = train_x.shape[-1]
+    extra = images_to_tensor(render_stimuli(per_class, size, seed, any_background=True)[0])
+    logger.info("%s: %d renders on random backgrounds added to the training images", stage, len(extra))
+    return torch.cat([train_x, extra]), images_to_tensor(render_stimuli(4, size, seed + 1, any_background=True)[0])
+
+
+def any_background_error(vae, x: torch.Tensor | None) -> dict:
+    """:func:`evaluate_vae` on the held-out renders on random backgrounds, its keys prefixed (empty without them)."""
+    return {} if x is None else {f"any_background_{k}": v for k, v in evaluate_vae(vae, x).items()}
 
 
 def vae_split(images: torch.Tensor, vae_dir: str | Path) -> tuple[torch.Tensor, torch.Tensor]:

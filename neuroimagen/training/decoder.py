@@ -47,7 +47,16 @@ from diffusers import AsymmetricAutoencoderKL, AutoencoderKL
 from torch import nn
 
 from ..models.diffusion import load_autoencoder
-from .autoencoding import FrozenEncoder, evaluate_vae, optimizer_step, pixel_loss, save_point, vae_split
+from .autoencoding import (
+    FrozenEncoder,
+    any_background_error,
+    evaluate_vae,
+    optimizer_step,
+    pixel_loss,
+    save_point,
+    vae_split,
+    with_any_background,
+)
 from .common import (
     descend,
     load_resume,
@@ -74,6 +83,11 @@ class Config:
     adversarial_weight: float = 0.0  # > 0: add a PatchGAN hinge loss, weighted adaptively (Esser et al., 2021)
     disc_channels: int = 32  # the discriminator's first layer's channels (x 4 after its 3 stride-2 layers)
     disc_lr: float = 2e-4  # AdamW (0.5, 0.9), constant
+    # Also train on this many renders per class on random RGB backgrounds (neuroimagen.data.stimuli.render_stimuli
+    # with any_background; seed any_background_seed, none of them in the stimulus set): colours no stimulus has,
+    # as the start images' flat backgrounds, which a decoder trained on the 8 stimulus backgrounds snaps to them.
+    any_background_per_class: int = 0
+    any_background_seed: int = 2
     save_every: int = 250  # steps between resume points (and validation)
     seed: int = 0
     num_threads: int = 0  # torch CPU threads (0: leave torch's default)
@@ -143,6 +157,7 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
         raise ValueError(f"The decoder stage widens the vae stage's AutoencoderKL; {paths.stage_dir('vae')} holds a "
                          f"{type(vae).__name__} (a copied pipeline VAE?): run the vae stage there first.")
     train_x, val_x = vae_split(stimulus_images(paths.stimuli), paths.stage_dir("vae"))
+    train_x, val_any = with_any_background(train_x, cfg.any_background_per_class, cfg.any_background_seed, "decoder")
     model = copy.deepcopy(vae) if cfg.from_vae else widen(vae, cfg)
     frozen = FrozenEncoder(model, train_x)  # the encoder is the VAE's: its posteriors, both flips, computed once
     state = load_resume(out / "resume.pt") if resume else None
@@ -176,7 +191,8 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
             descend(acc, disc_opt, d_loss)  # zero_grad first: drops what the decoder's loss left on the discriminator
             extra = {"disc_loss": round(d_loss.item(), 5), "adaptive_weight": round(weight, 5)}
         if step % cfg.save_every == 0 or step == cfg.max_steps:
-            history.append({"step": step, "train_loss": round(loss.item(), 5), **extra, **evaluate_vae(m, val_x)})
+            history.append({"step": step, "train_loss": round(loss.item(), 5), **extra, **evaluate_vae(m, val_x),
+                            **any_background_error(m, val_any)})
             logger.info("decoder step %d: %s", step, history[-1])
             discs = {} if disc is None else {"discriminator": disc.state_dict(),
                                              "discriminator_optimizer": disc_opt.state_dict()}
@@ -186,6 +202,8 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     model.save_pretrained(out)
     metrics = {"stage": "decoder", "steps": step, "config": asdict(cfg), "history": history,
                "val": evaluate_vae(model, val_x), "vae_decoder_val": evaluate_vae(vae, val_x),
+               "val_any_background": any_background_error(model, val_any),
+               "vae_decoder_val_any_background": any_background_error(vae, val_any),
                "train_wall_s_this_run": round(time.perf_counter() - t0, 1)}
     write_metrics(out, metrics)
     return metrics["val"]

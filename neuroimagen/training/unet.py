@@ -66,6 +66,9 @@ class Config:
     # set) instead of the stimulus set's images; 0: the stimulus set (as the shipped UNet).
     fresh_per_class: int = 0
     fresh_seed: int = 1
+    # With fresh_per_class: this many more per class on random RGB backgrounds (seed fresh_seed + 1, captions that
+    # name no background), so that the start images' flat backgrounds, colours no stimulus has, are kept.
+    fresh_any_background_per_class: int = 0
     batch_size: int = 32
     lr: float = 3e-4  # AdamW, linear warm-up then constant (open-ended, resumable), then decay_steps
     warmup_steps: int = 200
@@ -164,7 +167,13 @@ def training_images(cfg: Config, paths: Paths, vae, stimulus_captions: torch.Ten
     with Image.open(Path(paths.stimuli) / first.file) as img:  # the renders' side: the stimulus set's
         size = img.size[0]
     images, classes, captions = render_stimuli(cfg.fresh_per_class, size=size, seed=cfg.fresh_seed)
-    cache = Path(paths.out) / f"fresh_captions_{cfg.fresh_per_class}_{cfg.fresh_seed}_{size}.safetensors"
+    name = f"fresh_captions_{cfg.fresh_per_class}_{cfg.fresh_seed}_{size}"
+    if cfg.fresh_any_background_per_class:
+        more = render_stimuli(cfg.fresh_any_background_per_class, size=size, seed=cfg.fresh_seed + 1, any_background=True)
+        images, classes = np.concatenate([images, more[0]]), np.concatenate([classes, more[1]])
+        captions = captions + more[2]
+        name += f"_any{cfg.fresh_any_background_per_class}"
+    cache = Path(paths.out) / f"{name}.safetensors"
     if cache.is_file():
         states = load_file(cache)["detailed"]
     else:
