@@ -187,7 +187,8 @@ def draw_emoji(emoji: str, rng: np.random.Generator, size: int = 64,
     return canvas.convert("RGB"), params
 
 
-def numbered_stimulus(class_index: int, number: int, size: int = 64, seed: int = 0) -> tuple[Image.Image, dict]:
+def numbered_stimulus(class_index: int, number: int, size: int = 64, seed: int = 0,
+                      any_background: bool = False) -> tuple[Image.Image, dict]:
     """Stimulus ``number`` of class ``class_index``, drawn exactly as :func:`make_stimulus_set` draws it.
 
     Parameters
@@ -198,6 +199,8 @@ def numbered_stimulus(class_index: int, number: int, size: int = 64, seed: int =
         1-based, as in the file name ``{synset}_{number:04d}.png``.
     size, seed : int
         As given to :func:`make_stimulus_set` (its defaults: 64, 0).
+    any_background : bool
+        On a random RGB background instead of the named one (:func:`draw_emoji`).
 
     Returns
     -------
@@ -206,7 +209,7 @@ def numbered_stimulus(class_index: int, number: int, size: int = 64, seed: int =
     params : dict
         How it was drawn (emoji, scale, position, rotation, flip, background).
     """
-    return draw_stimulus(class_index, np.random.default_rng([seed, class_index, number - 1]), size=size)
+    return draw_stimulus(class_index, np.random.default_rng([seed, class_index, number - 1]), size, any_background)
 
 
 def _fits(sprite: Image.Image, cx: float, cy: float, size: int) -> bool:
@@ -267,7 +270,7 @@ def render_stimuli(per_class: int, size: int = 64, seed: int = 1,
     images, classes, captions = [], [], []
     for cls in CLASSES:
         for k in range(per_class):
-            img, p = draw_stimulus(cls.index, np.random.default_rng([seed, cls.index, k]), size, any_background)
+            img, p = numbered_stimulus(cls.index, k + 1, size, seed, any_background)
             images.append(np.asarray(img))
             classes.append(cls.index)
             captions.append(detailed_caption(cls.name, p["scale"], p["cx"], p["cy"], p["rotation"], p["flipped"],
