@@ -469,3 +469,36 @@ def test_evaluate_scores_with_the_robust_classifier_beside_the_old_one(tiny_setu
         assert "robust" not in m["reconstruction"]["rows"]["L + I"]
         assert "robust" not in m["reconstruction"]["references"]["stimuli"]
     assert none["reconstruction"]["rows"] == old["reconstruction"]["rows"]
+
+
+@pytest.mark.parametrize("sfreq,loaded_hz", [(1000.0, 250.0), (100.0, 100.0)])
+def test_the_baselines_bin_time_in_the_files_own_milliseconds(tmp_path, sfreq, loaded_hz):
+    """A file recorded at 100 Hz is not averaged as if it were 1 kHz: it loads at 100 Hz, and a 40 ms LDA bin is 4 of
+    its samples (the 1 kHz file: 250 Hz, 10 samples of 4 ms). The class sits in a 30 ms burst on 8 channels, which
+    both decode."""
+    from neuroimagen.data.eeg_imagenet import save_eeg_imagenet, save_splits
+    from neuroimagen.evaluation.baselines import block_design_effect, load_split, run_baselines
+
+    rng = np.random.default_rng(0)
+    n_times, n = int(0.5 * sfreq), 160
+    labels = [k % 4 for k in range(n)]
+    eeg = []
+    for y in labels:
+        x = rng.standard_normal((8, n_times)).astype(np.float32)
+        t0 = int((0.1 + 0.05 * y) * sfreq)
+        x[:, t0:t0 + max(1, int(0.03 * sfreq))] += 3.0  # the burst's latency says the class
+        eeg.append(x)
+    data, splits = tmp_path / "d.pth", tmp_path / "s.pth"
+    save_eeg_imagenet(data, eeg, list(range(n)), labels, [1 + k % 2 for k in range(n)],
+                      images=[f"img_{k}" for k in range(n)], ch_names=[f"E{i}" for i in range(8)], sfreq=sfreq,
+                      window=(0, n_times))
+    save_splits(splits, {"train": list(range(120)), "val": list(range(120, 140)), "test": list(range(140, n))})
+    loaded = load_split(data, splits, "test")
+    assert loaded.sfreq == loaded_hz and loaded.x.shape[-1] == int(n_times * loaded_hz / sfreq)
+    res = run_baselines(data, splits, methods=("lda",), log=lambda msg: None)
+    assert res["loaded_hz"] == loaded_hz and res["methods"]["lda"]["bin_ms"] == pytest.approx(40.0)
+    assert res["methods"]["lda"]["top1"] > 0.9
+    block = block_design_effect({"c": (data, splits)}, log=lambda msg: None, lda_bin_ms=20)
+    assert block["c"]["bin_ms"] == pytest.approx(20.0)
+    with pytest.raises(ValueError, match="positive bin width in ms, got 0"):
+        run_baselines(data, splits, methods=("lda",), lda_bin_ms=0, log=lambda msg: None)

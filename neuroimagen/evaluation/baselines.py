@@ -35,14 +35,27 @@ import torch
 
 from .metrics import confusion_matrix, per_class_accuracy, top_k_accuracy
 
-DECIM = 4  # samples averaged once at load time: 1 kHz -> 250 Hz (the EEG encoders' own first step)
+LOADED_HZ = 250.0  # trials are averaged down to about this rate once at load time (the EEG encoders' own first step)
+DECIM = 4  # the published files' 1 kHz -> 250 Hz; other rates: :func:`decim_for`
+
+
+def decim_for(sfreq: float) -> int:
+    """Samples averaged at load time for a file recorded at ``sfreq`` Hz: to about :data:`LOADED_HZ` (1 at or below it)."""
+    return max(1, round(float(sfreq) / LOADED_HZ))
+
+
+def bins_for(ms: float, step_ms: float, name: str) -> int:
+    """Loaded samples per time bin of about ``ms`` milliseconds, at ``step_ms`` per loaded sample (at least one)."""
+    if not ms > 0:
+        raise ValueError(f"{name}: expected a positive bin width in ms, got {ms!r}.")
+    return max(1, round(ms / step_ms))
 
 
 # ----------------------------------------------------------------------------------------------
 # Data
 @dataclass
 class SplitData:
-    """One split, time-averaged by ``DECIM`` at load time (float32 (n, n_chans, n_times // DECIM)).
+    """One split, time-averaged at load time (float32 (n, n_chans, n_times // decim); ``sfreq``: the loaded rate).
 
     ``outputs`` holds whatever the load-time hooks computed on the full-rate trials (e.g. our models'
     class probabilities), so the full-rate data never has to be held at once.
@@ -56,6 +69,12 @@ class SplitData:
     synsets: list[str] = field(default_factory=list)
     class_names: list[str] = field(default_factory=list)
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    sfreq: float = 1000.0 / DECIM
+
+    @property
+    def step_ms(self) -> float:
+        """Milliseconds per loaded sample."""
+        return 1000.0 / self.sfreq
 
 
 def bin_time(x: np.ndarray, factor: int) -> np.ndarray:
@@ -68,7 +87,7 @@ def bin_time(x: np.ndarray, factor: int) -> np.ndarray:
 
 def load_split(data: str | Path, splits: str | Path | None, split: str | None,
                hooks: dict[str, Callable[[torch.Tensor], np.ndarray]] | None = None,
-               chunk: int = 256, decim: int = DECIM) -> SplitData:
+               chunk: int = 256, decim: int | None = None) -> SplitData:
     """Read a split of an EEG-ImageNet-format file (cropped and standardized by the loader), time-averaged.
 
     Parameters
@@ -78,16 +97,18 @@ def load_split(data: str | Path, splits: str | Path | None, split: str | None,
     split : str | None
         ``"train"``, ``"val"``, ``"test"`` or None (every trial).
     hooks : dict of callable | None
-        ``name -> f(eeg)`` with ``eeg`` a float tensor (batch, n_chans, 440) of full-rate trials,
+        ``name -> f(eeg)`` with ``eeg`` a float tensor (batch, n_chans, n_times) of full-rate trials,
         returning an array (batch, ...); the results are concatenated into ``SplitData.outputs[name]``.
     chunk : int
         Trials per hook call.
-    decim : int
-        Samples averaged together (4: 250 Hz).
+    decim : int | None
+        Samples averaged together (None: :func:`decim_for` the file's ``sfreq``, 4 for the published 1 kHz files).
     """
     from ..data.eeg_imagenet import load_eeg_imagenet
 
     ds = load_eeg_imagenet(data, splits, split=split)
+    file_hz = float(ds.space["sfreq"])
+    decim = decim_for(file_hz) if decim is None else int(decim)
     n = len(ds)
     n_chans, n_times = (ds[0]["eeg"].shape if n else (0, 440))
     x = np.empty((n, n_chans, n_times // decim), np.float32)
@@ -101,7 +122,7 @@ def load_split(data: str | Path, splits: str | Path | None, split: str | None,
         for name, fn in (hooks or {}).items():
             outputs[name].append(np.asarray(fn(eeg)))
     return SplitData(x, meta[:, 0], meta[:, 1], meta[:, 2], ds.indices.copy(), list(ds.labels), ds.class_names,
-                     {k: np.concatenate(v) for k, v in outputs.items() if v})
+                     {k: np.concatenate(v) for k, v in outputs.items() if v}, sfreq=file_hz / decim)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -115,7 +136,8 @@ def _full_proba(model, proba: np.ndarray, n_classes: int) -> np.ndarray:
 
 def lda_probs(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, n_classes: int,
               bin_factor: int = 10) -> np.ndarray:
-    """Shrinkage LDA on channels x time bins (``bin_factor`` x 4 ms; 40 ms by default: 128 x 11 features).
+    """Shrinkage LDA on channels x time bins of ``bin_factor`` loaded samples (10 x 4 ms at the published files' rate:
+    128 x 11 features).
 
     ``x_train``, ``x_test``: trials (n, n_chans, n_times) as loaded (:class:`SplitData`'s ``x``); ``y_train``: labels.
 
@@ -165,7 +187,7 @@ class EEGNetClassifier(torch.nn.Module):
         super().__init__()
         from ..models.eeg_encoder import ConvTrunk
 
-        # The data come time-averaged by DECIM already: no pooling at the input.
+        # The data come time-averaged at load time already: no pooling at the input.
         self.trunk = ConvTrunk(n_chans, n_times, kernel=9, dropout=dropout, input_pool=1)
         self.final_layer = torch.nn.Linear(self.trunk.n_features, n_outputs)
 
@@ -303,8 +325,8 @@ METHOD_NAMES = {
 
 
 def run_baselines(data: str | Path, splits: str | Path, pipe=None, methods: tuple[str, ...] = BASELINES,
-                  seed: int = 0, xdawn_nfilter: int = 1, eegnet_epochs: int = 30, lda_bin: int = 10,
-                  xdawn_bin: int = 2, log: Callable[[str], None] = print) -> dict:
+                  seed: int = 0, xdawn_nfilter: int = 1, eegnet_epochs: int = 30, lda_bin_ms: float = 40.0,
+                  xdawn_bin_ms: float = 8.0, log: Callable[[str], None] = print) -> dict:
     """Fit each baseline on the train split and score it on the test split; add our models when ``pipe`` is given.
 
     Parameters
@@ -319,8 +341,9 @@ def run_baselines(data: str | Path, splits: str | Path, pipe=None, methods: tupl
         Seeds the CNN.
     xdawn_nfilter, eegnet_epochs : int
         xDAWN filters per class; the CNN's maximum epochs.
-    lda_bin, xdawn_bin : int
-        Time bins of LDA and xDAWN, in loaded samples (4 ms each).
+    lda_bin_ms, xdawn_bin_ms : float
+        Time bins of LDA and xDAWN, in ms: rounded to whole loaded samples (4 ms each at 250 Hz and above; the
+        width used is reported as ``bin_ms``).
 
     Returns
     -------
@@ -347,7 +370,10 @@ def run_baselines(data: str | Path, splits: str | Path, pipe=None, methods: tupl
     out: dict = {"data": str(data), "splits": str(splits), "n_classes": n_classes, "class_names": test.class_names,
                  "sizes": {k: int(len(v.labels)) for k, v in parts.items()}, "load_s": round(time.perf_counter() - t0, 1),
                  "methods": {}}
-    log(f"loaded {out['sizes']} in {out['load_s']} s")
+    lda_bin, xdawn_bin = (bins_for(lda_bin_ms, train.step_ms, "lda_bin_ms"),
+                          bins_for(xdawn_bin_ms, train.step_ms, "xdawn_bin_ms"))
+    out["loaded_hz"] = train.sfreq
+    log(f"loaded {out['sizes']} at {train.sfreq:g} Hz in {out['load_s']} s")
 
     def record(name: str, fit: Callable[[], np.ndarray | tuple[np.ndarray, dict]]):
         t = time.perf_counter()
@@ -359,10 +385,11 @@ def run_baselines(data: str | Path, splits: str | Path, pipe=None, methods: tupl
             f"({out['methods'][name]['fit_s']} s)")
 
     if "lda" in methods:
-        record("lda", lambda: (lda_probs(train.x, train.labels, test.x, n_classes, lda_bin), {"bin_ms": lda_bin * DECIM}))
+        record("lda", lambda: (lda_probs(train.x, train.labels, test.x, n_classes, lda_bin),
+                               {"bin_ms": lda_bin * train.step_ms}))
     if "xdawn" in methods:
         record("xdawn", lambda: (xdawn_probs(train, test, n_classes, nfilter=xdawn_nfilter, bin_factor=xdawn_bin),
-                                 {"bin_ms": xdawn_bin * DECIM, "nfilter": xdawn_nfilter}))
+                                 {"bin_ms": xdawn_bin * train.step_ms, "nfilter": xdawn_nfilter}))
     if "eegnet" in methods:
         record("eegnet", lambda: eegnet_probs(train, val, test, n_classes, seed=seed, max_epochs=eegnet_epochs))
     if pipe is not None:
@@ -381,7 +408,7 @@ def _lda_accuracy(x_tr, y_tr, x_te, y_te, n_classes: int, bin_factor: int) -> fl
 
 
 def block_design_effect(files: dict[str, tuple[str | Path, str | Path]], log: Callable[[str], None] = print,
-                        max_folds: int | None = None, lda_bin: int = 10) -> dict:
+                        max_folds: int | None = None, lda_bin_ms: float = 40.0) -> dict:
     """LDA top-1 on each data file under two splits that differ in whether test blocks were seen in training.
 
     - ``by_image``: the file's own split (split 0), by image, as EEG-ImageNet's: every test trial's
@@ -396,8 +423,8 @@ def block_design_effect(files: dict[str, tuple[str | Path, str | Path]], log: Ca
         ``condition -> (data, splits)``, e.g. ``{"no drift": (...), "block drift": (...)}``.
     max_folds : int | None
         Leave-one-subject-out folds to run (None: every subject).
-    lda_bin : int
-        LDA time bins, in loaded samples (4 ms each).
+    lda_bin_ms : float
+        LDA time bins, in ms (rounded to whole loaded samples).
 
     Returns
     -------
@@ -411,6 +438,7 @@ def block_design_effect(files: dict[str, tuple[str | Path, str | Path]], log: Ca
         t0 = time.perf_counter()
         all_trials = load_split(data, None, None)
         n_classes = len(all_trials.synsets)
+        lda_bin = bins_for(lda_bin_ms, all_trials.step_ms, "lda_bin_ms")
         split = {s: load_eeg_imagenet(data, splits, split=s).indices for s in ("train", "test")}
         pos = {int(k): i for i, k in enumerate(all_trials.indices)}
         tr = np.array([pos[int(k)] for k in split["train"]])
@@ -425,7 +453,8 @@ def block_design_effect(files: dict[str, tuple[str | Path, str | Path]], log: Ca
             te_s = te[subj[te] == s]
             folds[int(s)] = _lda_accuracy(x[tr_s], y[tr_s], x[te_s], y[te_s], n_classes, lda_bin)
         out[cond] = {"data": str(data), "by_image": by_image, "held_out_blocks": float(np.mean(list(folds.values()))),
-                     "folds": folds, "n_trials": int(len(y)), "wall_s": round(time.perf_counter() - t0, 1)}
+                     "folds": folds, "n_trials": int(len(y)),
+                     "bin_ms": lda_bin * all_trials.step_ms, "wall_s": round(time.perf_counter() - t0, 1)}
         log(f"block design, {cond}: by image {by_image:.3f}, held-out blocks {out[cond]['held_out_blocks']:.3f} "
             f"({out[cond]['wall_s']} s)")
     return out
