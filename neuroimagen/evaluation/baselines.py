@@ -36,7 +36,6 @@ import torch
 from .metrics import confusion_matrix, per_class_accuracy, top_k_accuracy
 
 LOADED_HZ = 250.0  # trials are averaged down to about this rate once at load time (the EEG encoders' own first step)
-DECIM = 4  # the published files' 1 kHz -> 250 Hz; other rates: :func:`decim_for`
 
 
 def decim_for(sfreq: float) -> int:
@@ -69,7 +68,7 @@ class SplitData:
     synsets: list[str] = field(default_factory=list)
     class_names: list[str] = field(default_factory=list)
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
-    sfreq: float = 1000.0 / DECIM
+    sfreq: float = LOADED_HZ
 
     @property
     def step_ms(self) -> float:
