@@ -5,6 +5,7 @@ Stages, in the order ``all`` runs them::
     python -m neuroimagen.train vae        --config configs/tiny.json   # AutoencoderKL on the stimulus set
     python -m neuroimagen.train decoder    --config configs/tiny.json   # optional: wider decoder, frozen VAE encoder
     python -m neuroimagen.train unet       --config configs/tiny.json   # caption-conditioned UNet on VAE latents
+    python -m neuroimagen.train finetune   --config configs/tiny.json   # optional: rounds of VAE then UNet fine-tunes
     python -m neuroimagen.train encoder    --config configs/tiny.json   # EEG encoder, triplet loss
     python -m neuroimagen.train saliency   --config configs/tiny.json   # saliency GAN on encoder features
     python -m neuroimagen.train layout     --config configs/tiny.json   # optional: class templates + EEG -> object box
@@ -15,8 +16,9 @@ Stages, in the order ``all`` runs them::
     python -m neuroimagen.train assemble   --config configs/tiny.json   # write the pipeline folder
     python -m neuroimagen.train all        --config configs/tiny.json
 
-``all`` runs ``decoder``, ``layout``, ``refine`` and ``class_decoder`` only when the config has an entry for them
-(``assemble`` ships the wide VAE when ``wide_decoder`` is true, the refined UNet when ``refined_unet`` is). A config's
+``all`` runs ``decoder``, ``finetune``, ``layout``, ``refine`` and ``class_decoder`` only when the config has an entry
+for them (``assemble`` ships the wide VAE when ``wide_decoder`` is true, the refined UNet when ``refined_unet`` is, the
+last fine-tune round's VAE and UNet when ``finetuned`` is). A config's
 top-level ``stages`` list, when there is one, is exactly what ``all`` runs (in the order above): the paper's
 configuration (``configs/eeg-imagenet-sd15.json``) lists ``encoder``, ``saliency``, ``semantic`` and ``assemble``,
 leaving out the tiny latent diffusion stages (Stable Diffusion replaces them), the layout prior and the classifier.
@@ -42,9 +44,9 @@ import sys
 import time
 from pathlib import Path
 
-STAGES = ("vae", "decoder", "unet", "encoder", "saliency", "layout", "refine", "semantic", "class_decoder", "classifier",
-          "assemble")
-OPTIONAL = ("decoder", "layout", "refine", "class_decoder")  # ``all`` runs these only when the config has an entry for them
+STAGES = ("vae", "decoder", "unet", "finetune", "encoder", "saliency", "layout", "refine", "semantic", "class_decoder",
+          "classifier", "assemble")
+OPTIONAL = ("decoder", "finetune", "layout", "refine", "class_decoder")  # ``all`` runs these only when the config has an entry for them
 RUN_KEYS = ("stages", "mixed_precision")  # a config's top-level settings of the whole run, beside the stage entries
 
 
@@ -86,10 +88,12 @@ def check_config(stage_cfgs: dict, source: str = "the config") -> None:
             continue
         if not isinstance(cfg, dict):
             raise ValueError(f"The '{stage}' entry of {source} must be an object of settings, but got {cfg!r}.")
-        allowed = {f.name for f in fields(importlib.import_module(f".training.{stage}", __package__).Config)}
+        module = importlib.import_module(f".training.{stage}", __package__)
+        allowed = {f.name for f in fields(module.Config)}
         extra = sorted(set(cfg) - allowed)
         if extra:
             raise ValueError(f"Unknown keys in '{stage}' of {source}: {extra}; allowed: {sorted(allowed)}.")
+        module.Config(**cfg)  # a stage's own checks of its values (finetune: each round's keys)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,25 +158,25 @@ def _run_stages(args, paths, stage_cfgs: dict, state) -> None:
     for stage in stages_to_run(args.stage, stage_cfgs):
         module = importlib.import_module(f".training.{stage}", __package__)
         cfg = module.Config(**stage_cfgs.get(stage, {}))
-        before = _times_so_far(paths.stage_dir(stage)) if args.resume else (0.0, 0.0)  # the stage rewrites metrics.json
+        before = times_so_far(paths.stage_dir(stage)) if args.resume else (0.0, 0.0)  # the stage rewrites metrics.json
         t0 = time.process_time()
         w0 = time.perf_counter()
         metrics = module.train(cfg, paths, resume=args.resume)
         state.wait_for_everyone()  # the next stage reads what the main process wrote
         if not state.is_main_process:
             continue
-        times = _record_times(paths.stage_dir(stage), time.process_time() - t0, time.perf_counter() - w0, before)
+        times = record_times(paths.stage_dir(stage), time.process_time() - t0, time.perf_counter() - w0, before)
         print(json.dumps({"stage": stage, **(metrics or {}), **times}))
 
 
-def _times_so_far(stage_dir) -> tuple[float, float]:
+def times_so_far(stage_dir) -> tuple[float, float]:
     """CPU and wall seconds recorded in the stage's metrics.json by its earlier runs (0 when none)."""
     f = Path(stage_dir) / "metrics.json"
     m = json.loads(f.read_text()) if f.is_file() else {}
     return float(m.get("cpu_time_s", 0.0)), float(m.get("wall_time_s", 0.0))
 
 
-def _record_times(stage_dir, cpu_s: float, wall_s: float, before: tuple[float, float] = (0.0, 0.0)) -> dict:
+def record_times(stage_dir, cpu_s: float, wall_s: float, before: tuple[float, float] = (0.0, 0.0)) -> dict:
     """Write this run's CPU and wall time plus ``before`` (earlier runs', when resumed) to the stage's metrics.json."""
     f = Path(stage_dir) / "metrics.json"
     m = json.loads(f.read_text()) if f.is_file() else {}

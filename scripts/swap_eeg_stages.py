@@ -85,14 +85,20 @@ def record_swap(out: Path, run: Path, stages: list[str]) -> None:
             f"this folder by `python scripts/swap_eeg_stages.py --run {where} --stages {','.join(stages)} --out "
             f"{_relative(out)}` on {time.strftime('%Y-%m-%d')}; {'their rows come' if len(stages) > 1 else 'its row comes'} "
             f"from {where}/<stage>/metrics.json (copied to eeg_stage_metrics/).")
+    append_note(t, note)
+    f.write_text(json.dumps(t, indent=1) + "\n")
+    write_training_json(out)
+
+
+def append_note(t: dict, note: str) -> None:
+    """Add ``note`` (what was put into an assembled folder, by which command) to a ``training_metrics.json``'s
+    ``swap_notes`` and its ``note`` (the card prints it under the Training table), after the assembly's own."""
     assembled = t.setdefault("assembly_note", t.get("note"))  # the note of the assembly, kept across swaps
     swaps = t.setdefault("swap_notes", [])  # every swap's note, in order
     if not swaps and assembled and t.get("note", "").startswith(assembled) and t["note"] != assembled:
         swaps.append(t["note"][len(assembled):].strip())  # a swap recorded before swap_notes existed
     swaps.append(note)
     t["note"] = " ".join(x for x in (assembled, *swaps) if x)
-    f.write_text(json.dumps(t, indent=1) + "\n")
-    write_training_json(out)
 
 
 def _relative(path: Path) -> Path:

@@ -622,6 +622,68 @@ def test_assemble_ships_the_optional_components_when_asked(debug_run, tmp_path):
         assert json.loads((tmp_path / "continued" / stage / "config.json").read_text())["_class_name"] == cls.__name__
 
 
+def test_finetune_rounds_chain_the_vae_and_unet_and_assemble_ships_the_last(debug_run, tmp_path):
+    """``finetune`` starts each round's autoencoder from the one before (round 1: the ``vae`` stage's) and its UNet
+    from the one before, on the new latents; ``--resume`` reruns no finished phase; ``assemble`` with ``finetuned``
+    ships the last round's VAE and UNet and the card's Training table has every round's cost."""
+    import os
+
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from neuroimagen import NeuroImagenPipeline
+    from neuroimagen.train import main
+    from neuroimagen.training import assemble
+    from neuroimagen.training.config import load_config
+
+    out, args = debug_run
+    for stage in ("vae", "unet"):
+        if not (out / stage / "metrics.json").is_file():
+            assert main([stage, *args]) == 0
+    # round 1 trains the autoencoder; round 2 keeps it (lr 0); no UNet moves (lr 0): the chain is visible
+    rounds = [{"vae": {"max_steps": 2, "decoder_steps": 1, "batch_size": 4, "save_every": 1, "val_images": 8},
+               "vae_mixed_precision": "bf16", "unet": {"max_steps": 2, "batch_size": 4, "lr": 0.0, "sample_every": 1000}},
+              {"vae": {"max_steps": 1, "batch_size": 4, "lr": 0.0, "val_images": 8},
+               "unet": {"max_steps": 1, "batch_size": 4, "lr": 0.0, "sample_every": 1000}}]
+    config = tmp_path / "finetune.json"
+    config.write_text(json.dumps({**json.loads(Path(args[1]).read_text()), "finetune": {"rounds": rounds}}))
+    fargs = [args[0], str(config), *args[2:]]
+    assert main(["finetune", *fargs]) == 0
+    assert os.environ.get("ACCELERATE_MIXED_PRECISION") is None  # the round's bf16 did not leak
+    ft = out / "finetune"
+
+    def vae_weights(d):
+        return AutoencoderKL.from_pretrained(d).state_dict()
+
+    base, r1, r2 = vae_weights(out / "vae"), vae_weights(ft / "round1" / "vae"), vae_weights(ft / "round2" / "vae")
+    assert any(not torch.equal(base[k], r1[k]) for k in base)  # round 1 trained from the vae stage's
+    assert all(torch.equal(r1[k], r2[k]) for k in r1)  # round 2 started from round 1's
+    unets = [UNet2DConditionModel.from_pretrained(d).state_dict() for d in (out / "unet", ft / "round2" / "unet")]
+    assert all(torch.equal(unets[0][k], unets[1][k]) for k in unets[0])
+    assert [_metrics(ft / f"round{i}", "vae")["steps"] for i in (1, 2)] == [3, 1]
+    assert _metrics(ft / "round1", "unet")["config"]["init_from"] == str(out / "unet")
+
+    before = {f: f.read_text() for f in ft.glob("round*/*/metrics.json")}
+    assert main(["finetune", *fargs, "--resume"]) == 0
+    assert {f: f.read_text() for f in ft.glob("round*/*/metrics.json")} == before  # nothing ran again
+
+    paths, _ = load_config(config, overrides={"stimuli": args[7], "out": str(out)})
+    folder = tmp_path / "pipe"
+    assemble.train(assemble.Config(checkpoint_dir=str(folder), finetuned=True), paths)
+    pipe = NeuroImagenPipeline.from_pretrained(folder)
+    assert all(torch.equal(v, r2[k]) for k, v in pipe.vae.state_dict().items())
+    rows = json.loads((folder / "training.json").read_text())
+    names = [r["stage"] for r in rows]
+    assert names[names.index("unet") + 1:names.index("unet") + 5] == ["vae round 1", "unet round 1", "vae round 2",
+                                                                       "unet round 2"]
+    r1_metrics = _metrics(ft / "round1", "vae")
+    assert {"stage": "vae round 1", "cpu_s": r1_metrics["cpu_time_s"], "wall_s": r1_metrics["wall_time_s"],
+            "steps": 3} in rows
+    assert "fine-tuned in 2 rounds" in (folder / "README.md").read_text()
+    with pytest.raises(FileNotFoundError, match="finetune"):
+        assemble.train(assemble.Config(checkpoint_dir=str(tmp_path / "none"), finetuned=True),
+                       replace(paths, out=str(tmp_path / "no_run")))
+
+
 def test_all_runs_the_optional_stages_only_when_the_config_names_them():
     """``train all`` on configs/tiny.json must not spend hours on a decoder or a refined UNet the checkpoint does
     not ship, and must run them when it does."""
@@ -773,6 +835,23 @@ def test_the_shipped_card_training_json_is_made_from_its_training_metrics():
     assert rows == training_rows(t) and [r["stage"] for r in rows] == list(t["stages"])
     assert {"stage": "unet", "cpu_s": t["stages"]["unet"]["cpu_time_s"], "wall_s": t["stages"]["unet"]["wall_time_s"],
             "steps": t["stages"]["unet"]["held_out"]["steps"]} in rows
+
+
+def test_the_shipped_vae_and_unet_are_the_configs_finetune_rounds():
+    """configs/tiny.json's finetune rounds are how the shipped VAE and UNet were made: each round's recorded settings
+    (finetune_metrics/, its rows in training.json) are the config's."""
+    root = Path(__file__).resolve().parents[1]
+    rounds = json.loads((root / "configs" / "tiny.json").read_text())["finetune"]["rounds"]
+    folder = root / "checkpoints" / "neuroimagen-tiny"
+    rows = {r["stage"]: r for r in json.loads((folder / "training.json").read_text())}
+    for i, r in enumerate(rounds, 1):
+        for phase in ("vae", "unet"):
+            m = json.loads((folder / "finetune_metrics" / f"round{i}" / phase / "metrics.json").read_text())
+            assert {k: m["config"][k] for k in r[phase]} == r[phase], (i, phase)
+            steps = r[phase]["max_steps"] + r[phase].get("decoder_steps", 0)
+            assert m["steps"] == rows[f"{phase} round {i}"]["steps"] == steps
+            assert rows[f"{phase} round {i}"]["cpu_s"] == m["cpu_time_s"] > 0
+    assert f"vae round {len(rounds) + 1}" not in rows
 
 
 def test_swapping_stages_remakes_the_card_training_json(tmp_path):

@@ -29,7 +29,7 @@ import shlex
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -52,6 +52,7 @@ from ..pipelines import NeuroImagenPipeline
 from ..pipelines.pipeline_neuroimagen import load_stable_diffusion
 from .config import Paths, load_config
 from .denoising import trained_scheduler
+from .finetune import last_round
 
 TRAINING_METRICS = "training_metrics.json"  # the stages' summaries, in the assembled folder
 TRAINING_JSON = "training.json"  # made from them: [{stage, cpu_s, wall_s, steps | epochs}], the card's Training table
@@ -64,6 +65,7 @@ class Config:
     unet_fp16: bool = False  # store the UNet in fp16 (halves its size; the budget is 60 MB for the folder)
     wide_decoder: bool = False  # ship <out>/decoder/ (the VAE's encoder, the decoder stage's decoder) instead of <out>/vae/
     refined_unet: bool = False  # ship <out>/refine/ (the UNet fine-tuned to start from saliency maps) instead of <out>/unet/
+    finetuned: bool = False  # ship the last finetune round's VAE and UNet (<out>/finetune/round<N>/) instead of <out>/vae/, unet/
     layout_prior: bool = False  # ship <out>/layout/ (the layout stage's class templates and box regressor)
     # The paper's configuration: the vae, unet, scheduler (as DDIM), text encoder and tokenizer of this Stable
     # Diffusion model (hub id or folder) instead of <out>/vae and <out>/unet; the folder is then a full-mode pipeline.
@@ -95,12 +97,18 @@ def _metrics(paths: Paths, stage: str) -> dict:
 def _diffusion_components(cfg: Config, paths: Paths) -> dict:
     """The latent diffusion stage: Stable Diffusion's (``sd_model``) or the one trained in ``paths.out``."""
     if cfg.sd_model:
-        if cfg.wide_decoder or cfg.refined_unet:
+        if cfg.wide_decoder or cfg.refined_unet or cfg.finetuned:
             raise ValueError(f"assemble's sd_model={cfg.sd_model!r} takes the vae and unet from Stable Diffusion: "
-                             f"expected wide_decoder and refined_unet false, but got wide_decoder={cfg.wide_decoder}, "
-                             f"refined_unet={cfg.refined_unet}.")
+                             f"expected wide_decoder, refined_unet and finetuned false, but got wide_decoder="
+                             f"{cfg.wide_decoder}, refined_unet={cfg.refined_unet}, finetuned={cfg.finetuned}.")
         return load_stable_diffusion(cfg.sd_model)
     stage = paths.stage_dir
+    if cfg.finetuned:
+        if cfg.wide_decoder or cfg.refined_unet:
+            raise ValueError("assemble's finetuned ships the last finetune round's VAE and UNet: expected wide_decoder "
+                             f"and refined_unet false, but got wide_decoder={cfg.wide_decoder}, refined_unet="
+                             f"{cfg.refined_unet}.")
+        stage = replace(paths, out=str(last_round(paths))).stage_dir
     return {"vae": load_autoencoder(stage("decoder" if cfg.wide_decoder else "vae")),
             "unet": UNet2DConditionModel.from_pretrained(stage("refine" if cfg.refined_unet else "unet")),
             "scheduler": trained_scheduler(stage("unet"))}
@@ -138,8 +146,11 @@ def train(cfg: Config, paths: Paths, resume: bool = False, config_path: str | No
     summary = {"command": command or f"python -m neuroimagen.train assemble --config {config_path or 'CONFIG'}",
                "assembled": time.strftime("%Y-%m-%d"), "run": paths.out, "data": paths.data, "stimuli": paths.stimuli,
                "shipped": {"wide_decoder": cfg.wide_decoder, "refined_unet": cfg.refined_unet,
-                           "layout_prior": cfg.layout_prior, **({"sd_model": cfg.sd_model} if cfg.sd_model else {})},
+                           "layout_prior": cfg.layout_prior, **({"finetuned": True} if cfg.finetuned else {}),
+                           **({"sd_model": cfg.sd_model} if cfg.sd_model else {})},
                "stages": {s: stage_summary(s, _metrics(paths, s)) for s in stages}}
+    if cfg.finetuned:
+        summary["stages"] = with_finetune_rounds(summary["stages"], paths.stage_dir("finetune"))
     (out / TRAINING_METRICS).write_text(json.dumps(summary, indent=1) + "\n")
     card = write_card(out, cfg.reports, cfg.bench, config_path=config_path, keep_history=False)
     return {"checkpoint_dir": str(out), "size_mb": round(folder_size_mb(out), 2), "card": str(card)}
@@ -178,6 +189,23 @@ def stage_summary(stage: str, m: dict) -> dict:
         held = {"steps": m.get("steps"), "final_map_loss": last.get("map_loss"),
                 "final_stimulus_loss": last.get("stimulus_loss")}
     return {"cpu_time_s": m.get("cpu_time_s"), "wall_time_s": m.get("wall_time_s"), "held_out": held}
+
+
+def with_finetune_rounds(stages: dict, finetune_dir: str | Path) -> dict:
+    """``stages`` (a ``training_metrics.json``'s) with a ``vae round <i>`` and ``unet round <i>`` summary after
+    ``unet`` for each round under ``finetune_dir`` (the ``finetune`` stage's folder; its ``metrics.json`` lists the
+    finished rounds): what a checkpoint whose VAE and UNet were fine-tuned cost, in the order it was spent."""
+    finetune_dir = Path(finetune_dir)
+    n = len(json.loads((finetune_dir / "metrics.json").read_text())["rounds"])
+    rounds = {f"{phase} round {i}": stage_summary(phase, json.loads(
+                  (finetune_dir / f"round{i}" / phase / "metrics.json").read_text()))
+              for i in range(1, n + 1) for phase in ("vae", "unet")}
+    out = {}
+    for s, d in stages.items():
+        out[s] = d
+        if s == "unet":
+            out.update(rounds)
+    return out
 
 
 def training_rows(t: dict) -> list[dict]:
@@ -342,9 +370,12 @@ def model_card(folder: str | Path, reports=(), bench=(), config_path: str | None
     vae, bank, eeg, sal = cfg("vae"), cfg("caption_bank"), cfg("eeg_encoder"), cfg("saliency_generator")
     side, latent = vae["sample_size"], vae["sample_size"] // 2 ** (len(vae["block_out_channels"]) - 1)
     shape = f"{side} x {side} x 3 <-> {latent} x {latent} x {vae['latent_channels']}"
+    rounds = sum(s.startswith("vae round") for s in t["stages"])  # finetune rounds (with_finetune_rounds)
     vae_what = {"AutoencoderKL": f"AutoencoderKL, {shape}" + (
                     ": the `vae` stage's encoder (frozen) with the decoder fine-tuned by the `decoder` stage"
-                    if "decoder" in t["stages"] else ""),
+                    if "decoder" in t["stages"] else "") + (
+                    f": the `vae` stage's, fine-tuned in {rounds} rounds of the `finetune` stage (the UNet after each "
+                    "round, on the new latents)" if rounds else ""),
                 "AsymmetricAutoencoderKL": f"AsymmetricAutoencoderKL, {shape}: the `vae` stage's encoder (frozen) "
                                            "with the wider decoder of the `decoder` stage"}[vae["_class_name"]]
     layout_row = ("| layout_prior | per-class object templates (training stimuli aligned on their object box) and a "

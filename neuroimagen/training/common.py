@@ -89,7 +89,9 @@ def make_accelerator(seed: int, mixed_precision: str | None = None, stage: str |
     from accelerate.utils import parse_flag_from_env, set_seed
 
     device = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU")).device
-    acc = Accelerator(mixed_precision=resolve_mixed_precision(mixed_precision, device.type))
+    mp = resolve_mixed_precision(mixed_precision, device.type)
+    _allow_mixed_precision(mp)
+    acc = Accelerator(mixed_precision=mp)
     launched = int(os.environ.get("WORLD_SIZE", 1))
     if launched != acc.num_processes:  # else each process would train alone on every batch and write the same files
         raise RuntimeError(f"{launched} processes were launched (WORLD_SIZE) but accelerate set up "
@@ -103,6 +105,20 @@ def make_accelerator(seed: int, mixed_precision: str | None = None, stage: str |
         logger.warning("%s: every one of the %d processes trains on the same batches (this stage does not share "
                        "them yet): it gains nothing from several processes.", stage, acc.num_processes)
     return acc
+
+
+def _allow_mixed_precision(mp: str) -> None:
+    """Let this process's next ``Accelerator`` use ``mp`` after one with another mixed precision.
+
+    accelerate keeps one ``AcceleratorState`` per process and refuses to change its mixed precision, but one
+    ``python -m neuroimagen.train`` process can run stages with different ones (the ``finetune`` stage's autoencoder
+    phases in bf16, its UNet phases in float32). Only the accelerator part of the state is cleared, as accelerate's
+    own tests do between accelerators; the process group (``PartialState``) is kept."""
+    from accelerate.state import AcceleratorState
+
+    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != mp:
+        logger.info("mixed precision: %s -> %s for this stage", AcceleratorState().mixed_precision, mp)
+        AcceleratorState._reset_state(reset_partial_state=False)
 
 
 def caption_states(stimuli_dir: str | Path, cache_dir: str | Path, text_encoder: str = MINILM,

@@ -86,8 +86,9 @@ class Config:
     seed: int = 0
     snapshot_every: int = 0  # also keep the EMA weights at every this many steps in <out>/snapshots/ (0: never)
     num_threads: int = 0  # torch CPU threads (0: leave torch's default)
-    # Warm start: a pipeline folder (e.g. checkpoints/neuroimagen-tiny) or a UNet folder whose weights start
-    # this run (its VAE is copied to <out>/vae when that is missing, so the latent space matches). Run folders are
+    # Warm start: a pipeline folder (e.g. checkpoints/neuroimagen-tiny) or a UNet folder whose weights (and
+    # architecture: block_out_channels and the rest are then ignored) start this run (its VAE is copied to
+    # <out>/vae when that is missing, so the latent space matches). Run folders are
     # not in the repository, so this is how training continues from the shipped checkpoint.
     init_from: str = ""
 
@@ -107,11 +108,14 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     with acc.main_process_first():  # the main process writes the fresh renders' caption cache, the others read it
         lat_mean, lat_std, classes, detailed_states = training_images(cfg, paths, vae, caps["detailed"])
 
-    unet = build_unet(cfg.block_out_channels, cfg.layers_per_block, cfg.attention_head_dim,
-                      sample_size=lat_mean.shape[-1], latent_channels=lat_mean.shape[1],
-                      cross_attention_dim=label_states.shape[-1], cross_attention=cfg.cross_attention)
-    if init_unet is not None:
-        unet.load_state_dict(init_unet.state_dict())
+    if init_unet is not None:  # its architecture, not block_out_channels and the rest (as the vae stage's init_from)
+        unet = init_unet.to(torch.float32)
+    elif resume and (out / "config.json").is_file():  # the architecture the run saved (a warm start's too)
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(out))
+    else:
+        unet = build_unet(cfg.block_out_channels, cfg.layers_per_block, cfg.attention_head_dim,
+                          sample_size=lat_mean.shape[-1], latent_channels=lat_mean.shape[1],
+                          cross_attention_dim=label_states.shape[-1], cross_attention=cfg.cross_attention)
     sched = build_scheduler(cfg.num_train_timesteps, cfg.beta_schedule, cfg.prediction_type)
     ema, opt, lr_sched, step, history, before = training_state(unet, cfg, out / "resume.pt", resume)
     unet, opt = acc.prepare(unet, opt)
