@@ -689,9 +689,11 @@ def test_all_runs_the_optional_stages_only_when_the_config_names_them():
     not ship, and must run them when it does."""
     from neuroimagen.train import STAGES, stages_to_run
 
-    assert stages_to_run("all", {"vae": {}, "unet": {}}) == [s for s in STAGES if s not in ("decoder", "layout", "refine",
-                                                                                         "class_decoder")]
-    assert stages_to_run("all", {"decoder": {}, "layout": {}, "refine": {}, "class_decoder": {}}) == list(STAGES)
+    assert stages_to_run("all", {"vae": {}, "unet": {}}) == [s for s in STAGES if s not in (
+        "decoder", "finetune", "layout", "refine", "class_decoder")]
+    assert stages_to_run("all", {"decoder": {}, "finetune": {}, "layout": {}, "refine": {},
+                                 "class_decoder": {}}) == list(STAGES)
+    assert stages_to_run("all", {"finetune": {}}).index("finetune") == stages_to_run("all", {}).index("unet") + 1
     assert stages_to_run("all", {"layout": {}}).index("layout") > stages_to_run("all", {"layout": {}}).index("encoder")
     assert stages_to_run("all", {"refine": {}}).index("refine") > stages_to_run("all", {"refine": {}}).index("saliency")
     assert stages_to_run("decoder", {}) == ["decoder"]
@@ -699,6 +701,7 @@ def test_all_runs_the_optional_stages_only_when_the_config_names_them():
     assert ("decoder" in tiny) == tiny["assemble"].get("wide_decoder", False)
     assert ("refine" in tiny) == tiny["assemble"].get("refined_unet", False)
     assert ("layout" in tiny) == tiny["assemble"].get("layout_prior", False)
+    assert ("finetune" in tiny) == tiny["assemble"].get("finetuned", False)
 
 
 def test_refine_bridge_starts_at_the_noised_map_and_ends_at_the_stimulus():
