@@ -26,6 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PHASES = ("vae", "unet")
+NOTE = "The VAE and UNet were fine-tuned"  # how this script's note in training_metrics.json begins
 
 
 def check_same_weights(checkpoint: Path, last_round: Path) -> None:
@@ -49,6 +50,9 @@ def check_same_weights(checkpoint: Path, last_round: Path) -> None:
 def record(rounds: list[Path], out: Path) -> Path:
     from neuroimagen.training.assemble import TRAINING_METRICS, with_finetune_rounds, write_training_json
 
+    sys.path.insert(0, str(Path(__file__).parent))
+    from swap_eeg_stages import _relative, append_note  # the same note and paths as a swap of EEG stages
+
     for r in rounds:
         missing = [p for p in PHASES if not (r / p / "metrics.json").is_file()]
         if missing:
@@ -69,23 +73,14 @@ def record(rounds: list[Path], out: Path) -> Path:
     t["stages"] = with_finetune_rounds(stages, dest)
     t["shipped"]["finetuned"] = True
     where = " ".join(str(_relative(r)) for r in rounds)
-    sys.path.insert(0, str(Path(__file__).parent))
-    from swap_eeg_stages import append_note
-
-    append_note(t, f"The VAE and UNet were fine-tuned in {len(rounds)} rounds ({where}, the finetune stage's rounds of "
+    t["swap_notes"] = [n for n in t.get("swap_notes", []) if not n.startswith(NOTE)]  # recorded again: once
+    append_note(t, f"{NOTE} in {len(rounds)} rounds ({where}, the finetune stage's rounds of "
                    "configs/tiny.json run as separate runs) and put into this folder; `python scripts/record_finetune.py "
                    f"--rounds {where} --out {_relative(out)}` recorded them on {time.strftime('%Y-%m-%d')} (their "
                    "metrics.json files are in finetune_metrics/).")
     f.write_text(json.dumps(t, indent=1) + "\n")
     write_training_json(out)
     return out
-
-
-def _relative(path: Path) -> Path:
-    try:
-        return path.resolve().relative_to(ROOT)
-    except ValueError:
-        return path
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -502,3 +502,23 @@ def test_the_baselines_bin_time_in_the_files_own_milliseconds(tmp_path, sfreq, l
     assert block["c"]["bin_ms"] == pytest.approx(20.0)
     with pytest.raises(ValueError, match="positive bin width in ms, got 0"):
         run_baselines(data, splits, methods=("lda",), lda_bin_ms=0, log=lambda msg: None)
+
+
+def test_blind_naming_scores_each_grid_and_lists_the_examples_missed():
+    """``scripts/blind_naming.py score``: per grid, how many tiles the judges named right; with two grids, the trials
+    named in one only; with the shipped examples' key, each missed example and seed with what the judges said."""
+    from conftest import load_script
+
+    from neuroimagen.data.classes import CLASSES
+
+    score = load_script("blind_naming").score
+    names = [c.name for c in CLASSES]
+    key = {"set0/img00.png": {"class": 3, "grid": "a", "trial": 0}, "set0/img01.png": {"class": 3, "grid": "b", "trial": 0},
+           "set0/img02.png": {"class": 5, "grid": "a", "trial": 1}, "set0/img03.png": {"class": 5, "grid": "b", "trial": 1}}
+    answers = [{"img00.png": {"class": names[3]}, "img01.png": {"class": names[4]},
+                "img02.png": {"class": names[5]}, "img03.png": {"class": names[5]}}]
+    assert score(key, answers) == {"a": {"named": 2, "of": 2, "rate": 1.0}, "b": {"named": 1, "of": 2, "rate": 0.5},
+                                   "only_a": 1, "only_b": 0}
+    ex = {f"set{s}/img00.png": {"class": 7, "grid": "examples", "trial": 0, "file": "x.npz", "seed": 1} for s in (0, 1)}
+    out = score(ex, [{"img00.png": {"class": names[7]}}, {"img00.png": {"class": names[8]}}])
+    assert out["examples"] == {"named": 1, "of": 2, "rate": 0.5} and out["missed"] == {"x.npz seed 1": [names[8]]}

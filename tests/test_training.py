@@ -857,6 +857,47 @@ def test_the_shipped_vae_and_unet_are_the_configs_finetune_rounds():
     assert f"vae round {len(rounds) + 1}" not in rows
 
 
+def test_recording_finetune_rounds_checks_the_weights_and_adds_each_rounds_rows(tmp_path):
+    """``scripts/record_finetune.py`` writes the rounds' rows after ``unet`` only into a checkpoint that holds the last
+    round's weights (its UNet may be stored in float16), and recording twice gives the same file."""
+    from conftest import load_script
+    from safetensors.torch import save_file
+
+    from neuroimagen.training.assemble import TRAINING_METRICS, write_training_json
+
+    script = load_script("record_finetune")
+    ckpt = tmp_path / "ckpt"
+    rounds = [tmp_path / "r1", tmp_path / "r2"]
+    weights = {"vae": {"w": torch.arange(4.0)}, "unet": {"w": torch.linspace(0, 1, 5)}}
+    for i, r in enumerate(rounds):
+        for phase, w in weights.items():
+            (r / phase).mkdir(parents=True)
+            save_file({k: v + (1 - i) for k, v in w.items()}, r / phase / "diffusion_pytorch_model.safetensors")
+            (r / phase / "metrics.json").write_text(json.dumps({"steps": 10 * (i + 1), "cpu_time_s": 1.5 + i,
+                                                                "wall_time_s": 2.0, "config": {"max_steps": 10}}))
+    for phase, w in weights.items():
+        (ckpt / phase).mkdir(parents=True)
+        save_file({k: v.half() if phase == "unet" else v for k, v in w.items()},
+                  ckpt / phase / "diffusion_pytorch_model.safetensors")
+    (ckpt / TRAINING_METRICS).write_text(json.dumps({"shipped": {}, "stages": {
+        "vae": {"cpu_time_s": 5.0, "wall_time_s": 4.0, "held_out": {"steps": 10}},
+        "unet": {"cpu_time_s": 6.0, "wall_time_s": 4.0, "held_out": {"steps": 20}},
+        "encoder": {"cpu_time_s": 1.0, "wall_time_s": 2.0, "held_out": {"epochs": 3}}}}))
+    write_training_json(ckpt)
+    before = (ckpt / "training.json").read_text()
+    with pytest.raises(SystemExit, match="does not hold the weights"):
+        script.record(rounds[::-1], ckpt)  # the checkpoint holds r2's weights, not r1's
+    assert (ckpt / "training.json").read_text() == before and not (ckpt / "finetune_metrics").exists()
+    script.record(rounds, ckpt)
+    rows = json.loads((ckpt / "training.json").read_text())
+    assert [r["stage"] for r in rows] == ["vae", "unet", "vae round 1", "unet round 1", "vae round 2", "unet round 2",
+                                          "encoder"]
+    assert rows[4] == {"stage": "vae round 2", "cpu_s": 2.5, "wall_s": 2.0, "steps": 20}
+    once = (ckpt / TRAINING_METRICS).read_text()
+    script.record(rounds, ckpt)
+    assert (ckpt / TRAINING_METRICS).read_text() == once
+
+
 def test_swapping_stages_remakes_the_card_training_json(tmp_path):
     """``scripts/swap_eeg_stages.py`` puts a swapped stage's times and epochs into training.json too."""
     from conftest import load_script
