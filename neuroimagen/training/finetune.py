@@ -83,9 +83,13 @@ def _finished(stage_dir: Path, steps: int) -> bool:
 
 
 def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
     from ..train import record_times, run_mixed_precision, times_so_far
     from . import unet, vae
 
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))  # several processes: only the main one writes
     prev = Path(paths.out)
     done = []
     for i, r in enumerate(cfg.rounds, 1):
@@ -107,10 +111,14 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
             logger.info("finetune round %d: %s from %s", i, name, prev / name)
             with run_mixed_precision(mp):
                 module.train(stage_cfg, here, resume=again)
-            record_times(out, time.process_time() - c0, time.perf_counter() - w0, before)
+            state.wait_for_everyone()  # the next phase reads what the main process wrote
+            if state.is_main_process:
+                record_times(out, time.process_time() - c0, time.perf_counter() - w0, before)
+        state.wait_for_everyone()
         done.append({name: _summary(here.stage_dir(name)) for name in ("vae", "unet")})
         prev = Path(here.out)
-        write_metrics(paths.stage_dir("finetune"), {"stage": "finetune", "rounds": done})
+        if state.is_main_process:
+            write_metrics(paths.stage_dir("finetune"), {"stage": "finetune", "rounds": done})
     return {"rounds": len(done), **{f"last_{k}": v for k, v in done[-1]["vae"].items()}}
 
 
