@@ -33,12 +33,9 @@ if [ ! -f runs/tiny-realistic/pipeline/model_index.json ]; then
   done
   mkdir -p runs/tiny-realistic
   for s in vae unet classifier; do
-    if [ ! -e runs/tiny-realistic/$s ]; then
-      if [ -d runs/tiny/$s ]; then ln -s "$PWD/runs/tiny/$s" runs/tiny-realistic/$s
-      else  # from the shipped checkpoint
-        src=$CKPT/$s; [ $s = classifier ] && src=$CKPT/eval_classifier
-        mkdir -p runs/tiny-realistic/$s && cp -r $src/. runs/tiny-realistic/$s/
-      fi
+    if [ ! -e runs/tiny-realistic/$s ]; then  # from the shipped checkpoint (runs/tiny/vae and unet are not what it
+      src=$CKPT/$s; [ $s = classifier ] && src=$CKPT/eval_classifier  # ships: its finetune rounds came after them)
+      mkdir -p runs/tiny-realistic/$s && cp -r $src/. runs/tiny-realistic/$s/
     fi
   done
   python -m neuroimagen.train assemble --config configs/tiny-realistic.json
