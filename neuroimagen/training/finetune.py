@@ -39,6 +39,7 @@ class Config:
 
     def __post_init__(self):
         from . import unet, vae
+        from .common import MIXED_PRECISION
 
         if not isinstance(self.rounds, list) or not self.rounds:
             raise ValueError(f"finetune 'rounds' must be a non-empty list of rounds {{'vae': {{...}}, 'unet': "
@@ -55,8 +56,6 @@ class Config:
                 if extra is None or extra:
                     raise ValueError(f"'{phase}' of {where}: expected an object of the {phase} stage's settings "
                                      f"{sorted(allowed)} (init_from is the round's), but got {r[phase]!r}.")
-            from .common import MIXED_PRECISION
-
             if r.get("vae_mixed_precision", "no") not in MIXED_PRECISION:
                 raise ValueError(f"'vae_mixed_precision' of {where} must be one of {list(MIXED_PRECISION)}, but got "
                                  f"{r['vae_mixed_precision']!r}.")
@@ -123,10 +122,12 @@ def train(cfg: Config, paths: Paths, resume: bool = False) -> dict:
 
 
 def _schedule(unet_dir: Path) -> dict:
-    """The noise schedule and prediction type the UNet in ``unet_dir`` was trained with (its metrics.json's)."""
-    f = unet_dir / "metrics.json"
-    c = json.loads(f.read_text()).get("config", {}) if f.is_file() else {}
-    return {k: c[k] for k in ("num_train_timesteps", "beta_schedule", "prediction_type") if k in c}
+    """The noise schedule and prediction type the UNet in ``unet_dir`` was trained with (the scheduler ``assemble``
+    ships with it)."""
+    from .denoising import trained_scheduler
+
+    c = trained_scheduler(unet_dir).config
+    return {k: c[k] for k in ("num_train_timesteps", "beta_schedule", "prediction_type")}
 
 
 def _summary(stage_dir: Path) -> dict:
